@@ -1,0 +1,83 @@
+# lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
+# Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On this project's machines `pip install torch==2.13.0` takes a local CPU wheel; elsewhere point pip at the CPU
+# index (TORCH_INDEX=https://download.pytorch.org/whl/cpu) or a multi-GB CUDA build is downloaded.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+VARIANT ?= 4w4a
+IMG ?= 416
+EPOCHS ?=
+DATA ?=
+DEVICE ?= auto
+RUN ?= runs/$(VARIANT)
+PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
+
+.PHONY: install test lint demo export qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+        bench rtlsim synth data clean $(addprefix train-,$(PRESETS))
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[dev,finn]'
+	# finn-plus pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added without its pins
+	# (runtime dependencies come from the `finn` extra above; see flow/finn_compat.py).
+	$(PY) -m pip install -q --no-deps finn-plus==1.6.1
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check flow models board tests
+
+demo: install
+	$(PY) -m flow demo --out runs/demo
+
+train-%: install
+	$(PY) -m flow train --variant $* --img $(IMG) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out runs/$*
+
+data: install
+	$(PY) -m flow data synth
+
+export: install
+	$(PY) -m flow export --variant $(VARIANT) --img $(IMG) --out $(RUN) $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt)
+
+qcdq: install
+	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx
+
+crosscheck: install
+	$(PY) -m flow crosscheck --run $(RUN) --device $(DEVICE)
+
+estimate: install
+	$(PY) -m flow estimate --run $(RUN)
+
+bitstream: install
+	$(PY) -m flow bitstream --run $(RUN)
+
+docker-bitstream:
+	docker/run.sh make bitstream RUN=$(RUN)
+
+rtlsim: install
+	$(PY) -m flow rtlsim --run $(RUN)
+
+synth: install
+	$(PY) -m flow synth --run $(RUN)
+
+deploy: install
+	$(PY) -m flow deploy --run $(RUN)
+
+deploy-board: deploy
+	@test -n "$(PYNQ_IP)" || { echo "set PYNQ_IP=<board address>"; exit 2; }
+	$(PY) -m flow deploy --run $(RUN) --board $(PYNQ_IP)
+
+bench: install
+	$(PY) -m flow bench crosscheck
+
+clean:
+	rm -rf runs build .pytest_cache

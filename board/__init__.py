@@ -1,0 +1,4 @@
+"""On-board runtime for the LPYOLO accelerator on PYNQ-Z2: numpy only (pynq imported lazily, never torch/onnx).
+
+The host evaluator imports the same decode/NMS/letterbox functions, so there is one implementation of the maths.
+"""

@@ -1,0 +1,95 @@
+"""Decode + NMS in numpy: one implementation for the board, the host evaluator and the cross-check.
+
+Decode (LPYOLO's board formula, `decode: lpyolo-hardtanh-v1` in manifest.json), v = code * scale in [-1, 1]:
+    xy = (v + 0.5 + grid) * stride,  wh = (v + 1)^2 * anchor,  objectness / class = v / 2 + 0.5
+which equals YOLOv5's 2*sigmoid - 0.5 / (2*sigmoid)^2 decode with sigmoid replaced by the rescaled HardTanh.
+Channel layout per anchor a: [x, y, w, h, obj, cls_0 .. cls_{C-1}], anchors stacked along the channel axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DECODE_VERSION = "lpyolo-hardtanh-v1"
+
+
+def hardtanh_values(codes: np.ndarray, scale: float) -> np.ndarray:
+    return codes.astype(np.float32) * np.float32(scale)
+
+
+def decode(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classes: int = 1,
+           conf_thresh: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accelerator output (H, W, A*(5+C)) integer codes -> (boxes xyxy (N,4), scores (N,), classes (N,)).
+
+    score = objectness * class probability; only cells above conf_thresh are returned.
+    """
+    anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
+    h, w, ch = codes_hwc.shape
+    na = len(anchors)
+    if ch != na * (5 + num_classes):
+        raise ValueError(f"output has {ch} channels; {na} anchors x (5 + {num_classes} classes) needs {na * (5 + num_classes)}")
+    v = hardtanh_values(codes_hwc, scale).reshape(h, w, na, 5 + num_classes)
+    prob = v[..., 4:] * 0.5 + 0.5  # objectness and class probabilities
+    cls = prob[..., 1:].argmax(-1)
+    score = prob[..., 0] * np.take_along_axis(prob[..., 1:], cls[..., None], -1)[..., 0]
+    keep = score > conf_thresh
+    if not keep.any():
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    gy, gx, ga = np.nonzero(keep)
+    t = v[gy, gx, ga]
+    cx = (t[:, 0] + 0.5 + gx) * stride
+    cy = (t[:, 1] + 0.5 + gy) * stride
+    bw = (t[:, 2] + 1.0) ** 2 * anchors[ga, 0]
+    bh = (t[:, 3] + 1.0) ** 2 * anchors[ga, 1]
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
+    return boxes, score[keep].astype(np.float32), cls[keep].astype(np.int64)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between xyxy boxes a (N,4) and b (M,4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float = 0.45, max_det: int = 300) -> np.ndarray:
+    """Greedy NMS; returns kept indices sorted by descending score (ties broken by index, deterministic)."""
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    keep = []
+    while order.size and len(keep) < max_det:
+        i = order[0]
+        keep.append(i)
+        if order.size == 1:
+            break
+        iou = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
+        order = order[1:][iou <= iou_thresh]
+    return np.asarray(keep, np.int64)
+
+
+def detect(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classes: int = 1,
+           conf_thresh: float = 0.25, iou_thresh: float = 0.45, max_det: int = 300) -> np.ndarray:
+    """Decode + NMS -> (N, 6) array of [x1, y1, x2, y2, score, class], in model-input pixels."""
+    boxes, scores, classes = decode(codes_hwc, scale, anchors, stride, num_classes, conf_thresh)
+    out = []
+    for c in np.unique(classes):  # per-class NMS
+        idx = np.nonzero(classes == c)[0]
+        k = idx[nms(boxes[idx], scores[idx], iou_thresh, max_det)]
+        out.append(np.concatenate([boxes[k], scores[k, None], classes[k, None].astype(np.float32)], axis=1))
+    if not out:
+        return np.zeros((0, 6), np.float32)
+    dets = np.concatenate(out)
+    return dets[np.argsort(-dets[:, 4], kind="stable")][:max_det]
+
+
+def detect_with_manifest(codes_hwc: np.ndarray, manifest: dict, conf_thresh: float | None = None,
+                         iou_thresh: float | None = None) -> np.ndarray:
+    out = manifest["output"]
+    post = manifest.get("postprocess", {})
+    if manifest.get("decode", DECODE_VERSION) != DECODE_VERSION:
+        raise ValueError(f"manifest asks for decode {manifest.get('decode')!r}; this runtime implements {DECODE_VERSION}")
+    return detect(codes_hwc, out["scale"], manifest["anchors"], manifest["stride"], len(manifest["classes"]),
+                  post.get("conf_thresh", 0.25) if conf_thresh is None else conf_thresh,
+                  post.get("iou_thresh", 0.45) if iou_thresh is None else iou_thresh)

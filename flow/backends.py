@@ -1,0 +1,214 @@
+"""Executors of one run's network, behind one interface, for the cross-check and the benchmarks.
+
+A backend takes the network input (N, 3, H, W) float32 pixel values 0..255 and returns the output's integer codes
+(N, C, H/32, W/32) int32 — the accelerator's integer domain (HardTanh value = code * manifest scale).
+Other stages add backends through PROVIDERS: `module:function(run_dir, options) -> list[Backend]`, returning []
+when the run holds none of their artifacts (e.g. no FINN build yet).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from flow.errors import FlowError
+
+PROVIDERS = [
+    "flow.finn_build:crosscheck_backends",  # FINN intermediate models (python execution)
+    "flow.rtlsim:crosscheck_backends",  # the generated RTL in Verilator
+    "board.sim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
+]
+
+
+def load_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise FlowError(f"{path}: no manifest; run `python -m flow export --out {run_dir}` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FlowError(f"{path}: not valid JSON ({e})") from e
+
+
+def to_codes(values: np.ndarray, scale: float) -> np.ndarray:
+    """Dequantized values -> integer codes. Exact: values are code * scale in float32, the division recovers code."""
+    return np.round(np.asarray(values, np.float64) / scale).astype(np.int32)
+
+
+def check_input(x: np.ndarray, shape: list[int], where: str) -> None:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise FlowError(f"{where}: input must be a float32 numpy array of pixel values, got {getattr(x, 'dtype', type(x))}")
+    if x.ndim != 4 or list(x.shape[1:]) != list(shape[1:]):
+        raise FlowError(f"{where}: input shape {list(x.shape)} does not match the model's (N, {', '.join(map(str, shape[1:]))})")
+
+
+class Backend:
+    """Base: `name`, `exact_integer` (True where arithmetic is integer, e.g. FINN thresholds, RTL, the board)."""
+
+    name = "backend"
+    exact_integer = False
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {}
+
+    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray] | None:
+        """All intermediate tensors by name for one input (for bisecting a mismatch); None if not exposable."""
+        return None
+
+
+class BrevitasBackend(Backend):
+    name = "brevitas"
+
+    def __init__(self, run_dir: Path, manifest: dict):
+        from flow.export import load_checkpoint
+
+        self.model, self.spec = load_checkpoint(Path(run_dir) / "model.pt")
+        self.scale = manifest["output"]["scale"]
+        self.shape = manifest["input"]["shape"]
+
+    def run(self, x):
+        import torch
+
+        check_input(x, self.shape, self.name)
+        with torch.no_grad():
+            return to_codes(self.model(torch.from_numpy(x)).numpy(), self.scale)
+
+    def info(self):
+        import torch
+
+        return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+class QONNXBackend(Backend):
+    """qonnx's reference executor (numpy/ORT per node) on the cleaned QONNX graph."""
+
+    name = "qonnx"
+
+    def __init__(self, path: Path, manifest: dict, name: str | None = None):
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        self.path = Path(path)
+        self.model = load_onnx_model(self.path, ModelWrapper)
+        self.scale = manifest["output"]["scale"]
+        self.shape = manifest["input"]["shape"]
+        self.iname = self.model.graph.input[0].name
+        self.oname = self.model.graph.output[0].name
+        if name:
+            self.name = name
+
+    def _exec(self, x1, full=False):
+        from qonnx.core.onnx_exec import execute_onnx
+
+        return execute_onnx(self.model, {self.iname: x1}, return_full_exec_context=full)
+
+    def run(self, x):
+        check_input(x, self.shape, self.name)
+        return np.concatenate([to_codes(self._exec(x[i : i + 1])[self.oname], self.scale) for i in range(len(x))])
+
+    def tensors(self, x):
+        return dict(self._exec(x[:1], full=True))
+
+    def pre_activation(self, x):
+        """Float input of the output quantizer for each image: tells whether a differing code sits on a tie."""
+        node = self.model.find_producer(self.oname)
+        name = node.input[0]
+        return np.concatenate([self._exec(x[i : i + 1], full=True)[name] for i in range(len(x))]) / self.scale
+
+
+class ORTBackend(Backend):
+    """A plain ONNX file (QCDQ) on ONNX Runtime. ORT_ENABLE_BASIC: higher levels fuse QLinearConv and move ties."""
+
+    def __init__(self, path: Path, manifest: dict, device: str = "cpu", name: str | None = None, batch_ok=True):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.scale = manifest["output"]["scale"]
+        self.shape = manifest["input"]["shape"]
+        self.device = device
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.log_severity_level = 3
+        self.level = "ORT_ENABLE_BASIC"
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            # TF32 off: it would change the float sums and so the ties.
+            providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+        try:
+            self.sess = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as e:  # noqa: BLE001
+            raise FlowError(f"{self.path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
+        self.provider = self.sess.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise FlowError(f"{self.path}: CUDA EP did not initialise (got {self.provider}); install onnxruntime-gpu "
+                            "matching your CUDA, or use --device cpu")
+        self.iname = self.sess.get_inputs()[0].name
+        self.batch_dim = self.sess.get_inputs()[0].shape[0]
+        self.name = name or f"qcdq-ort-{'cuda' if self.provider.startswith('CUDA') else 'cpu'}"
+
+    def run(self, x):
+        check_input(x, self.shape, self.name)
+        if isinstance(self.batch_dim, int) and self.batch_dim != len(x):
+            outs = [self.sess.run(None, {self.iname: x[i : i + self.batch_dim]})[0] for i in range(0, len(x), self.batch_dim)]
+            out = np.concatenate(outs)
+        else:
+            out = self.sess.run(None, {self.iname: x})[0]
+        return to_codes(out, self.scale)
+
+    def info(self):
+        import onnxruntime as ort
+
+        return {"provider": self.provider, "ort_optimization_level": self.level, "onnxruntime": ort.__version__}
+
+    def tensors(self, x):
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(self.path)))
+        known = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.output)}
+        have = {o.name for o in model.graph.output}
+        for node in model.graph.node:
+            for t in node.output:
+                if t in known and t not in have:
+                    model.graph.output.append(known[t])
+                    have.add(t)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(None, {self.iname: x[:1]}), strict=True))
+
+
+def load_onnx_model(path: Path, wrapper=None):
+    """Load an ONNX file with a clear error for a missing, corrupt or non-ONNX file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FlowError(f"{path}: file not found")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf raises assorted types for garbage
+        raise FlowError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    if not proto.graph.node:
+        raise FlowError(f"{path}: ONNX model has no nodes")
+    return wrapper(proto) if wrapper else proto
+
+
+def provided_backends(run_dir: Path, options: dict) -> list[Backend]:
+    out = []
+    for target in PROVIDERS:
+        module, func = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue  # that stage is not in this checkout
+            raise
+        out += getattr(mod, func)(Path(run_dir), options)
+    return out

@@ -1,0 +1,65 @@
+"""`python -m flow COMMAND ...`: one subcommand per stage, mirroring the Make targets.
+
+Each command lives in its stage's module as `NAME(argv) -> exit code` and is imported only when called, so
+`python -m flow --help` is instant and a stage's heavy dependencies (torch, finn) load only where needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> ("module:function", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("flow.data:cli", "build/inspect datasets (`data synth` makes the built-in WIDER-format set)"),
+    "anchors": ("flow.anchors:cli", "k-means anchors from a dataset's training boxes"),
+    "train": ("flow.train:cli", "Brevitas QAT training (checkpoints, --resume, ends with export)"),
+    "eval": ("flow.evaluate:cli", "WIDER FACE protocol AP (easy/medium/hard or all faces) + COCO AP50"),
+    "export": ("flow.export:cli", "Brevitas -> QONNX (cleaned) + manifest.json"),
+    "qcdq": ("flow.qcdq:cli", "lower a QONNX file to QuantizeLinear/Clip/DequantizeLinear for ONNX Runtime"),
+    "crosscheck": ("flow.crosscheck:cli", "run every backend on the same inputs and compare integer outputs"),
+    "estimate": ("flow.finn_build:cli_estimate", "FINN steps up to the estimate reports (no Vivado needed)"),
+    "bitstream": ("flow.finn_build:cli_bitstream", "FINN steps through bitfile + deploy folder (needs Vivado)"),
+    "fold": ("flow.folding:cli", "search a folding that maximises FPS within the PYNQ-Z2 budget"),
+    "rtlsim": ("flow.rtlsim:cli", "stitch the generated RTL and simulate it in Verilator"),
+    "synth": ("flow.synth:cli", "Yosys synth_xilinx on the stitched RTL: post-synthesis resources"),
+    "deploy": ("flow.deploy:cli", "package bitfile + manifest + board runtime + notebooks for the PYNQ-Z2"),
+    "demo": ("flow.demo:cli", "the main job: train briefly -> export -> QCDQ -> cross-check -> estimate -> board sim"),
+    "bench": ("flow.bench:cli", "benchmarks (crosscheck | train | accuracy | finn), ratios against a baseline"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m flow COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`python -m flow COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    target = COMMANDS[name][0]
+    module, func = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            print(f"`{name}` is not implemented in this checkout yet ({module} missing)", file=sys.stderr)
+            return 3
+        raise
+    from flow.errors import FlowError
+    from models import SpecError
+
+    try:
+        return int(getattr(mod, func)(rest) or 0)
+    except (FlowError, SpecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,196 @@
+"""Brevitas -> QONNX -> qonnx cleanup -> `model.qonnx.onnx` + `manifest.json` (the host/board contract).
+
+Runs the TorchScript exporter (`dynamo=False`, opset 13): Brevitas's QONNX export is stable there on torch 2.13,
+and FINN's importer expects that graph shape. The input carries no Quant node: it is declared UINT8 (raw pixels),
+so FINN sees integer input and the ARM only letterboxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from board.postprocess import DECODE_VERSION
+from flow.errors import FlowError
+from flow.samples import sample_images, to_nchw_float
+from models import QuantSpec, build_model, spec_for
+from models.lpyolo import STRIDE, spec_hash
+
+INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
+
+
+class ExportError(FlowError):
+    pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_checkpoint(path: Path, variant: str | None = None, img: int | None = None):
+    """A training checkpoint -> (model in eval mode, spec). A checkpoint of another variant is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise ExportError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
+        raise ExportError(f"{path}: not an lpyolo-flow checkpoint (no 'spec'/'model' entries)")
+    spec = QuantSpec.from_json(ckpt["spec"])
+    if variant is not None and spec.name.split("+")[0] != variant:
+        raise ExportError(f"{path}: checkpoint is variant {spec.name!r}, but --variant {variant} was asked; "
+                          f"drop --variant or pick the matching checkpoint")
+    if img is not None and img != spec.img:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, img=img).validate()  # convs are size-agnostic; the grid follows
+    model = build_model(spec)
+    state = ckpt.get("ema") or ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ExportError(f"{path}: weights do not fit spec {spec.describe()}: {str(e).splitlines()[0]}") from e
+    return model.eval(), spec
+
+
+@torch.no_grad()
+def calibrate(model, images_nhwc: np.ndarray, steps: int = 8):
+    """Fresh model -> BN running statistics and activation scales collected from real images (train-mode passes)."""
+    model.train()
+    x = torch.from_numpy(to_nchw_float(images_nhwc))
+    for _ in range(steps):
+        model(x)
+    return model.eval()
+
+
+def fresh_model(spec: QuantSpec, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(spec, collect_stats_steps=4)
+    return calibrate(model, sample_images(spec.img, n_real=6, n_random=2, seed=seed), steps=8)
+
+
+def _strip_metadata(model_proto: onnx.ModelProto) -> None:
+    """torch's exporter stores Python stack traces with local paths in node metadata: drop them (reproducible files)."""
+    model_proto.doc_string = ""
+    del model_proto.metadata_props[:]
+    for node in model_proto.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+
+
+def export_qonnx(model, spec: QuantSpec, path: Path) -> Path:
+    """Brevitas model -> cleaned QONNX file with UINT8 input annotation and fixed tensor names."""
+    from brevitas.export import export_qonnx as brevitas_export_qonnx
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    model = model.eval()
+    dummy = torch.zeros(1, 3, spec.img, spec.img)
+    with tempfile.TemporaryDirectory() as td, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = Path(td) / "raw.onnx"
+        brevitas_export_qonnx(model, args=dummy, export_path=str(raw), dynamo=False, opset_version=13,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+        mw = ModelWrapper(str(raw))
+    mw = cleanup_model(mw)
+    mw.set_tensor_datatype(INPUT_NAME, DataType["UINT8"])
+    _strip_metadata(mw.model)
+    onnx.checker.check_model(mw.model)
+    atomic_write_bytes(path, mw.model.SerializeToString())
+    return Path(path)
+
+
+def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source: str) -> dict:
+    g = spec.grid
+    return {
+        "format": "lpyolo-flow-manifest",
+        "version": 1,
+        "variant": spec.name,
+        "spec": spec.to_json(),
+        "spec_hash": spec_hash(spec),
+        "input": {"name": INPUT_NAME, "shape": [1, 3, spec.img, spec.img], "layout": "NCHW",
+                  "accel_shape": [1, spec.img, spec.img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
+                  "meaning": "raw pixel values 0..255, letterboxed RGB"},
+        "output": {"name": OUTPUT_NAME, "shape": [1, spec.num_outputs, g, g], "layout": "NCHW",
+                   "accel_shape": [1, g, g, spec.num_outputs], "accel_layout": "NHWC",
+                   "datatype": f"INT{spec.output_bits}", "bits": spec.output_bits, "narrow": True,
+                   "scale": output_scale, "meaning": "HardTanh(x/2) = code * scale"},
+        "anchors": [list(a) for a in spec.anchors],
+        "stride": STRIDE,
+        "classes": ["face"] if spec.num_classes == 1 else [f"class{i}" for i in range(spec.num_classes)],
+        "decode": DECODE_VERSION,
+        "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
+        "packing": {"input_bits": 8, "output_bits": spec.output_bits, "output_container": "int8"},
+        "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)}},
+        "source": source,
+    }
+
+
+def export_run(out_dir: Path, variant: str = "4w4a", img: int = 416, checkpoint: Path | None = None,
+               overrides=None, seed: int = 0) -> dict:
+    """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint:
+        model, spec = load_checkpoint(checkpoint, variant=None if overrides else variant, img=img)
+        source = f"checkpoint:{Path(checkpoint).name}"
+    else:
+        spec = spec_for(variant, img=img, overrides=overrides)
+        model = fresh_model(spec, seed=seed)
+        source = f"calibrated:seed={seed}"
+    qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
+    # The exact torch model behind the export, so the cross-check's Brevitas backend runs the same weights.
+    buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})
+    atomic_write_bytes(out_dir / "model.pt", buf)
+    manifest = make_manifest(spec, model.output_scale(), qonnx_path, source)
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    b = io.BytesIO()
+    torch.save(obj, b)
+    return b.getvalue()
+
+
+def cli(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m flow export", description=__doc__.splitlines()[0])
+    p.add_argument("--variant", default="4w4a", help="preset (4w4a, 2w4a, 3w5a, 4w2a, 6w4a, 8w3a, 8w8a, float)")
+    p.add_argument("--img", type=int, default=416, help="input size, a multiple of 32")
+    p.add_argument("--checkpoint", type=Path, help="training checkpoint; without it a fresh BN-calibrated model")
+    p.add_argument("--override", action="append", help="per-layer bits, e.g. conv3.w=2,conv5.a=3 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="run directory to write model.qonnx.onnx + manifest.json")
+    a = p.parse_args(argv)
+    m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed)
+    print(f"exported {m['variant']} ({m['source']}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
+    return 0
