@@ -61,6 +61,11 @@ class Backend:
         """All intermediate tensors by name for one input (for bisecting a mismatch); None if not exposable."""
         return None
 
+    def run_layer(self, index: int, in_name: str, out_name: str, x: np.ndarray) -> np.ndarray | None:
+        """Layer `index` alone (conv -> ... -> its activation quantizer), fed the reference's tensor `in_name`;
+        returns this backend's value of `out_name`, or None where a backend cannot run one layer in isolation."""
+        return None
+
 
 class BrevitasBackend(Backend):
     name = "brevitas"
@@ -78,6 +83,17 @@ class BrevitasBackend(Backend):
         check_input(x, self.shape, self.name)
         with torch.no_grad():
             return to_codes(self.model(torch.from_numpy(x)).numpy(), self.scale)
+
+    def run_layer(self, index, in_name, out_name, x):
+        import torch
+
+        blocks = list(self.model.blocks.values())
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+            if index < len(blocks):
+                b = blocks[index]
+                return b.act(b.bn(b.conv(t))).numpy()
+            return self.model.head.act(self.model.head.conv(t) * 0.5).numpy()
 
     def info(self):
         import torch
@@ -147,6 +163,7 @@ class ORTBackend(Backend):
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise FlowError(f"{self.path}: CUDA EP did not initialise (got {self.provider}); install onnxruntime-gpu "
                             "matching your CUDA, or use --device cpu")
+        self._layer_sessions = {}
         self.iname = self.sess.get_inputs()[0].name
         self.batch_dim = self.sess.get_inputs()[0].shape[0]
         self.name = name or f"qcdq-ort-{'cuda' if self.provider.startswith('CUDA') else 'cpu'}"
@@ -164,6 +181,22 @@ class ORTBackend(Backend):
         import onnxruntime as ort
 
         return {"provider": self.provider, "ort_optimization_level": self.level, "onnxruntime": ort.__version__}
+
+    def run_layer(self, index, in_name, out_name, x):
+        import tempfile
+
+        import onnx.utils
+        import onnxruntime as ort
+
+        key = (in_name, out_name)
+        if key not in self._layer_sessions:
+            with tempfile.TemporaryDirectory() as td:
+                sub = f"{td}/layer.onnx"
+                onnx.utils.extract_model(str(self.path), sub, [in_name], [out_name])
+                so = ort.SessionOptions()
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                self._layer_sessions[key] = ort.InferenceSession(sub, so, providers=self.sess.get_providers())
+        return self._layer_sessions[key].run(None, {in_name: np.ascontiguousarray(x, np.float32)})[0]
 
     def tensors(self, x):
         import onnx

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
 # (name, in_ch, out_ch, kernel, maxpool_after); in_ch of conv0 is the 3 image channels.
@@ -141,8 +140,8 @@ def _act_quant(bits: int, collect_stats_steps: int):
 
 def _out_quant(bits: int):
     # Constant scale: HardTanh range [-1, 1] in a signed narrow code, so the board's decode needs one fixed scale.
-    from brevitas.quant import Int8ActPerTensorFloatMinMaxInit
     from brevitas.inject.enum import ScalingImplType
+    from brevitas.quant import Int8ActPerTensorFloatMinMaxInit
 
     return Int8ActPerTensorFloatMinMaxInit.let(
         bit_width=bits, min_val=-1.0, max_val=1.0, narrow_range=True, scaling_impl_type=ScalingImplType.CONST

@@ -1,0 +1,385 @@
+"""Run every backend of one run on the same inputs and compare them in the integer domain.
+
+Reference: qonnx's executor on the cleaned QONNX file. Every other backend's output codes are compared code for
+code. A differing code is a **tie flip** when it is off by one and the reference's float pre-activation sits on a
+rounding boundary (within TIE_TOL codes of x.5): float executors sum in different orders (oneDNN, MLAS, cuDNN), so
+such a value may round either way. Anything else is a **mismatch**: the command reports the first tensor where the
+two graphs diverge and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from board.postprocess import detect_with_manifest
+from flow.backends import (
+    Backend,
+    BrevitasBackend,
+    ORTBackend,
+    QONNXBackend,
+    load_manifest,
+    provided_backends,
+)
+from flow.errors import FlowError
+from flow.samples import sample_images, to_nchw_float
+
+# Largest distance (in output codes) from a .5 boundary that float summation order can plausibly bridge. The
+# pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes);
+# the observed tie flips sit within 1e-4 codes of the boundary, far inside this bound.
+TIE_TOL = 2.0**-8
+
+
+@dataclass
+class Comparison:
+    elements: int = 0
+    tie_flips: int = 0
+    mismatches: int = 0
+    max_abs_diff: int = 0
+    detections_equal: bool = True
+    examples: list = field(default_factory=list)
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.tie_flips == 0 and self.mismatches == 0
+
+
+def classify(ref: np.ndarray, got: np.ndarray, ref_pre: np.ndarray | None) -> Comparison:
+    """Compare integer codes; ref_pre = the reference's pre-rounding value in code units (same shape) or None."""
+    if ref.shape != got.shape:
+        raise FlowError(f"output shape {list(got.shape)} differs from the reference's {list(ref.shape)}")
+    diff = got.astype(np.int64) - ref.astype(np.int64)
+    idx = np.flatnonzero(diff)
+    c = Comparison(elements=int(ref.size), max_abs_diff=int(np.abs(diff).max(initial=0)))
+    if idx.size == 0:
+        return c
+    d = diff.flat[idx]
+    if ref_pre is None:
+        tie = np.zeros(idx.size, bool)
+    else:
+        pre = ref_pre.reshape(-1)[idx]
+        tie = (np.abs(d) == 1) & (np.abs(np.abs(pre - np.floor(pre)) - 0.5) <= TIE_TOL)
+    c.tie_flips, c.mismatches = int(tie.sum()), int((~tie).sum())
+    for i in idx[~tie][:5]:
+        pos = np.unravel_index(i, ref.shape)
+        c.examples.append({"index": [int(p) for p in pos], "reference": int(ref.flat[i]), "backend": int(got.flat[i]),
+                           "reference_pre": None if ref_pre is None else float(ref_pre.reshape(-1)[i])})
+    return c
+
+
+def same_detections(ref_codes: np.ndarray, got_codes: np.ndarray, manifest: dict) -> bool:
+    """Decode + NMS both (NCHW codes -> the board's NHWC) and require identical boxes, scores and classes."""
+    for r, g in zip(ref_codes, got_codes, strict=True):
+        a = detect_with_manifest(r.transpose(1, 2, 0), manifest)
+        b = detect_with_manifest(g.transpose(1, 2, 0), manifest)
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return False
+    return True
+
+
+def first_divergence(ref: QONNXBackend, other: Backend, x: np.ndarray, manifest: dict) -> dict | None:
+    """Walk the reference graph in order and name the first tensor whose value differs in `other`."""
+    theirs = other.tensors(x[:1]) if other is not None else None
+    if theirs is None:
+        return None
+    ours = ref.tensors(x[:1])
+    producers = {o: n for n in ref.model.graph.node for o in n.output}
+    their_producers = _producers_of(other)
+    for node in ref.model.graph.node:
+        for t in node.output:
+            if t not in theirs or t not in ours:
+                continue
+            a, b = np.asarray(ours[t], np.float64), np.asarray(theirs[t], np.float64)
+            if a.shape != b.shape:
+                return {"tensor": t, "node": producers[t].name, "op": producers[t].op_type,
+                        "reason": f"shape {list(a.shape)} vs {list(b.shape)}"}
+            tol = 1e-4 * max(1.0, float(np.abs(a).max(initial=0)))
+            err = float(np.abs(a - b).max(initial=0))
+            if err > tol:
+                theirs_node = their_producers.get(t)
+                return {"tensor": t, "node": producers[t].name, "op": producers[t].op_type,
+                        "backend_node": theirs_node, "max_abs_diff": err, "tolerance": tol,
+                        "differing_elements": int((np.abs(a - b) > tol).sum())}
+    return {"tensor": None, "reason": "no shared intermediate tensor differs; the difference is at the output"}
+
+
+def _producers_of(backend: Backend) -> dict:
+    path = getattr(backend, "path", None)
+    if path is None:
+        return {}
+    import onnx
+
+    return {o: f"{n.name} ({n.op_type})" for n in onnx.load(str(path)).graph.node for o in n.output}
+
+
+def brevitas_layer_codes(backend: BrevitasBackend, ref: QONNXBackend, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Brevitas activation-quantizer outputs, named after the matching QONNX Quant node outputs (same order)."""
+    import torch
+
+    mods = [m for m in backend.model.modules() if hasattr(m, "act_quant") and type(m).__name__.startswith("Quant")]
+    outs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.detach().numpy())) for m in mods]
+    try:
+        with torch.no_grad():
+            backend.model(torch.from_numpy(x[:1]))
+    finally:
+        for h in hooks:
+            h.remove()
+    names = [n.output[0] for n in ref.model.graph.node
+             if n.op_type == "Quant" and ref.model.get_initializer(n.input[0]) is None]
+    return dict(zip(names, outs, strict=False))
+
+
+def layer_report(ref: QONNXBackend, others: list[Backend], x: np.ndarray) -> dict:
+    """Every activation quantizer's codes, reference vs each backend that exposes intermediate tensors."""
+    quants = [n for n in ref.model.graph.node if n.op_type == "Quant" and ref.model.get_initializer(n.input[0]) is None]
+    report = {}
+    for b in others:
+        theirs = brevitas_layer_codes(b, ref, x) if isinstance(b, BrevitasBackend) else b.tensors(x[:1])
+        if not theirs:
+            continue
+        rows = {}
+        for img in range(len(x)):
+            ours = ref.tensors(x[img : img + 1])
+            if img and isinstance(b, BrevitasBackend):
+                theirs = brevitas_layer_codes(b, ref, x[img : img + 1])
+            elif img:
+                theirs = b.tensors(x[img : img + 1])
+            for n in quants:
+                t = n.output[0]
+                if t not in theirs:
+                    continue
+                s = float(np.asarray(ref.model.get_initializer(n.input[1])).reshape(-1)[0])
+                pre = np.asarray(ours[n.input[0]], np.float64) / s
+                c = classify(np.round(ours[t] / s).astype(np.int64), np.round(theirs[t] / s).astype(np.int64),
+                             pre if np.asarray(ref.model.get_initializer(n.input[1])).size == 1 else None)
+                r = rows.setdefault(n.name, {"tensor": t, "elements": 0, "tie_flips": 0, "mismatches": 0})
+                r["elements"] += c.elements
+                r["tie_flips"] += c.tie_flips
+                r["mismatches"] += c.mismatches
+        report[b.name] = rows
+    return report
+
+
+def layer_boundaries(ref: QONNXBackend) -> list[tuple[int, str, object]]:
+    """(index, input tensor of conv_index, the activation Quant node that ends that layer), in graph order."""
+    out = []
+    convs = [n for n in ref.model.graph.node if n.op_type == "Conv"]
+    for i, conv in enumerate(convs):
+        node = conv
+        while node is not None and node.op_type != "Quant":
+            node = ref.model.find_consumer(node.output[0])
+        if node is None:
+            raise FlowError(f"{ref.path}: no activation quantizer after {conv.name}; not an lpyolo-flow graph")
+        out.append((i, conv.input[0], node))
+    return out
+
+
+def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict | None:
+    """Run each layer of `backend` alone on the reference's input to that layer and classify its output codes.
+
+    End-to-end, a tie flip in one layer moves the next layer's sums by a whole code and so shows up downstream as
+    ordinary-looking +-1 differences. In isolation every layer must be exact up to ties; if so, the end-to-end
+    differences are propagated tie flips, not a fault. None when the backend cannot run single layers.
+    """
+    bounds = layer_boundaries(ref)
+    rows: dict[str, dict] = {}
+    for img in range(len(x)):
+        ctx = ref.tensors(x[img : img + 1])
+        for i, in_t, q in bounds:
+            got = backend.run_layer(i, in_t, q.output[0], ctx[in_t])
+            if got is None:
+                return None
+            scale = np.asarray(ref.model.get_initializer(q.input[1]), np.float64).reshape(-1)
+            if scale.size != 1:
+                return None
+            s = float(scale[0])
+            c = classify(np.round(ctx[q.output[0]] / s).astype(np.int64), np.round(got / s).astype(np.int64),
+                         np.asarray(ctx[q.input[0]], np.float64) / s)
+            r = rows.setdefault(f"conv{i}", {"quantizer": q.name, "elements": 0, "tie_flips": 0, "mismatches": 0})
+            r["elements"] += c.elements
+            r["tie_flips"] += c.tie_flips
+            r["mismatches"] += c.mismatches
+    return rows
+
+
+def pick_device(device: str, allow_cpu_fallback: bool) -> str:
+    import onnxruntime as ort
+
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        msg = (f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA EP (providers: "
+               f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a GPU machine")
+        if not allow_cpu_fallback:
+            raise FlowError(msg + ", or pass --allow-cpu-fallback")
+        print(f"warning: {msg}; falling back to the CPU EP as asked")
+        return "cpu"
+    return device
+
+
+def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
+    """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels."""
+    img = manifest["input"]["shape"][2]
+    source = "skimage photos"
+    try:
+        from flow.data import val_images
+
+        real = val_images(img, n_real) if n_real else np.zeros((0, img, img, 3), np.uint8)
+        source = "built-in val split"
+    except (ImportError, FileNotFoundError, FlowError):
+        real = sample_images(img, n_real, 0, seed)
+    rnd = sample_images(img, 0, n_random, seed)
+    return to_nchw_float(np.concatenate([real, rnd])), f"{len(real)} real ({source}) + {n_random} random"
+
+
+def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: dict) -> dict:
+    """Saved board outputs (npz: inputs N,H,W,3 uint8; outputs N,g,g,C codes) against the golden model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlowError(f"{path}: board output file not found")
+    try:
+        data = np.load(path)
+        inputs, outputs = data["inputs"], data["outputs"]
+    except Exception as e:  # noqa: BLE001 - zip/pickle/key errors all mean "not our file"
+        raise FlowError(f"{path}: not a board output file (npz with 'inputs' and 'outputs'): {e}") from e
+    want = tuple(manifest["output"]["accel_shape"][1:])
+    if inputs.dtype != np.uint8 or inputs.shape[1:] != tuple(manifest["input"]["accel_shape"][1:]):
+        raise FlowError(f"{path}: inputs are {inputs.dtype}{list(inputs.shape)}; the manifest expects uint8 "
+                        f"(N, {', '.join(map(str, manifest['input']['accel_shape'][1:]))})")
+    if outputs.shape[1:] != want or len(outputs) != len(inputs):
+        raise FlowError(f"{path}: outputs have shape {list(outputs.shape)}; expected ({len(inputs)}, "
+                        f"{', '.join(map(str, want))}) — wrong layout or output size from the board")
+    x = to_nchw_float(inputs)
+    ref_codes = ref.run(x)
+    got = outputs.transpose(0, 3, 1, 2).astype(np.int32)
+    c = classify(ref_codes, got, None)  # the board is integer hardware: any difference is a mismatch
+    c.detections_equal = same_detections(ref_codes, got, manifest)
+    return _row(c, {"file": str(path), "images": int(len(inputs))})
+
+
+def _row(c: Comparison, info: dict) -> dict:
+    return {"bit_exact": c.bit_exact, "tie_flips": c.tie_flips, "mismatches": c.mismatches,
+            "max_abs_diff": c.max_abs_diff, "elements": c.elements, "detections_equal": c.detections_equal,
+            "info": info, **({"mismatch_examples": c.examples} if c.examples else {})}
+
+
+def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool = False, layers: bool = False,
+                   n_real: int = 4, n_random: int = 2, seed: int = 0, board_outputs: Path | None = None,
+                   extra_backends: list[Backend] | None = None) -> dict:
+    from flow.export import atomic_write_json
+    from flow.qcdq import lower_to_qcdq
+
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    qonnx_path, qcdq_path = run_dir / "model.qonnx.onnx", run_dir / "model.qcdq.onnx"
+    if not qcdq_path.exists():
+        lower_to_qcdq(qonnx_path, qcdq_path)
+    x, source = input_batch(manifest, n_real, n_random, seed)
+    ref = QONNXBackend(qonnx_path, manifest)
+    t0 = time.perf_counter()
+    ref_codes = ref.run(x)
+    ref_pre = ref.pre_activation(x)
+    report = {"run": str(run_dir), "variant": manifest["variant"], "reference": ref.name, "inputs": source,
+              "tie_tolerance_codes": TIE_TOL,
+              "backends": {ref.name: {"reference": True, "seconds": round(time.perf_counter() - t0, 3)}}}
+
+    dev = pick_device(device, allow_cpu_fallback)
+    backends: list[Backend] = []
+    if (run_dir / "model.pt").exists():
+        backends.append(BrevitasBackend(run_dir, manifest))
+    backends.append(ORTBackend(qcdq_path, manifest, "cpu"))
+    if dev == "cuda":
+        backends.append(ORTBackend(qcdq_path, manifest, "cuda"))
+    backends += provided_backends(run_dir, {"manifest": manifest, "device": dev})
+    backends += extra_backends or []
+
+    failing = []
+    for b in backends:
+        t0 = time.perf_counter()
+        got = b.run(x)
+        secs = time.perf_counter() - t0
+        c = classify(ref_codes, got, ref_pre)
+        c.detections_equal = same_detections(ref_codes, got, manifest)
+        iso = isolated_layers(ref, b, x) if c.mismatches else None
+        propagated = 0
+        if iso is not None and not any(r["mismatches"] for r in iso.values()):
+            # every layer is exact up to ties on its own: the output differences are those ties, propagated
+            propagated, c.mismatches, c.examples = c.mismatches, 0, []
+        row = _row(c, {**b.info(), "exact_integer": b.exact_integer, "seconds": round(secs, 3)})
+        row["propagated_tie_flips"] = propagated
+        row["bit_exact"] = c.bit_exact and not propagated
+        if iso is not None:
+            row["isolated_layers"] = iso
+        if c.mismatches:
+            failing.append(b.name)
+            row["first_divergence"] = first_divergence(ref, b, x, manifest)
+            if iso is not None:
+                row["first_mismatching_layer"] = next(k for k, r in iso.items() if r["mismatches"])
+        report["backends"][b.name] = row
+    if board_outputs:
+        row = compare_board_outputs(board_outputs, ref, manifest)
+        report["backends"]["board-outputs"] = row
+        if row["mismatches"]:
+            failing.append("board-outputs")
+    if layers:
+        report["layers"] = layer_report(ref, backends, x)
+    rows = [r for r in report["backends"].values() if not r.get("reference")]
+    report["all_bit_exact"] = all(r["bit_exact"] for r in rows)
+    report["any_mismatch"] = bool(failing)
+    report["mismatching_backends"] = failing
+    atomic_write_json(run_dir / "crosscheck.json", report)
+    return report
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"cross-check {report['variant']} vs {report['reference']} ({report['inputs']})")
+    for col in ("backend", "bit exact", "tie flips (+propagated)", "mismatches", "max |diff|", "elements", "same boxes", "where"):
+        t.add_column(col)
+    for name, r in report["backends"].items():
+        if r.get("reference"):
+            t.add_row(name, "reference", "", "", "", "", "", "")
+            continue
+        info = r["info"]
+        where = info.get("provider", "") + (f" {info['ort_optimization_level']}" if "ort_optimization_level" in info else "")
+        t.add_row(name, "[green]yes[/]" if r["bit_exact"] else ("[yellow]ties[/]" if not r["mismatches"] else "[red]no[/]"),
+                  f"{r['tie_flips']} (+{r.get('propagated_tie_flips', 0)})", str(r["mismatches"]),
+                  str(r["max_abs_diff"]), str(r["elements"]),
+                  "yes" if r["detections_equal"] else "no", where or info.get("file", ""))
+    console = Console(width=max(130, Console().width))
+    console.print(t)
+    for name, r in report["backends"].items():
+        div = r.get("first_divergence")
+        if div:
+            layer = r.get("first_mismatching_layer")
+            if layer:
+                console.print(f"[red]{name}[/]: {layer} is not exact even on the reference's input (layer-isolated run)")
+            console.print(f"[red]{name}[/]: first divergence at tensor {div.get('tensor')} "
+                          f"(node {div.get('node')}, {div.get('op')}; theirs: {div.get('backend_node')}) {div.get('reason', '')}")
+    verdict = "MISMATCH in " + ", ".join(report["mismatching_backends"]) if report["any_mismatch"] else (
+        "all bit-exact" if report["all_bit_exact"] else "no mismatch (tie flips only)")
+    console.print(f"verdict: {verdict}; written {report['run']}/crosscheck.json")
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m flow crosscheck", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="run directory (model.qonnx.onnx + manifest.json)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="ORT EP for the QCDQ backend")
+    p.add_argument("--allow-cpu-fallback", action="store_true", help="with --device cuda and no GPU, use the CPU EP")
+    p.add_argument("--layers", action="store_true", help="also compare every activation quantizer")
+    p.add_argument("--real", type=int, default=4, help="real images")
+    p.add_argument("--random", type=int, default=2, help="random-pixel images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--board-outputs", type=Path, help="raw outputs saved on the board (npz) to compare bit-exactly")
+    a = p.parse_args(argv)
+    report = run_crosscheck(a.run, a.device, a.allow_cpu_fallback, a.layers, a.real, a.random, a.seed, a.board_outputs)
+    print_report(report)
+    return 1 if report["any_mismatch"] else 0

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from flow.backends import ORTBackend, QONNXBackend, load_manifest
+from flow.errors import FlowError
+from flow.export import ExportError, export_run, load_checkpoint
+from flow.qcdq import QCDQRefusal, lower_to_qcdq
+from flow.samples import sample_images, to_nchw_float
+
+
+def test_export_writes_clean_qonnx_and_manifest(run_4w4a):
+    m = json.loads((run_4w4a / "manifest.json").read_text())
+    assert m["variant"] == "4w4a" and m["input"]["datatype"] == "UINT8"
+    assert m["output"]["accel_shape"] == [1, 2, 2, 18] and m["output"]["scale"] == pytest.approx(1 / 127)
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(run_4w4a / "model.qonnx.onnx"))
+    assert model.get_tensor_datatype("global_in").name == "UINT8"
+    ops = {n.op_type for n in model.graph.node}
+    assert "Quant" in ops and "Conv" in ops
+    # torch's stack traces (with the exporting machine's paths) are stripped from every node
+    assert not any(n.doc_string or len(n.metadata_props) for n in model.graph.node)
+    assert m["files"]["qonnx"]["sha256"]
+
+
+def test_qonnx_and_qcdq_agree_on_real_images(run_4w4a):
+    m = load_manifest(run_4w4a)
+    x = to_nchw_float(sample_images(64, 3, 2))
+    a = QONNXBackend(run_4w4a / "model.qonnx.onnx", m).run(x)
+    b = ORTBackend(run_4w4a / "model.qcdq.onnx", m).run(x)  # batch 5 through the symbolic batch dim
+    assert a.shape == (5, 18, 2, 2) and np.array_equal(a, b)
+    assert len(np.unique(a)) > 3  # not a degenerate constant output
+
+
+def test_qcdq_uses_only_standard_ops(run_4w4a):
+    model = onnx.load(str(run_4w4a / "model.qcdq.onnx"))
+    assert {n.domain for n in model.graph.node} <= {""}
+    assert {"QuantizeLinear", "DequantizeLinear", "Clip"} <= {n.op_type for n in model.graph.node}
+
+
+def _mutate_first_act_quant(src, dst, fn):
+    model = onnx.load(str(src))
+    inits = {i.name: i for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "Quant" and n.input[0] not in inits)
+    fn(model, node, inits)
+    onnx.save(model, str(dst))
+    return node.name
+
+
+@pytest.mark.parametrize("what, needle", [
+    ("bits", "9-bit"), ("zero", "non-zero zero point"), ("rounding", "rounding_mode FLOOR"),
+])
+def test_qcdq_refuses_what_ort_cannot_represent(run_4w4a, tmp_path, what, needle):
+    def mutate(model, node, inits):
+        if what == "bits":
+            inits[node.input[3]].CopyFrom(onnx.numpy_helper.from_array(np.array(9.0, np.float32), node.input[3]))
+        elif what == "zero":
+            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.array(3.0, np.float32), node.input[2]))
+        else:
+            for a in node.attribute:
+                if a.name == "rounding_mode":
+                    a.s = b"FLOOR"
+
+    bad = tmp_path / "bad.onnx"
+    name = _mutate_first_act_quant(run_4w4a / "model.qonnx.onnx", bad, mutate)
+    with pytest.raises(QCDQRefusal, match=needle) as e:
+        lower_to_qcdq(bad, tmp_path / "out.onnx")
+    assert name in str(e.value) and str(bad) in str(e.value)
+    assert not (tmp_path / "out.onnx").exists()  # nothing half-written
+
+
+def test_bad_files_get_one_clear_error(tmp_path, run_4w4a):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not an onnx file at all")
+    with pytest.raises(FlowError, match="junk.onnx: not a readable ONNX model"):
+        lower_to_qcdq(junk, tmp_path / "o.onnx")
+    plain = tmp_path / "plain.onnx"
+    lower_to_qcdq(run_4w4a / "model.qonnx.onnx", tmp_path / "q.onnx")
+    onnx.save(onnx.load(str(tmp_path / "q.onnx")), str(plain))  # valid ONNX, but no Quant nodes
+    with pytest.raises(QCDQRefusal, match="not a QONNX model"):
+        lower_to_qcdq(plain, tmp_path / "o.onnx")
+    m = load_manifest(run_4w4a)
+    with pytest.raises(FlowError, match="does not match the model"):
+        QONNXBackend(run_4w4a / "model.qonnx.onnx", m).run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(FlowError, match="float32"):
+        ORTBackend(run_4w4a / "model.qcdq.onnx", m).run(np.zeros((1, 3, 64, 64), np.uint8))
+
+
+def test_checkpoint_errors_name_the_file_and_cause(tmp_path, run_4w4a):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ExportError, match="bad.pt: not a readable torch checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(ExportError, match="checkpoint is variant '4w4a', but --variant 2w4a"):
+        export_run(tmp_path / "x", "2w4a", 64, checkpoint=run_4w4a / "model.pt")
+    ckpt = torch.load(run_4w4a / "model.pt", weights_only=False)
+    ckpt["spec"]["weight_bits"] = list(ckpt["spec"]["weight_bits"])
+    ckpt["spec"]["weight_bits"][3] = 2  # spec and weights disagree
+    torch.save(ckpt, tmp_path / "mixed.pt")
+    model, spec = load_checkpoint(tmp_path / "mixed.pt")  # quantizer bit widths are not weights: loads,
+    assert spec.weight_bits[3] == 2  # and the spec in the checkpoint is the one that is built
+
+
+def test_export_from_checkpoint_reproduces_the_model(tmp_path, run_4w4a):
+    export_run(tmp_path, "4w4a", 64, checkpoint=run_4w4a / "model.pt")
+    a = (run_4w4a / "model.qonnx.onnx").read_bytes()
+    b = (tmp_path / "model.qonnx.onnx").read_bytes()
+    assert a == b  # deterministic, path-free export
