@@ -153,6 +153,8 @@ class ORTBackend(Backend):
         self.level = "ORT_ENABLE_BASIC"
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
+            if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21 finds CUDA/cuDNN from the nvidia-* wheels
+                ort.preload_dlls()
             # TF32 off: it would change the float sums and so the ties.
             providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
         try:

@@ -116,3 +116,13 @@ def test_8w8a_tie_flips_are_ties_layer_by_layer(tmp_path):
     assert sum(v["tie_flips"] for v in layers.values()) > 0
     assert all(v["mismatches"] == 0 for v in layers.values())
     assert r["backends"]["qcdq-ort-cpu"]["bit_exact"]
+
+
+def test_zero_ties_cannot_explain_a_difference():
+    from flow.crosscheck import explained_by_ties
+
+    exact = {"conv0": {"tie_flips": 0, "mismatches": 0}, "conv1": {"tie_flips": 0, "mismatches": 0}}
+    assert not explained_by_ties(exact)  # every layer alone is exact, yet the outputs differ: unexplained
+    assert not explained_by_ties(None)
+    assert explained_by_ties({**exact, "conv2": {"tie_flips": 3, "mismatches": 0}})
+    assert not explained_by_ties({"conv0": {"tie_flips": 3, "mismatches": 1}})

@@ -1,0 +1,22 @@
+"""`python -m flow bench NAME`: benchmarks. Each prints its figures as ratios against a baseline run in the same
+process (same machine, same moment), so numbers from different machines are not compared by accident."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "crosscheck": "flow.crosscheck:bench",  # backend throughput vs float ORT; 416 cross-check verdict
+    "train": "flow.train:bench_train",  # QAT step vs float step images/s
+    "accuracy": "flow.train:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
+    "finn": "flow.finn_build:bench",  # best estimated FPS per preset that fits the Z2
+}
+
+
+def cli(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        print(f"usage: python -m flow bench {{{'|'.join(BENCHES)}}} [options]", file=sys.stderr)
+        return 2
+    module, func = BENCHES[argv[0]].split(":")
+    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
