@@ -1,0 +1,87 @@
+"""The main job on the built-in data: train 4w4a briefly -> export -> QCDQ -> cross-check -> FINN estimate ->
+deploy package -> simulated board run on sample images, ending with one summary table and the paths written.
+
+Every step is an ordinary `python -m flow` command run in-process, so the demo is exactly what a user would type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+
+def steps(out: Path, img: int, epochs: int, variant: str) -> list[tuple[str, list[str], str]]:
+    """(name, argv of `python -m flow`, file the step must leave behind)."""
+    return [
+        ("data", ["data", "synth"], ""),
+        ("train", ["train", "--variant", variant, "--img", str(img), "--epochs", str(epochs), "--out", str(out)],
+         "model.qonnx.onnx"),
+        ("qcdq", ["qcdq", str(out / "model.qonnx.onnx"), str(out / "model.qcdq.onnx")], "model.qcdq.onnx"),
+        ("crosscheck", ["crosscheck", "--run", str(out)], "crosscheck.json"),
+        ("estimate", ["estimate", "--run", str(out)], "finn/report/estimate.json"),
+        ("deploy", ["deploy", "--run", str(out)], "deploy/manifest.json"),
+    ]
+
+
+def summary_figure(name: str, out: Path) -> str:
+    """One line of result per step, read back from what the step wrote."""
+    try:
+        if name == "train" and (out / "eval.json").exists():
+            e = json.loads((out / "eval.json").read_text())
+            return f"AP50 {e.get('ap50', e.get('coco_ap50', '?'))}"
+        if name == "crosscheck":
+            r = json.loads((out / "crosscheck.json").read_text())
+            return ("all bit-exact" if r["all_bit_exact"] else "tie flips only") if not r["any_mismatch"] else "MISMATCH"
+        if name == "estimate":
+            e = json.loads((out / "finn/report/estimate.json").read_text())
+            return f"{e.get('fps', '?')} FPS est., fits={e.get('fits')}"
+    except (OSError, ValueError, KeyError) as err:
+        return f"(unreadable: {err})"
+    return ""
+
+
+def cli(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from flow.cli import main as flow_main
+
+    p = argparse.ArgumentParser(prog="python -m flow demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--img", type=int, default=128, help="model input size for the brief training")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--quiet", action="store_true", help="hide each step's own output")
+    a = p.parse_args(argv)
+    console = Console()
+    results, ok = [], True
+    for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant):
+        console.rule(f"[bold]{name}[/]: python -m flow {' '.join(args)}")
+        t0 = time.perf_counter()
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink) if a.quiet else contextlib.nullcontext():
+            try:
+                rc = flow_main(args)
+            except SystemExit as e:  # argparse errors
+                rc = int(e.code or 0)
+        secs = time.perf_counter() - t0
+        status = {0: "ok", 3: "not in this checkout"}.get(rc, f"failed (exit {rc})")
+        if rc == 0 and artifact and not (a.out / artifact).exists():
+            status = f"ok but {artifact} missing"
+            rc = 1
+        ok &= rc == 0
+        results.append((name, status, secs, summary_figure(name, a.out) if rc == 0 else "", artifact))
+        if rc not in (0, 3) and name in ("train", "qcdq"):
+            break  # later steps need these artifacts
+    table = Table(title=f"demo: {a.variant} at {a.img}x{a.img}, run folder {a.out}")
+    for col in ("step", "status", "seconds", "result", "wrote"):
+        table.add_column(col)
+    for name, status, secs, fig, artifact in results:
+        colour = "green" if status == "ok" else "red"
+        table.add_row(name, f"[{colour}]{status}[/]", f"{secs:.1f}", fig, str(a.out / artifact) if artifact else "")
+    console.print(table)
+    return 0 if ok else 1
