@@ -19,14 +19,14 @@ PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 .PHONY: install test lint demo export qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
         bench rtlsim synth data clean $(addprefix train-,$(PRESETS))
 
+# finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
+# (its runtime dependencies come from the `finn` extra; see flow/finn_compat.py).
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev,finn]'
-	# finn-plus pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added without its pins
-	# (runtime dependencies come from the `finn` extra above; see flow/finn_compat.py).
 	$(PY) -m pip install -q --no-deps finn-plus==1.6.1
 	touch $@
 

@@ -29,9 +29,9 @@ from flow.errors import FlowError
 from flow.samples import sample_images, to_nchw_float
 
 # Largest distance (in output codes) from a .5 boundary that float summation order can plausibly bridge. The
-# pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes);
-# the observed tie flips sit within 1e-4 codes of the boundary, far inside this bound.
-TIE_TOL = 2.0**-8
+# pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes).
+# Measured on 4w4a/8w8a at 416: layer-isolated tie flips sit within 1e-6 codes of the boundary (CPU and CUDA).
+TIE_TOL = 2.0**-10
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Comparison:
     mismatches: int = 0
     max_abs_diff: int = 0
     detections_equal: bool = True
+    max_tie_distance: float = 0.0  # largest |pre - x.5| (codes) among the tie flips: how close to the boundary
     examples: list = field(default_factory=list)
 
     @property
@@ -62,7 +63,9 @@ def classify(ref: np.ndarray, got: np.ndarray, ref_pre: np.ndarray | None) -> Co
         tie = np.zeros(idx.size, bool)
     else:
         pre = ref_pre.reshape(-1)[idx]
-        tie = (np.abs(d) == 1) & (np.abs(np.abs(pre - np.floor(pre)) - 0.5) <= TIE_TOL)
+        dist = np.abs(np.abs(pre - np.floor(pre)) - 0.5)
+        tie = (np.abs(d) == 1) & (dist <= TIE_TOL)
+        c.max_tie_distance = float(dist[tie].max(initial=0.0))
     c.tie_flips, c.mismatches = int(tie.sum()), int((~tie).sum())
     for i in idx[~tie][:5]:
         pos = np.unravel_index(i, ref.shape)
@@ -204,7 +207,7 @@ def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict 
         c = classify(np.round(ctx[q.output[0]] / s).astype(np.int64), np.round(got / s).astype(np.int64),
                      np.asarray(ctx[q.input[0]], np.float64) / s)
         rows[f"conv{i}"] = {"quantizer": q.name, "elements": c.elements, "tie_flips": c.tie_flips,
-                            "mismatches": c.mismatches}
+                            "mismatches": c.mismatches, "max_tie_distance": c.max_tie_distance}
     return rows
 
 
@@ -271,7 +274,8 @@ def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: dict) -> dict
 
 
 def _row(c: Comparison, info: dict) -> dict:
-    return {"bit_exact": c.bit_exact, "tie_flips": c.tie_flips, "mismatches": c.mismatches,
+    return {"bit_exact": c.bit_exact, "tie_flips": c.tie_flips, "max_tie_distance": c.max_tie_distance,
+            "mismatches": c.mismatches,
             "max_abs_diff": c.max_abs_diff, "elements": c.elements, "detections_equal": c.detections_equal,
             "info": info, **({"mismatch_examples": c.examples} if c.examples else {})}
 
