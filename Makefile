@@ -31,6 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
+	$(VENV)/bin/ruff check flow models board tests
 	$(PY) -m pytest -q
 
 lint: install
