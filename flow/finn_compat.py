@@ -1,0 +1,59 @@
+"""Every workaround lpyolo-flow needs to drive finn-plus 1.6.1 without Vivado, in one place.
+
+1. finn-plus pins brevitas==0.13.0, which cannot install beside torch 2.13: the Makefile installs finn-plus with
+   --no-deps and its runtime dependencies through our `finn` extra (it also forgets to declare psutil).
+2. `finn.builder` loads Vivado's simulator interface (finn.xsi) when imported: SimEngine is set to None first.
+3. The builder and several helpers read XILINX_VIVADO and FINN_BUILD_DIR; without Vivado a version-shaped
+   placeholder path is set so that the pre-Vivado steps run (they never call Vivado). `vivado_available()` tells
+   the real situation, from the PATH, not from the variable.
+4. Specialised `*_hls` / `*_rtl` nodes only execute as cppsim/rtlsim; `to_python_exec` renames them back to the
+   generic op, which executes in python — how the HW-layer model becomes a cross-check backend without Vivado.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+PLACEHOLDER_VIVADO = "/opt/Xilinx/Vivado/2024.2"  # version-shaped: finn parses the version from the path
+SUPPORTED_VIVADO = ("2022.2", "2023.1", "2023.2", "2024.1", "2024.2")
+
+
+def init_finn(build_dir: Path) -> None:
+    """Environment for importing finn's builder; call before any `finn.builder` import."""
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["FINN_BUILD_DIR"] = str(build_dir)
+    os.environ.setdefault("XILINX_VIVADO", PLACEHOLDER_VIVADO)
+    os.environ.setdefault("NUM_DEFAULT_WORKERS", "1")
+    import finn.xsi
+
+    finn.xsi.SimEngine = None
+
+
+def vivado_available() -> dict:
+    """Which Xilinx tools are really on this machine (PATH), and whether the version is one FINN supports."""
+    tools = {t: shutil.which(t) for t in ("vivado", "vitis_hls")}
+    env = os.environ.get("XILINX_VIVADO", "")
+    version = next((v for v in SUPPORTED_VIVADO if v in (tools["vivado"] or "") + env), None)
+    return {"vivado": tools["vivado"], "vitis_hls": tools["vitis_hls"], "version": version,
+            "usable": bool(tools["vivado"] and tools["vitis_hls"])}
+
+
+def to_python_exec(model):
+    """Copy of a FINN HW model whose specialised nodes are renamed to their generic python-executable op."""
+    model = model.transform(_Identity())
+    for node in model.graph.node:
+        for suffix in ("_hls", "_rtl"):
+            if node.op_type.endswith(suffix):
+                node.op_type = node.op_type[: -len(suffix)]
+                node.domain = "finn.custom_op.fpgadataflow"
+    return model
+
+
+class _Identity:
+    """A no-op qonnx transformation: `model.transform` copies the model, which is all we want here."""
+
+    def apply(self, model):
+        return model, False
