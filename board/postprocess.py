@@ -56,16 +56,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float = 0.45, max_det: int = 300) -> np.ndarray:
-    """Greedy NMS; returns kept indices sorted by descending score (ties broken by index, deterministic)."""
+    """Greedy NMS; returns kept indices sorted by descending score (ties broken by index, deterministic).
+
+    The IoU matrix is computed once (N is at most a few hundred cells here), then one pass over it."""
     order = np.lexsort((np.arange(len(scores)), -scores))
+    iou = box_iou(boxes[order], boxes[order]) > iou_thresh
+    suppressed = np.zeros(len(order), bool)
     keep = []
-    while order.size and len(keep) < max_det:
-        i = order[0]
-        keep.append(i)
-        if order.size == 1:
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        if len(keep) == max_det:
             break
-        iou = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
-        order = order[1:][iou <= iou_thresh]
+        suppressed |= iou[i]
     return np.asarray(keep, np.int64)
 
 

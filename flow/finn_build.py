@@ -140,13 +140,17 @@ def step_folding(model, cfg: FinnConfig, dcfg):
 
 
 def step_fifo_depths(model, cfg: FinnConfig):
-    """An explicit FIFO of cfg.fifo_depth on every stream between layers (no automatic sizing, which needs
-    rtlsim and produced million-entry FIFOs in LPYOLO rebuilds); the FIFOs are counted in the estimates."""
+    """Data-width converters where a producer's stream word differs from its consumer's, then an explicit FIFO of
+    cfg.fifo_depth on every stream (no automatic sizing, which needs rtlsim and produced million-entry FIFOs in
+    LPYOLO rebuilds); DWCs and FIFOs are both counted in the estimates."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    model = model.transform(InsertDWC())
+    model = model.transform(SpecializeLayers(cfg.part))
     for node in model.graph.node:
         inst = getCustomOp(node)
         inst.set_nodeattr("inFIFODepths", [cfg.fifo_depth] * len(node.input[:1]))
@@ -202,7 +206,8 @@ def resource_summary(model, cfg: FinnConfig) -> dict:
                      "BRAM_18K": int(r.get("BRAM_18K", 0)), "DSP": int(r.get("DSP", 0))}
               for name, r in res.items()}
     total = {k: sum(v[k] for v in layers.values()) for k in ("LUT", "BRAM_18K", "DSP")}
-    fifo = {k: sum(v[k] for n, v in layers.items() if n.startswith("StreamingFIFO")) for k in total}
+    fifo = {k: sum(v[k] for n, v in layers.items() if n.startswith(("StreamingFIFO", "StreamingDataWidthConverter")))
+            for k in total}
     with_overhead = {k: total[k] + SHELL_OVERHEAD[k] for k in total}
     max_cycles = max(v["cycles"] for v in layers.values())
     slowest = max(layers, key=lambda n: layers[n]["cycles"])
@@ -211,7 +216,7 @@ def resource_summary(model, cfg: FinnConfig) -> dict:
     over = {k: round(util[k] - PLANNING_LIMITS[k], 4) for k in util if util[k] > PLANNING_LIMITS[k]}
     return {"fps": round(fps, 2), "clock_mhz": 1e3 / cfg.clk_ns, "max_cycles": max_cycles, "slowest_layer": slowest,
             "latency_cycles": sum(v["cycles"] for v in layers.values()),
-            "total_layers": total, "fifos_included": fifo, "shell_overhead": SHELL_OVERHEAD,
+            "total_layers": total, "fifos_and_dwcs_included": fifo, "shell_overhead": SHELL_OVERHEAD,
             "total_with_overhead": with_overhead, "utilisation": {k: round(v, 4) for k, v in util.items()},
             "planning_limits": PLANNING_LIMITS, "device": {"part": cfg.part, **Z2_RESOURCES},
             "fits": not over, "over_budget": over, "FF": "not estimated by FINN (pre-synthesis)", "layers": layers}

@@ -30,7 +30,7 @@ def test_estimate_report(finn_run):
     assert on_disk["fps"] == s["fps"] > 0 and on_disk["fits"] is True
     assert set(on_disk["total_with_overhead"]) == {"LUT", "BRAM_18K", "DSP"}
     assert on_disk["utilisation"]["LUT"] < 0.70
-    assert any(n.startswith("MVAU") for n in on_disk["layers"]) and on_disk["fifos_included"]["LUT"] > 0
+    assert any(n.startswith("MVAU") for n in on_disk["layers"]) and on_disk["fifos_and_dwcs_included"]["LUT"] > 0
     # the boundary: no float scale or layout node is left inside the accelerator
     assert not any(n.startswith(("ElementwiseMul", "Shuffle", "InnerShuffle", "OuterShuffle")) for n in on_disk["layers"])
     assert (d / "finn/report/estimate_layers.png").stat().st_size > 1000

@@ -1,0 +1,148 @@
+"""The accelerator on the PYNQ-Z2: load the overlay, allocate DMA buffers once, pack, run, unpack, time.
+
+Works with a real pynq Overlay (imported lazily: this module imports on any host) or with board.sim.SimOverlay,
+which has the same interface. The DMA protocol is FINN's zynq-iodma shell: the input and output IODMA IPs take a
+buffer address at register 0x10 and a batch size at 0x1C, start on a write of 1 to 0x00; the output IODMA sets bit
+0x2 of register 0x00 when done and bit 0x4 when idle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from board.packing import pack, unpack, word_bytes
+
+BITFILE, HWH, MANIFEST = "finn-accel.bit", "finn-accel.hwh", "manifest.json"
+REG_CTRL, REG_ADDR, REG_BATCH = 0x00, 0x10, 0x1C
+DONE, IDLE = 0x2, 0x4
+
+
+class BoardError(RuntimeError):
+    """A deployment or runtime problem on the board side, named precisely."""
+
+
+def load_manifest(deploy_dir: Path) -> dict:
+    path = Path(deploy_dir) / MANIFEST
+    if not path.is_file():
+        raise BoardError(f"{path}: manifest.json missing from the deploy folder (run `python -m flow deploy`)")
+    try:
+        m = json.loads(path.read_text())
+    except ValueError as e:
+        raise BoardError(f"{path}: not valid JSON ({e})") from e
+    for key in ("input", "output", "anchors", "stride", "classes"):
+        if key not in m:
+            raise BoardError(f"{path}: manifest has no '{key}' entry; it is not an lpyolo-flow manifest")
+    return m
+
+
+def stream_geometry(manifest: dict) -> dict:
+    """Bits and stream-word sizes for input and output, from the manifest's packing section."""
+    p = manifest.get("packing", {})
+    cin = manifest["input"]["accel_shape"][-1]
+    cout = manifest["output"]["accel_shape"][-1]
+    return {"in_bits": p.get("input_bits", 8), "in_fold": p.get("input_word_elems", cin),
+            "out_bits": p.get("output_bits", manifest["output"]["bits"]), "out_fold": p.get("output_word_elems", cout),
+            "out_signed": manifest["output"]["datatype"].startswith("INT")}
+
+
+class Accelerator:
+    """One overlay, one set of buffers, batch size fixed at construction (allocation happens once)."""
+
+    def __init__(self, deploy_dir, overlay=None, batch: int = 1, timeout_s: float = 2.0):
+        self.deploy_dir = Path(deploy_dir)
+        self.manifest = load_manifest(self.deploy_dir)
+        self.geom = stream_geometry(self.manifest)
+        self.batch, self.timeout_s = batch, timeout_s
+        if overlay is None:
+            overlay = self._load_overlay()
+        self.overlay = overlay
+        try:
+            self.idma, self.odma = overlay.idma0, overlay.odma0
+        except AttributeError as e:
+            raise BoardError(f"overlay has no FINN IODMA ({e}); is {BITFILE} a FINN zynq-iodma build of this model?") from e
+        g, ishape, oshape = self.geom, self.manifest["input"]["accel_shape"], self.manifest["output"]["accel_shape"]
+        self.in_elems = int(np.prod(ishape[1:]))
+        self.out_elems = int(np.prod(oshape[1:]))
+        in_bytes = self.in_elems // g["in_fold"] * word_bytes(g["in_fold"], g["in_bits"])
+        out_bytes = self.out_elems // g["out_fold"] * word_bytes(g["out_fold"], g["out_bits"])
+        self.ibuf = overlay.allocate((batch, in_bytes), np.uint8)
+        self.obuf = overlay.allocate((batch, out_bytes), np.uint8)
+        self.timings: list[float] = []
+
+    def _load_overlay(self):
+        bit, hwh = self.deploy_dir / BITFILE, self.deploy_dir / HWH
+        for f, what in ((bit, "bitfile"), (hwh, "hardware handoff (.hwh, must sit beside the bitfile)")):
+            if not f.is_file():
+                raise BoardError(f"{f}: {what} missing from the deploy folder")
+        want = self.manifest.get("files", {}).get("bitfile", {}).get("sha256")
+        if want and hashlib.sha256(bit.read_bytes()).hexdigest() != want:
+            raise BoardError(f"{bit}: does not match manifest.json (sha256 differs): bitfile and manifest are from "
+                             "different builds")
+        try:
+            from pynq import Overlay, allocate
+        except ImportError as e:
+            raise BoardError("pynq is not installed: run on the board's Python, or use --sim on a host") from e
+        ov = Overlay(str(bit))
+        ov.allocate = lambda shape, dtype: allocate(shape=shape, dtype=dtype)
+        return ov
+
+    # -- the three stages, separately callable so the pipeline can overlap them
+    def pack_input(self, frames_nhwc: np.ndarray) -> None:
+        frames = np.asarray(frames_nhwc)
+        want = tuple(self.manifest["input"]["accel_shape"][1:])
+        if frames.dtype != np.uint8 or frames.shape[1:] != want or len(frames) != self.batch:
+            raise BoardError(f"input must be uint8 {(self.batch, *want)}, got {frames.dtype}{frames.shape}")
+        g = self.geom
+        flat = frames.reshape(self.batch, -1, g["in_fold"])
+        self.ibuf[:] = pack(flat, g["in_bits"], g["in_fold"]).reshape(self.batch, -1)
+        self.ibuf.flush()
+
+    def execute(self) -> float:
+        """Start both IODMAs and wait for the output one; returns seconds. Times out instead of hanging."""
+        t0 = time.perf_counter()
+        if not self.odma.read(REG_CTRL) & IDLE:
+            raise BoardError("output DMA is not idle: a previous run did not finish (reload the overlay)")
+        for dma, buf in ((self.odma, self.obuf), (self.idma, self.ibuf)):
+            dma.write(REG_ADDR, buf.device_address)
+            dma.write(REG_BATCH, self.batch)
+            dma.write(REG_CTRL, 1)
+        while not self.odma.read(REG_CTRL) & DONE:
+            if time.perf_counter() - t0 > self.timeout_s:
+                raise BoardError(f"DMA did not complete within {self.timeout_s} s: the accelerator stalled or the "
+                                 "bitfile does not match the manifest (wrong input size/packing)")
+        dt = time.perf_counter() - t0
+        self.timings.append(dt)
+        return dt
+
+    def unpack_output(self) -> np.ndarray:
+        """-> (batch, H, W, C) int32 codes, the accelerator's NHWC output."""
+        self.obuf.invalidate()
+        g = self.geom
+        raw = np.asarray(self.obuf).reshape(self.batch, -1)
+        vals = np.stack([unpack(r, g["out_bits"], g["out_fold"], self.out_elems, g["out_signed"]) for r in raw])
+        return vals.reshape(self.batch, *self.manifest["output"]["accel_shape"][1:])
+
+    def __call__(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        self.pack_input(frames_nhwc)
+        self.execute()
+        return self.unpack_output()
+
+    def fps(self) -> float:
+        """Accelerator-only frames per second over the calls so far."""
+        return self.batch * len(self.timings) / sum(self.timings) if self.timings else 0.0
+
+
+def save_outputs(path, inputs: np.ndarray, outputs: np.ndarray, manifest: dict) -> None:
+    """Raw board outputs for `python -m flow crosscheck --board-outputs`: inputs (N,H,W,3) uint8, outputs NHWC."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    np.savez(path, inputs=np.asarray(inputs, np.uint8), outputs=np.asarray(outputs, np.int32), manifest_sha256=digest)
+
+
+def load_outputs(path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        return data["inputs"], data["outputs"]

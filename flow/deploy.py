@@ -1,0 +1,136 @@
+"""`python -m flow deploy --run DIR [--board IP]`: the folder (and zip) a PYNQ-Z2 needs: bitfile + hwh (when a
+Vivado build made them), manifest.json, the numpy-only board package, the notebooks and their README.
+
+Without a bitfile the package still runs everywhere with the simulated overlay (it carries model.qcdq.onnx for
+that); the command says plainly that the hardware files are missing and how to make them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from flow.backends import load_manifest
+from flow.errors import FlowError
+
+BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "packing.py", "pipeline.py", "postprocess.py",
+               "preprocess.py", "sim.py", "README.md")
+BOARD_PYPROJECT = """[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "lpyolo-board"
+version = "0.1.0"
+description = "LPYOLO face detector runtime for the PYNQ-Z2 (numpy + pynq)"
+requires-python = ">=3.8"
+dependencies = ["numpy"]
+
+[tool.setuptools]
+packages = ["board"]
+"""
+
+
+def stream_folds(run_dir: Path) -> dict:
+    """Elements per stream word at the accelerator's input and output, read off the folded FINN model."""
+    models = sorted((run_dir / "finn" / "intermediate_models").glob("*_fifo_depths.onnx"))
+    if not models:
+        return {}
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    m = ModelWrapper(str(models[-1]))
+    first, last = getCustomOp(m.graph.node[0]), getCustomOp(m.graph.node[-1])
+    return {"input_word_elems": int(first.get_folded_input_shape()[-1]),
+            "output_word_elems": int(last.get_folded_output_shape()[-1])}
+
+
+def find_bitfile(run_dir: Path) -> Path | None:
+    for cand in (run_dir / "deploy" / "finn-accel.bit", *sorted((run_dir / "finn").glob("vivado/bitfile/*.bit"))):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
+    from flow.export import atomic_write_json
+    from flow.qcdq import lower_to_qcdq
+
+    run_dir = Path(run_dir)
+    out = Path(out or run_dir / "deploy")
+    manifest = load_manifest(run_dir)
+    bit = find_bitfile(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if bit is not None and bit.parent != out:
+        shutil.copy(bit, out / "finn-accel.bit")
+        hwh = bit.with_suffix(".hwh")
+        if not hwh.is_file():
+            raise FlowError(f"{hwh}: the bitfile's hardware handoff is missing; the board cannot load the overlay")
+        shutil.copy(hwh, out / "finn-accel.hwh")
+    qcdq = run_dir / "model.qcdq.onnx"
+    if not qcdq.exists():
+        lower_to_qcdq(run_dir / "model.qonnx.onnx", qcdq)
+    shutil.copy(qcdq, out / "model.qcdq.onnx")
+    manifest["packing"].update(stream_folds(run_dir))
+    if bit is not None:
+        manifest["files"]["bitfile"] = {"path": "finn-accel.bit",
+                                        "sha256": hashlib.sha256((out / "finn-accel.bit").read_bytes()).hexdigest()}
+    atomic_write_json(out / "manifest.json", manifest)
+    src = Path(__file__).resolve().parents[1] / "board"
+    pkg = out / "board"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    pkg.mkdir()
+    for f in BOARD_FILES:
+        shutil.copy(src / f, pkg / f)
+    shutil.copytree(src / "notebooks", out / "notebooks", dirs_exist_ok=True)
+    shutil.copy(src / "README.md", out / "README.md")
+    (out / "pyproject.toml").write_text(BOARD_PYPROJECT)
+    write_samples(out / "samples")
+    archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
+    return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
+
+
+def write_samples(folder: Path) -> None:
+    """A few real photos (scikit-image ships them) so the notebooks run out of the box."""
+    from PIL import Image
+
+    from flow.samples import photo
+
+    folder.mkdir(exist_ok=True)
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(photo(name)).save(folder / f"{name}.jpg", quality=92)
+
+
+def copy_to_board(folder: Path, host: str, user: str = "xilinx", timeout: int = 60) -> None:
+    dest = f"{user}@{host}:/home/{user}/jupyter_notebooks/lpyolo"
+    try:
+        subprocess.run(["scp", "-r", "-o", f"ConnectTimeout={min(timeout, 15)}", str(folder), dest], check=True,
+                       timeout=timeout, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        raise FlowError("scp not found: install an OpenSSH client, or copy the deploy folder by hand") from e
+    except subprocess.TimeoutExpired as e:
+        raise FlowError(f"board {host} did not answer within {timeout} s (is it on the network? PYNQ_IP right?)") from e
+    except subprocess.CalledProcessError as e:
+        raise FlowError(f"copying to {dest} failed: {e.stderr.strip() or e}") from e
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m flow deploy", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="deploy folder (default RUN/deploy)")
+    p.add_argument("--board", help="PYNQ-Z2 address: copy the folder there over scp")
+    a = p.parse_args(argv)
+    info = make_deploy(a.run, a.out)
+    print(json.dumps(info, indent=2))
+    if not info["bitfile"]:
+        print("note: no bitfile yet (needs Vivado: `make bitstream` or `make docker-bitstream`); the package runs with "
+              "the simulated overlay (`use_hw = False` in the notebooks) until one is added")
+    if a.board:
+        copy_to_board(Path(info["folder"]), a.board)
+        print(f"copied to {a.board}:/home/xilinx/jupyter_notebooks/lpyolo")
+    return 0
