@@ -1,0 +1,307 @@
+"""Datasets in WIDER FACE's official layout: the reader (with the format's quirks) and the built-in set.
+
+Layout (the same for WIDER FACE and the built-in set, so every later stage reads both through one reader):
+    ROOT/wider_face_split/wider_face_{train,val}_bbx_gt.txt
+    ROOT/WIDER_{train,val}/images/<event>/<name>.jpg
+Annotation file: image path, face count, then per face `x1 y1 w h blur expression illumination invalid occlusion
+pose`. An image with 0 faces is still followed by one line of zeros. Boxes with zero width/height and
+`invalid=1` exist; lines may carry trailing spaces.
+
+The built-in set is composed from real pictures that installed packages ship (no download): scikit-image's
+`lfw_subset` (100 face and 100 non-face 25x25 crops) and the face in `astronaut()`, pasted onto face-free photos
+(scikit-image, scikit-learn) at WIDER-like sizes (many small faces), with blending, brightness, blur, occlusion and
+hard negatives. Deterministic by seed; generated on first use into data/builtin/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flow.errors import FlowError
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN = REPO / "data" / "builtin"
+BUILTIN_VERSION = 1
+
+
+class AnnotationError(FlowError):
+    pass
+
+
+@dataclass
+class Sample:
+    path: Path
+    boxes: np.ndarray  # (N, 4) x1, y1, w, h in pixels, valid faces only
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # invalid / too small
+    attrs: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.int32))
+
+
+# ------------------------------------------------------------------------------------------------------ reader
+def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False, min_size: float = 0.0,
+                           check_images: bool = True) -> list[Sample]:
+    """Parse an official `wider_face_*_bbx_gt.txt`. Malformed lines or missing images raise AnnotationError naming
+    file and line; with skip_bad they are skipped with one warning that counts them. Faces marked invalid, with
+    zero size, or smaller than min_size pixels go to `ignore` (neither matched nor penalised in evaluation)."""
+    txt, images_root = Path(txt), Path(images_root)
+    if not txt.is_file():
+        raise AnnotationError(f"{txt}: annotation file not found")
+    lines = txt.read_text().splitlines()
+    samples, bad, i = [], [], 0
+
+    def fail(lineno: int, msg: str):
+        if not skip_bad:
+            raise AnnotationError(f"{txt}:{lineno}: {msg} (pass --skip-bad to skip such entries with a count)")
+        bad.append(f"{lineno}: {msg}")
+
+    while i < len(lines):
+        name = lines[i].strip()
+        if not name:
+            i += 1
+            continue
+        start = i + 1
+        if i + 1 >= len(lines):
+            fail(start, f"image {name!r} has no face count")
+            break
+        try:
+            n = int(lines[i + 1].strip())
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            fail(i + 2, f"expected a face count after {name!r}, got {lines[i + 1].strip()!r}")
+            i += 2
+            continue
+        rows = lines[i + 2 : i + 2 + max(n, 1)]  # a 0-face image is followed by one dummy line
+        i += 2 + max(n, 1)
+        if len(rows) < max(n, 1):
+            fail(start, f"{name!r} announces {n} faces but the file ends after {len(rows)}")
+            continue
+        vals, ok = [], True
+        for k, row in enumerate(rows[:n]):
+            parts = row.split()
+            try:
+                if len(parts) < 4:
+                    raise ValueError
+                nums = [float(p) for p in parts[:10]]
+            except ValueError:
+                fail(i - max(n, 1) + k + 1, f"face line {row.strip()!r} is not `x1 y1 w h blur expression "
+                     "illumination invalid occlusion pose`")
+                ok = False
+                break
+            vals.append(nums + [0.0] * (10 - len(nums)))
+        if not ok:
+            continue
+        path = images_root / name
+        if check_images and not path.is_file():
+            fail(start - 1, f"image {path} not found")
+            continue
+        arr = np.asarray(vals, np.float32).reshape(-1, 10)
+        boxes, attrs = arr[:, :4], arr[:, 4:].astype(np.int32)
+        invalid = (attrs[:, 3] == 1) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (
+            np.minimum(boxes[:, 2], boxes[:, 3]) < min_size)
+        samples.append(Sample(path, boxes[~invalid], boxes[invalid], attrs[~invalid]))
+    if bad:
+        warnings.warn(f"{txt}: skipped {len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'} (first: line {bad[0]})",
+                      stacklevel=2)
+    return samples
+
+
+def split_paths(root: Path, split: str) -> tuple[Path, Path]:
+    root = Path(root)
+    txt = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+    images = root / f"WIDER_{split}" / "images"
+    if not txt.is_file():
+        raise FlowError(f"{root}: no {txt.relative_to(root)}; DATA must point at a WIDER FACE root "
+                        "(wider_face_split/ and WIDER_train|val/images/)")
+    return txt, images
+
+
+def load_split(root: Path, split: str, skip_bad: bool = False, min_size: float = 0.0) -> list[Sample]:
+    txt, images = split_paths(root, split)
+    return read_wider_annotations(txt, images, skip_bad=skip_bad, min_size=min_size)
+
+
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - PIL raises several types for broken files
+        raise FlowError(f"{path}: cannot decode image ({type(e).__name__}: {e}); remove or replace it") from e
+
+
+# ------------------------------------------------------------------------------------------------ built-in set
+def _face_sources() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Real face crops (RGB uint8) and real non-face crops (hard negatives) that scikit-image ships."""
+    from skimage import data
+
+    lfw = (data.lfw_subset() * 255).astype(np.uint8)  # 100 faces then 100 non-faces, 25x25 grey
+    faces = [np.repeat(f[:, :, None], 3, axis=2) for f in lfw[:100]]
+    faces.append(data.astronaut()[25:175, 165:300])  # the astronaut's face, in colour
+    negatives = [np.repeat(f[:, :, None], 3, axis=2) for f in lfw[100:]]
+    return faces, negatives
+
+
+def _backgrounds() -> list[np.ndarray]:
+    """Face-free photos (no `camera`: it shows a person)."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for name in ("coffee", "chelsea", "rocket", "hubble_deep_field", "grass", "gravel", "brick",
+                 "immunohistochemistry"):
+        im = getattr(data, name)()
+        out.append(np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im[:, :, :3])
+    out += list(load_sample_images().images)
+    return out
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((max(1, w), max(1, h)), Image.BILINEAR))
+
+
+def _blur(img: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1:
+        return img
+    f = img.astype(np.float32)
+    pad = np.pad(f, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)), mode="edge")
+    c = np.cumsum(np.cumsum(pad, 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0), (0, 0)))
+    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return np.clip(s / (k * k), 0, 255).astype(np.uint8)
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, rng) -> None:
+    """Blend a patch with a soft elliptical mask (no hard rectangle edge for the detector to learn)."""
+    h, w = patch.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
+    alpha = np.clip((1.15 - r) / 0.3, 0, 1)[:, :, None] * rng.uniform(0.85, 1.0)
+    region = canvas[y : y + h, x : x + w].astype(np.float32)
+    canvas[y : y + h, x : x + w] = (alpha * patch + (1 - alpha) * region).astype(np.uint8)
+
+
+def compose_image(rng, backgrounds, faces, negatives, size: int) -> tuple[np.ndarray, list[list[float]]]:
+    """One training picture: a background crop with 0-6 faces (small-face bias) and 0-3 hard negatives."""
+    bg = backgrounds[rng.integers(len(backgrounds))]
+    ch = int(rng.integers(size // 2, min(bg.shape[0], bg.shape[1]) + 1))
+    y0, x0 = rng.integers(0, bg.shape[0] - ch + 1), rng.integers(0, bg.shape[1] - ch + 1)
+    aspect = rng.uniform(0.75, 1.33)
+    canvas = _resize(bg[y0 : y0 + ch, x0 : x0 + ch], size, int(size * aspect)).copy()
+    canvas = np.clip(canvas.astype(np.float32) * rng.uniform(0.6, 1.3), 0, 255).astype(np.uint8)
+    H, W = canvas.shape[:2]
+    boxes, taken = [], []
+    n_faces = int(rng.choice([0, 1, 1, 2, 2, 3, 4, 6]))
+    for kind in ["face"] * n_faces + ["neg"] * int(rng.integers(0, 4)):
+        src = faces[rng.integers(len(faces))] if kind == "face" else negatives[rng.integers(len(negatives))]
+        side = int(np.exp(rng.uniform(np.log(10), np.log(size * 0.45))))  # log-uniform: many small faces
+        fw, fh = side, int(side * rng.uniform(1.0, 1.25))
+        if fw >= W - 2 or fh >= H - 2:
+            continue
+        for _ in range(10):  # avoid heavy overlap with earlier objects
+            x, y = int(rng.integers(0, W - fw)), int(rng.integers(0, H - fh))
+            if all(x + fw < a or a + c < x or y + fh < b or b + d < y for a, b, c, d in taken):
+                break
+        else:
+            continue
+        patch = _resize(src, fh, fw).astype(np.float32)
+        tint = rng.uniform([0.85, 0.65, 0.5], [1.15, 0.95, 0.8]) if src.shape[0] == 25 else np.ones(3)
+        patch = np.clip(patch * tint * rng.uniform(0.6, 1.4), 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        patch = _blur(patch, int(rng.choice([1, 1, 1, 3, 5])))
+        _paste(canvas, patch, x, y, rng)
+        taken.append((x, y, fw, fh))
+        if kind == "face":
+            if rng.random() < 0.15:  # occluder over part of the face
+                ow, oh = int(fw * rng.uniform(0.3, 0.6)), int(fh * rng.uniform(0.3, 0.6))
+                ox, oy = x + int(rng.integers(0, fw - ow + 1)), y + int(rng.integers(0, fh - oh + 1))
+                canvas[oy : oy + oh, ox : ox + ow] = rng.integers(0, 256, 3)
+            boxes.append([float(x), float(y), float(fw), float(fh)])
+    return canvas, boxes
+
+
+def synth_dataset(root: Path = BUILTIN, seed: int = 0, n_train: int = 800, n_val: int = 200, size: int = 256,
+                  force: bool = False) -> Path:
+    """Generate the built-in set in WIDER layout (cached: a matching `builtin.json` means it is there)."""
+    from PIL import Image
+
+    root = Path(root)
+    stamp = {"version": BUILTIN_VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "size": size}
+    marker = root / "builtin.json"
+    if marker.exists() and not force and json.loads(marker.read_text()) == stamp:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    faces, negatives = _face_sources()
+    backgrounds = _backgrounds()
+    (root / "wider_face_split").mkdir(parents=True)
+    for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
+        rng = np.random.default_rng(s)
+        lines = []
+        for k in range(n):
+            event = f"{k % 4}--Synth_{split}"
+            rel = f"{event}/{split}_{k:05d}.jpg"
+            img, boxes = compose_image(rng, backgrounds, faces, negatives, size)
+            path = root / f"WIDER_{split}" / "images" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path, quality=90)
+            lines += [rel, str(len(boxes))]
+            lines += [f"{x:.0f} {y:.0f} {w:.0f} {h:.0f} 0 0 0 0 0 0 " for x, y, w, h in boxes] or ["0 0 0 0 0 0 0 0 0 0 "]
+        (root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    marker.write_text(json.dumps(stamp))
+    return root
+
+
+def builtin_dataset() -> Path:
+    return synth_dataset(BUILTIN)
+
+
+def resolve_data(data: Path | None) -> Path:
+    """DATA= or the built-in set (generated on first use)."""
+    return Path(data) if data else builtin_dataset()
+
+
+def val_images(img: int, n: int, data: Path | None = None) -> np.ndarray:
+    """n letterboxed val images (uint8 NHWC) with faces: real inputs for the cross-check."""
+    from board.preprocess import letterbox
+
+    samples = [s for s in load_split(resolve_data(data), "val") if len(s.boxes)]
+    return np.stack([letterbox(read_image(s.path), img)[0] for s in samples[:n]])
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m flow data", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="generate the built-in dataset (WIDER layout)")
+    s.add_argument("--out", type=Path, default=BUILTIN)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-train", type=int, default=800)
+    s.add_argument("--n-val", type=int, default=200)
+    s.add_argument("--force", action="store_true")
+    c = sub.add_parser("check", help="read a dataset's annotations and report what the reader sees")
+    c.add_argument("--data", type=Path, default=None)
+    c.add_argument("--skip-bad", action="store_true")
+    a = p.parse_args(argv)
+    if a.cmd == "synth":
+        root = synth_dataset(a.out, a.seed, a.n_train, a.n_val)
+        print(f"built-in dataset at {root}")
+        a.data = root
+        a.skip_bad = False
+    for split in ("train", "val"):
+        samples = load_split(resolve_data(a.data), split, skip_bad=a.skip_bad)
+        faces = sum(len(x.boxes) for x in samples)
+        ignored = sum(len(x.ignore) for x in samples)
+        sizes = np.concatenate([x.boxes[:, 2] for x in samples if len(x.boxes)]) if faces else np.zeros(1)
+        print(f"{split}: {len(samples)} images, {faces} faces ({ignored} ignored), median face width "
+              f"{np.median(sizes):.0f} px, {np.mean(sizes < 32):.0%} under 32 px")
+    return 0
