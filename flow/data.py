@@ -28,7 +28,7 @@ from flow.errors import FlowError
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN = REPO / "data" / "builtin"
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2
 
 
 class AnnotationError(FlowError):
@@ -99,7 +99,7 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
             continue
         path = images_root / name
         if check_images and not path.is_file():
-            fail(start - 1, f"image {path} not found")
+            fail(start, f"image {path} not found")
             continue
         arr = np.asarray(vals, np.float32).reshape(-1, 10)
         boxes, attrs = arr[:, :4], arr[:, 4:].astype(np.int32)
@@ -203,7 +203,7 @@ def compose_image(rng, backgrounds, faces, negatives, size: int) -> tuple[np.nda
     n_faces = int(rng.choice([0, 1, 1, 2, 2, 3, 4, 6]))
     for kind in ["face"] * n_faces + ["neg"] * int(rng.integers(0, 4)):
         src = faces[rng.integers(len(faces))] if kind == "face" else negatives[rng.integers(len(negatives))]
-        side = int(np.exp(rng.uniform(np.log(10), np.log(size * 0.45))))  # log-uniform: many small faces
+        side = int(np.exp(rng.uniform(np.log(14), np.log(size * 0.45))))  # log-uniform: many small faces
         fw, fh = side, int(side * rng.uniform(1.0, 1.25))
         if fw >= W - 2 or fh >= H - 2:
             continue

@@ -124,11 +124,19 @@ def load_wider_keep_lists(mat_dir: Path) -> dict[str, dict[str, set[int]]]:
             raise FlowError(f"{path}: missing; --mat-dir needs wider_easy/medium/hard_val.mat from WIDER's eval_tools")
         m = loadmat(str(path))
         keep: dict[str, set[int]] = {}
-        for ev_files, ev_keep in zip(m["file_list"], m["gt_list"], strict=True):
-            for f, k in zip(ev_files[0], ev_keep[0], strict=True):
-                keep[str(f[0][0])] = {int(v) - 1 for v in np.asarray(k[0]).reshape(-1)}
+        for ev_files, ev_keep in zip(m["file_list"].ravel(), m["gt_list"].ravel(), strict=True):
+            for f, k in zip(np.asarray(ev_files).ravel(), np.asarray(ev_keep).ravel(), strict=True):
+                keep[_mat_leaf(f).item()] = {int(v) - 1 for v in _mat_leaf(k).ravel()}
         out[setting] = keep
     return out
+
+
+def _mat_leaf(x) -> np.ndarray:
+    """MATLAB cells load as nested object arrays; unwrap to the innermost (string or numeric) array."""
+    x = np.asarray(x)
+    while x.dtype == object:
+        x = np.asarray(x.ravel()[0])
+    return x
 
 
 # ------------------------------------------------------------------------------------------------ prediction

@@ -151,16 +151,19 @@ def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source
     }
 
 
-def export_run(out_dir: Path, variant: str = "4w4a", img: int = 416, checkpoint: Path | None = None,
+def export_run(out_dir: Path, variant: str | None = None, img: int | None = None, checkpoint: Path | None = None,
                overrides=None, seed: int = 0) -> dict:
-    """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}."""
+    """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}.
+
+    A checkpoint brings its own variant and input size; variant/img given with one are checks (img: re-size,
+    the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint:
         model, spec = load_checkpoint(checkpoint, variant=None if overrides else variant, img=img)
         source = f"checkpoint:{Path(checkpoint).name}"
     else:
-        spec = spec_for(variant, img=img, overrides=overrides)
+        spec = spec_for(variant or "4w4a", img=img or 416, overrides=overrides)
         model = fresh_model(spec, seed=seed)
         source = f"calibrated:seed={seed}"
     qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
@@ -184,8 +187,9 @@ def cli(argv: list[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m flow export", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default="4w4a", help="preset (4w4a, 2w4a, 3w5a, 4w2a, 6w4a, 8w3a, 8w8a, float)")
-    p.add_argument("--img", type=int, default=416, help="input size, a multiple of 32")
+    p.add_argument("--variant", help="preset (4w4a, 2w4a, 3w5a, 4w2a, 6w4a, 8w3a, 8w8a, float); default: the "
+                   "checkpoint's, or 4w4a")
+    p.add_argument("--img", type=int, help="input size, a multiple of 32; default: the checkpoint's, or 416")
     p.add_argument("--checkpoint", type=Path, help="training checkpoint; without it a fresh BN-calibrated model")
     p.add_argument("--override", action="append", help="per-layer bits, e.g. conv3.w=2,conv5.a=3 (repeatable)")
     p.add_argument("--seed", type=int, default=0)

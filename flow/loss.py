@@ -39,8 +39,11 @@ def bbox_ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tens
     return iou - (rho / c + v * alpha)
 
 
-def _prob(v: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    return (v * 0.5 + 0.5).clamp(eps, 1 - eps)
+def _prob(v: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """HardTanh value -> probability, kept off 0 and 1 for the log; the gradient passes the clamp (straight
+    through), so a positive whose objectness sits at 0 is still pulled up."""
+    p = v * 0.5 + 0.5
+    return p + (p.clamp(eps, 1 - eps) - p).detach()
 
 
 class YoloLoss(nn.Module):

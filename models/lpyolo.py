@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
 # (name, in_ch, out_ch, kernel, maxpool_after); in_ch of conv0 is the 3 image channels.
@@ -170,6 +171,27 @@ class ConvBlock(nn.Module):
         return self.pool(self.act(self.bn(self.conv(x))))
 
 
+class RecoveringClamp(torch.autograd.Function):
+    """Clamp to [-1, 1] whose gradient still reaches a saturated output when it points back into the range.
+
+    The quantizer's own clamp has zero gradient outside [-1, 1]; with HardTanh in place of YOLO's sigmoid a head
+    output that overshoots (wh at +1, objectness at -1) then never moves again and the detector stops learning
+    (measured: 2/3 of the wh outputs and all objectness outputs dead after one epoch). Same values as the
+    quantizer, so it is used in training only and never exported."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        # gradient descent moves x by -g: keep g inside the range, and outside it only when it moves x back in
+        blocked = ((x > 1) & (g < 0)) | ((x < -1) & (g > 0))
+        return g.masked_fill(blocked, 0.0)
+
+
 class OutputHead(nn.Module):
     """Final conv + QuantHardTanh(x/2): its codes are the accelerator's output, v = code * scale in [-1, 1]."""
 
@@ -186,7 +208,10 @@ class OutputHead(nn.Module):
         self.act = QuantHardTanh(act_quant=_out_quant(out_bits), return_quant_tensor=False)
 
     def forward(self, x):
-        return self.act(self.conv(x) * 0.5)
+        x = self.conv(x) * 0.5
+        if self.training:
+            x = RecoveringClamp.apply(x)
+        return self.act(x)
 
     def output_scale(self) -> float:
         return float(self.act.act_quant.scale())
