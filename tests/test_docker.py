@@ -1,0 +1,37 @@
+"""docker/ and the shell scripts pass hadolint and shellcheck (both come with the dev extra)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not path:
+        pytest.fail(f"{name} not installed: `pip install -e '.[dev]'` brings it")
+    return path
+
+
+@pytest.mark.parametrize("dockerfile", ["finn.Dockerfile", "gpu.Dockerfile"])
+def test_dockerfiles_pass_hadolint(dockerfile):
+    r = subprocess.run([_tool("hadolint"), str(ROOT / "docker" / dockerfile)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "docker").glob("*.sh"))]
+    r = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_run_sh_refuses_without_vivado(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "FINN_XILINX_PATH": str(tmp_path), "FINN_XILINX_VERSION": "2024.2"}
+    r = subprocess.run([str(ROOT / "docker" / "run.sh"), "true"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "no Vivado at" in r.stderr
+    r = subprocess.run([str(ROOT / "docker" / "run.sh"), "true"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode != 0 and "FINN_XILINX_PATH" in r.stderr
