@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 VARIANT ?= 4w4a
-IMG ?= 416
+IMG ?=
 EPOCHS ?=
 DATA ?=
 DEVICE ?= auto
@@ -41,13 +41,13 @@ demo: install
 	$(PY) -m flow demo --out runs/demo
 
 train-%: install
-	$(PY) -m flow train --variant $* --img $(IMG) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out runs/$*
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out runs/$*
 
 data: install
 	$(PY) -m flow data synth
 
 export: install
-	$(PY) -m flow export --variant $(VARIANT) --img $(IMG) --out $(RUN) $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt)
+	$(PY) -m flow export --variant $(VARIANT) $(if $(IMG),--img $(IMG)) --out $(RUN) $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt)
 
 qcdq: install
 	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx

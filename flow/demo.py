@@ -15,15 +15,17 @@ from pathlib import Path
 
 
 def steps(out: Path, img: int, epochs: int, variant: str) -> list[tuple[str, list[str], str]]:
-    """(name, argv of `python -m flow`, file the step must leave behind)."""
+    """(name, argv of `python -m flow` — or of `python -m board` after "board" —, file the step must leave)."""
     return [
         ("data", ["data", "synth"], ""),
-        ("train", ["train", "--variant", variant, "--img", str(img), "--epochs", str(epochs), "--out", str(out)],
-         "model.qonnx.onnx"),
+        ("train", ["train", "--variant", variant, "--img", str(img), "--epochs", str(epochs), "--out", str(out),
+                   "--eval-every", str(epochs)], "model.qonnx.onnx"),
         ("qcdq", ["qcdq", str(out / "model.qonnx.onnx"), str(out / "model.qcdq.onnx")], "model.qcdq.onnx"),
         ("crosscheck", ["crosscheck", "--run", str(out)], "crosscheck.json"),
         ("estimate", ["estimate", "--run", str(out)], "finn/report/estimate.json"),
         ("deploy", ["deploy", "--run", str(out)], "deploy/manifest.json"),
+        ("board-sim", ["board", "run", "--sim", "--deploy", str(out / "deploy"), "--images", str(out / "deploy" / "samples"),
+                       "--out", str(out / "board_out")], "board_out/detections.json"),
     ]
 
 
@@ -39,6 +41,9 @@ def summary_figure(name: str, out: Path) -> str:
         if name == "estimate":
             e = json.loads((out / "finn/report/estimate.json").read_text())
             return f"{e.get('fps', '?')} FPS est., fits={e.get('fits')}"
+        if name == "board-sim":
+            d = json.loads((out / "board_out/detections.json").read_text())["detections"]
+            return f"{sum(map(len, d.values()))} face(s) in {len(d)} sample image(s)"
     except (OSError, ValueError, KeyError) as err:
         return f"(unreadable: {err})"
     return ""
@@ -48,24 +53,26 @@ def cli(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from board.__main__ import main as board_main
     from flow.cli import main as flow_main
 
     p = argparse.ArgumentParser(prog="python -m flow demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--img", type=int, default=128, help="model input size for the brief training")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--img", type=int, default=192, help="model input size for the brief training")
+    p.add_argument("--epochs", type=int, default=8, help="brief: `make train-4w4a` runs the full 40")
     p.add_argument("--variant", default="4w4a")
     p.add_argument("--quiet", action="store_true", help="hide each step's own output")
     a = p.parse_args(argv)
     console = Console()
     results, ok = [], True
     for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant):
-        console.rule(f"[bold]{name}[/]: python -m flow {' '.join(args)}")
+        cmd = "python -m " + (" ".join(args) if args[0] == "board" else "flow " + " ".join(args))
+        console.rule(f"[bold]{name}[/]: {cmd}")
         t0 = time.perf_counter()
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink) if a.quiet else contextlib.nullcontext():
             try:
-                rc = flow_main(args)
+                rc = board_main(args[1:]) if args[0] == "board" else flow_main(args)
             except SystemExit as e:  # argparse errors
                 rc = int(e.code or 0)
         secs = time.perf_counter() - t0

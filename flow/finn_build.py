@@ -87,8 +87,10 @@ class MoveOutputScaleAndLayoutToHost:
         shape = model.get_tensor_shape(out.name) if node.op_type == "Mul" else None
         dtype = model.get_tensor_datatype(src)
         if node.op_type == "Transpose":
-            s = model.get_tensor_shape(src)
-            model.set_tensor_shape(out.name, s)
+            import qonnx.core.data_layout as layout
+
+            model.set_tensor_shape(out.name, model.get_tensor_shape(src))
+            model.set_tensor_layout(out.name, layout.NHWC)  # else standalone thresholding sees NHWC in, NCHW out
         elif shape is not None:
             model.set_tensor_shape(out.name, shape)
         model.set_tensor_datatype(out.name, dtype)
@@ -133,10 +135,44 @@ def step_streamline_checked(model, dcfg):
     return model
 
 
+def step_convert_to_hw(model, cfg: FinnConfig, dcfg):
+    """FINN's conversion; in the all-RTL mode the max pools (window + Pool_hls) become our RTL StreamMaxPool2x2,
+    and the MVAUs ask for the RTL MVU also below FINN's default 4-bit activation cut-off (it takes >= 2 bits;
+    FINN still falls back to HLS, with a warning, where the DSP datapath cannot hold the widths)."""
+    model = _finn().step_convert_to_hw(model, dcfg)
+    if cfg.standalone_thresholds:
+        from qonnx.custom_op.registry import getCustomOp
+
+        from flow.rtl.finn_op import InferStreamMaxPool
+
+        model = model.transform(InferStreamMaxPool())
+        for node in model.get_nodes_by_op_type("MVAU"):
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    return model
+
+
 def step_folding(model, cfg: FinnConfig, dcfg):
     if cfg.folding:
         return apply_folding_checked(model, Path(cfg.folding))
-    return _finn().step_target_fps_parallelization(model, dcfg)
+    model = _finn().step_target_fps_parallelization(model, dcfg)
+    return fold_stream_maxpools(model)
+
+
+def fold_stream_maxpools(model):
+    """FINN's SetFolding does not know our max pool: give each the fewest PE that keep it off the critical path
+    (cycles <= the slowest FINN-folded layer), as SetFolding balances its own layers."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    insts = [getCustomOp(n) for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
+    budget = max((i.get_exp_cycles() for i in insts if i.onnx_node.op_type != "StreamMaxPool2x2_rtl"), default=1)
+    for inst in insts:
+        if inst.onnx_node.op_type == "StreamMaxPool2x2_rtl":
+            c = inst.get_nodeattr("NumChannels")
+            for pe in (d for d in range(1, c + 1) if c % d == 0):  # ends at PE = C if nothing smaller keeps up
+                inst.set_nodeattr("PE", pe)
+                if inst.get_exp_cycles() <= budget:
+                    break
+    return model
 
 
 def step_fifo_depths(model, cfg: FinnConfig):
@@ -282,7 +318,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         "tidy_up": lambda m: S.step_tidy_up(m, dcfg),
         "streamline": lambda m: step_streamline_checked(m, dcfg),
         "boundary": lambda m: step_boundary(m, cfg, manifest),
-        "convert_to_hw": lambda m: S.step_convert_to_hw(m, dcfg),
+        "convert_to_hw": lambda m: step_convert_to_hw(m, cfg, dcfg),
         "minimize_bit_width_initial": lambda m: S.step_minimize_bit_width_initial(m, dcfg),
         "create_dataflow_partition": lambda m: S.step_create_dataflow_partition(m, dcfg),
         "specialize_layers": lambda m: S.step_specialize_layers(m, dcfg),
@@ -422,17 +458,23 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--target-fps", type=int, default=60, help="FINN heuristic target when no --folding is given")
     p.add_argument("--mvau-wwidth-max", type=int, default=36)
     p.add_argument("--standalone-thresholds", action="store_true", help="MVAU_rtl + Thresholding_rtl (all-RTL)")
+    p.add_argument("--no-committed-folding", action="store_true",
+                   help="ignore flow/foldings/<variant>_<img>.json and use --folding or FINN's heuristic")
     return p
 
 
 def _config(a) -> FinnConfig:
+    from flow.folding import read_meta
+
     folding = a.folding
-    if folding is None:
+    if folding is None and not a.no_committed_folding:
         m = load_manifest(a.run)
         committed = Path(__file__).parent / "foldings" / f"{m['variant']}_{m['input']['shape'][2]}.json"
         folding = committed if committed.exists() else None
+    # a folding names the nodes of the build mode it was made in; its meta file says which
+    standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
     return FinnConfig(run_dir=str(a.run), folding=str(folding) if folding else None, target_fps=a.target_fps,
-                      mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=a.standalone_thresholds)
+                      mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone)
 
 
 def cli_estimate(argv: list[str]) -> int:
@@ -503,16 +545,29 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--img", type=int, default=416)
     p.add_argument("--variants", default="4w4a,2w4a,3w5a,4w2a,6w4a,8w3a,8w8a")
     p.add_argument("--out", type=Path)
+    p.add_argument("--standalone-thresholds", action="store_true", help="search the all-RTL build mode")
+    p.add_argument("--write-foldings", action="store_true",
+                   help="store each winner as flow/foldings/<variant>_<img>.json (+ .meta.json): the committed configs")
     a = p.parse_args(argv)
+    from flow.folding import write_meta
+
     root = Path(a.out or tempfile.mkdtemp(prefix="bench-finn-"))
-    rows = []
     for v in a.variants.split(","):
         d = root / v
         if not (d / "manifest.json").exists():
             export_run(d, v, a.img)
         t0 = time.perf_counter()
-        best = search_folding(d, quiet=True)
-        rows.append((v, best, time.perf_counter() - t0))
-        print(f"{v}: {best['fps'] if best else 'nothing fits'} FPS, fits={bool(best)}, "
-              f"{best and best['total_with_overhead']}, search {time.perf_counter() - t0:.0f} s")
+        best = search_folding(d, standalone_thresholds=a.standalone_thresholds, quiet=True)
+        tried = json.loads((d / "folding_search.json").read_text())["tried"]
+        # baseline, same process: FINN's own heuristic with its default 36-bit weight streams, best that fits
+        base = max((t["fps"] for t in tried if t["mvau_wwidth_max"] == 36 and t["how"] == "heuristic" and t["fits"]),
+                   default=None)
+        ratio = f"{best['fps'] / base:.2f}x FINN's default heuristic ({base} FPS)" if best and base else "no baseline fits"
+        print(f"{v}: {best['fps'] if best else 'nothing fits'} FPS, {best and best['total_with_overhead']}, "
+              f"{ratio}; search {time.perf_counter() - t0:.0f} s")
+        if best and a.write_foldings:
+            target = Path(__file__).parent / "foldings" / f"{v}_{a.img}.json"
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy(d / "folding.best.json", target)
+            write_meta(target, best, a.standalone_thresholds)
     return 0

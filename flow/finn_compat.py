@@ -8,6 +8,7 @@
    the real situation, from the PATH, not from the variable.
 4. Specialised `*_hls` / `*_rtl` nodes only execute as cppsim/rtlsim; `to_python_exec` renames them back to the
    generic op, which executes in python — how the HW-layer model becomes a cross-check backend without Vivado.
+5. finn-plus has no RTL max pool: ours (flow/rtl) is registered as a FINN op at init.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def init_finn(build_dir: Path) -> None:
     import finn.xsi
 
     finn.xsi.SimEngine = None
+    from flow.rtl.finn_op import register
+
+    register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
 
 
 def vivado_available() -> dict:

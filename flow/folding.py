@@ -1,9 +1,12 @@
 """Folding search: the fastest folding whose estimates, with FIFO and shell costs counted, fit the PYNQ-Z2.
 
-The inner move is FINN's own SetFolding (balanced stages for a cycle budget); the search walks the cycle budget
-(target FPS) and the weight-stream width limit (`mvau_wwidth_max`, FINN's default 36 bits is what caps its
-heuristic near 64 FPS on this network) and keeps the best design that fits. The winner is written as a folding
-JSON that `estimate`/`bitstream` apply with the checks of `apply_folding_checked`.
+Two moves. The first is FINN's own SetFolding (balanced stages for a cycle budget); the search walks the cycle
+budget (target FPS) and the weight-stream width limit (`mvau_wwidth_max`, FINN's default 36 bits is what caps its
+heuristic near 64 FPS on this network). The second is ours, for the foldings that are over the LUT budget: FINN
+builds every multiplier in LUTs, and the 8-bit first and last layers cost ~88 LUTs per 8x8 product against ~26 for
+a 4x4 one, while the Z2's 220 DSP48E1 sit idle. `offload_to_dsp` moves the MVAUs that save the most LUTs per DSP
+onto DSPs (resType=dsp) within the DSP planning limit, with FINN's own estimate functions as the cost model. The
+winner is written as a folding JSON that `estimate`/`bitstream` apply with the checks of `apply_folding_checked`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from pathlib import Path
 
 from flow.errors import FlowError
 
-TARGETS = (18, 36, 60, 100, 150, 200, 250, 300, 400)
-WWIDTHS = (36, 256, 1024)
+TARGETS = (18, 36, 60, 100, 125, 150, 175, 200, 225, 250, 300, 400)
+WWIDTHS = (36, 1024)  # 256 gave the same foldings as 1024 on every preset
 
 
 def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_thresholds: bool = False,
@@ -27,23 +30,96 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
 
     run_dir = Path(run_dir)
     best, tried = None, []
+
+    def estimate(cfg: FinnConfig, how: str) -> dict:
+        nonlocal best
+        s = run_estimate(cfg, quiet=True)
+        tried.append({"target_fps": cfg.target_fps, "mvau_wwidth_max": cfg.mvau_wwidth_max, "how": how,
+                      "fps": s["fps"], "fits": s["fits"],
+                      **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}})
+        if not quiet:
+            print(f"  target {cfg.target_fps:>4} FPS, wwidth {cfg.mvau_wwidth_max:>5}, {how:<9}: {s['fps']:8.1f} FPS"
+                  f"  LUT {s['total_with_overhead']['LUT']:>6}  BRAM18 {s['total_with_overhead']['BRAM_18K']:>4}"
+                  f"  DSP {s['total_with_overhead']['DSP']:>3}  fits={s['fits']}")
+        if s["fits"] and (best is None or s["fps"] > best["fps"]):
+            best = s
+            shutil.copy(run_dir / "finn/report/folding_used.json", run_dir / "folding.best.json")
+        return s
+
     for w in wwidths:
+        last_fps = 0.0
         for t in targets:
             cfg = FinnConfig(run_dir=str(run_dir), target_fps=t, mvau_wwidth_max=w,
                              standalone_thresholds=standalone_thresholds)
-            s = run_estimate(cfg, quiet=True)
-            tried.append({"target_fps": t, "mvau_wwidth_max": w, "fps": s["fps"], "fits": s["fits"],
-                          **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}})
-            if not quiet:
-                print(f"  target {t:>4} FPS, wwidth {w:>5}: {s['fps']:8.1f} FPS  LUT {s['total_with_overhead']['LUT']:>6}"
-                      f"  BRAM18 {s['total_with_overhead']['BRAM_18K']:>4}  fits={s['fits']}")
-            if s["fits"] and (best is None or s["fps"] > best["fps"]):
-                best = s
-                shutil.copy(run_dir / "finn/report/folding_used.json", run_dir / "folding.best.json")
-            if not s["fits"]:
-                break  # a higher target at the same width only costs more
+            s = estimate(cfg, "heuristic")
+            if not s["fits"] and offload_to_dsp(cfg.build_dir, run_dir / "folding.dsp.json"):
+                s = estimate(FinnConfig(run_dir=str(run_dir), folding=str(run_dir / "folding.dsp.json"),
+                                        target_fps=t, mvau_wwidth_max=w,
+                                        standalone_thresholds=standalone_thresholds), "dsp")
+            if not s["fits"] or s["fps"] <= last_fps * 1.001:
+                break  # a higher target at the same width only costs more, or the heuristic has saturated
+            last_fps = s["fps"]
     atomic_write_json(run_dir / "folding_search.json", {"tried": tried, "best_fps": best and best["fps"]})
     return best
+
+
+def offload_to_dsp(build_dir: Path, out: Path) -> list[str]:
+    """Write `out`: the build's folding with the MVAUs that save the most LUTs per DSP48 set to resType=dsp, as
+    many as the DSP planning limit takes. Returns the nodes moved (empty: nothing worth moving, nothing written)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from flow.export import atomic_write_json
+    from flow.finn_build import ESTIMATE_STEPS, PART, PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES
+
+    # the folded model before FIFOs exist: the same nodes, by name, that folding_used.json configures
+    i = ESTIMATE_STEPS.index("minimize_bit_width")
+    model = ModelWrapper(str(Path(build_dir) / "intermediate_models" / f"{i:02d}_minimize_bit_width.onnx"))
+    insts = [getCustomOp(n) for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
+    left = int(PLANNING_LIMITS["DSP"] * Z2_RESOURCES["DSP"]) - SHELL_OVERHEAD["DSP"]
+    left -= sum(inst.dsp_estimation(PART) for inst in insts)
+    gains = []
+    for inst in insts:
+        if inst.onnx_node.op_type not in ("MVAU_hls", "VVAU_hls") or inst.get_nodeattr("resType") == "dsp":
+            continue
+        lut, dsp, was = inst.lut_estimation(PART), inst.dsp_estimation(PART), inst.get_nodeattr("resType")
+        inst.set_nodeattr("resType", "dsp")
+        saved, cost = lut - inst.lut_estimation(PART), inst.dsp_estimation(PART) - dsp
+        inst.set_nodeattr("resType", was)
+        if saved > 0 and cost > 0:
+            gains.append((saved / cost, cost, inst.onnx_node.name))
+    moved = []
+    for _, cost, name in sorted(gains, reverse=True):
+        if cost <= left:
+            moved.append(name)
+            left -= cost
+    if moved:
+        conf = json.loads((Path(build_dir) / "report" / "folding_used.json").read_text())
+        for name in moved:
+            conf[name]["resType"] = "dsp"
+        atomic_write_json(out, conf)
+    return moved
+
+
+def meta_path(folding: Path) -> Path:
+    return Path(folding).with_suffix(".meta.json")
+
+
+def write_meta(folding: Path, summary: dict, standalone_thresholds: bool) -> None:
+    """What a folding was made with and what it gave: the build mode must match for its node names to exist."""
+    from importlib.metadata import version
+
+    from flow.export import atomic_write_json
+
+    atomic_write_json(meta_path(folding), {
+        "variant": summary["variant"], "img": summary["img"], "standalone_thresholds": standalone_thresholds,
+        "fps": summary["fps"], "total_with_overhead": summary["total_with_overhead"], "fits": summary["fits"],
+        "finn_plus": version("finn-plus")})
+
+
+def read_meta(folding: Path) -> dict:
+    p = meta_path(folding)
+    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def cli(argv: list[str]) -> int:
@@ -57,6 +133,7 @@ def cli(argv: list[str]) -> int:
         raise FlowError(f"{a.run}: no folding in the search fits the PYNQ-Z2 planning limits")
     out = a.out or a.run / "folding.json"
     shutil.move(a.run / "folding.best.json", out)
+    write_meta(out, best, a.standalone_thresholds)
     print(f"best: {best['fps']} FPS, {json.dumps(best['total_with_overhead'])}; folding written to {out}")
     return 0
 

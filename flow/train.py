@@ -329,9 +329,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
 
 def builtin_schedule(cfg: TrainConfig) -> TrainConfig:
     """The built-in set is ~15x smaller than WIDER FACE and the default run has minutes, not days: AdamW, a short
-    warm-up and few Brevitas statistics steps (measured: SGD at lr 0.01 barely moved the box loss in 30 epochs)."""
+    warm-up, few Brevitas statistics steps, a 10x box gain and no mosaic. Measured on float at 192, 12 epochs,
+    val AP50: YOLOv5's box gain 0.05 with mosaic 0.5 -> 0.12; mosaic off -> 0.15; box 0.2 -> 0.29; box 0.5 ->
+    0.34; lr 0.004 -> 0.08 (SGD at lr 0.01 barely moved the box loss in 30 epochs)."""
     return replace(cfg, optimizer="adamw", lr0=0.002, weight_decay=0.01, warmup_epochs=1.0, collect_stats_steps=20,
-                   augment=replace(cfg.augment, mosaic=0.5, scale=0.3))
+                   augment=replace(cfg.augment, mosaic=0.0, scale=0.3), loss=replace(cfg.loss, box=0.5))
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -380,7 +382,7 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow train", description=__doc__.splitlines()[0])
     p.add_argument("--variant", default="4w4a")
     p.add_argument("--img", type=int, default=None, help="input size (default 416 on WIDER FACE, 192 on the built-in set)")
-    p.add_argument("--epochs", type=int, default=None, help="default 300 on WIDER FACE, 30 on the built-in set")
+    p.add_argument("--epochs", type=int, default=None, help="default 300 on WIDER FACE, 40 on the built-in set")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--data", type=Path, help="WIDER FACE root (default: the built-in set)")
     p.add_argument("--out", type=Path)
@@ -396,7 +398,7 @@ def cli(argv: list[str]) -> int:
     a = p.parse_args(argv)
     on_wider = a.data is not None
     cfg = TrainConfig(variant=a.variant, img=a.img or (416 if on_wider else 192),
-                      epochs=a.epochs or (300 if on_wider else 30), batch=a.batch,
+                      epochs=a.epochs or (300 if on_wider else 40), batch=a.batch,
                       data=str(a.data) if a.data else None, out=str(a.out or f"runs/{a.variant}"), seed=a.seed,
                       device=a.device, init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
                       limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every)
@@ -458,8 +460,8 @@ def bench_train(argv: list[str]) -> int:
 def bench_accuracy(argv: list[str]) -> int:
     """Built-in val AP50 for float, 4w4a and 2w4a trained with the same schedule: the quantization gap."""
     p = argparse.ArgumentParser(prog="python -m flow bench accuracy", description=bench_accuracy.__doc__)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--img", type=int, default=160)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--img", type=int, default=192)
     p.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
     p.add_argument("--variants", default="float,4w4a,2w4a")
     a = p.parse_args(argv)

@@ -89,6 +89,15 @@ def test_folding_config_must_apply(finn_run, tmp_path):
     good.write_text(json.dumps(used))
     s = run_estimate(FinnConfig(run_dir=str(d), folding=str(good)), quiet=True)
     assert s["fits"] and s["folding"] == str(good)
+    # its meta file records the build mode, and the CLI's config follows it (the node names depend on it)
+    from flow.finn_build import _config, _parser
+    from flow.folding import read_meta, write_meta
+
+    write_meta(good, s, standalone_thresholds=True)
+    assert read_meta(good)["fps"] == s["fps"] and read_meta(good)["variant"] == "4w4a"
+    cfg = _config(_parser("t").parse_args(["--run", str(d), "--folding", str(good)]))
+    assert cfg.standalone_thresholds and cfg.folding == str(good)
+    assert not _config(_parser("t").parse_args(["--run", str(d), "--no-committed-folding"])).folding
 
 
 def test_float_model_and_over_budget_messages(tmp_path):
