@@ -83,3 +83,38 @@ def test_all_rtl_design_and_its_max_pool_rtl(tmp_path, variant):
     out, _, _ = run_stream(sim, beats, n_out, word_bytes(m.PE, m.BITS))
     y = unpack(out, m.BITS, m.PE, n_out * m.PE, m.SIGNED).reshape(2, m.H // 2, m.W // 2, m.C)
     np.testing.assert_array_equal(y, m.execute(x))
+
+
+def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
+    """The stitched all-RTL 4w4a accelerator (every node FINN generates, plus our max pools) in Verilator: bit-exact
+    with the python model over 3 frames, steady-state cycles equal to FINN's estimate; then one threshold changed
+    in the RTL's threshold file is caught."""
+    from flow.export import export_run
+    from flow.finn_build import FinnConfig, run_estimate
+    from flow.rtlsim import generate_rtl, golden, load_hw_model, run_rtlsim, simulate, stitch
+    from flow.samples import sample_images
+
+    export_run(tmp_path, "4w4a", 64)
+    est = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
+    r = run_rtlsim(tmp_path, frames=3)
+    assert r["bit_exact"] and r["nodes_python"] == 0 and r["nodes_rtl"] > 40, r
+    assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r  # FINN's own bar: 15 %
+    assert (tmp_path / "finn/report/rtlsim.json").exists()
+    from flow.crosscheck import run_crosscheck
+
+    cc = run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=1)  # rtlsim is now one of its backends
+    assert cc["backends"]["rtlsim"]["bit_exact"] and not cc["any_mismatch"], cc["backends"]["rtlsim"]
+
+    model = load_hw_model(tmp_path)
+    insts, files = generate_rtl(model, tmp_path / "finn/rtl")
+    top = tmp_path / "finn/rtl/lpyolo_accel.sv"
+    top.write_text(stitch(insts))
+    sim = build("lpyolo_accel", [*files, top], {}, cache=tmp_path / "finn/rtl/verilator")  # cached: same sources
+    dat = sorted((tmp_path / "finn/rtl/Thresholding_rtl_0").glob("*threshs_0_0.dat"))[0]
+    lines = dat.read_text().split()
+    lines[len(lines) // 2] = "0" * len(lines[0])  # one channel's middle threshold moved to 0
+    dat.write_text("\n".join(lines) + "\n")
+    x = sample_images(64, n_real=2, n_random=0).astype(np.int64)
+    x, want = golden(model, x, (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0]))
+    got, _ = simulate(sim, insts, x)
+    assert (got != want.reshape(got.shape)).any()

@@ -68,12 +68,14 @@ def build(top: str, sources: list[Path], params: dict[str, int], cache: Path | N
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".build-"))
     cmd = [str(exe), "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1), "-O3", "--no-timing",
            "+define+FINN_SIMULATION", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", top, "--prefix", "Vdut",
-           "-Mdir", str(tmp), "-o", "sim", *[f"-G{k}={int(v)}" for k, v in params.items()],
+           "-Mdir", str(tmp), "-o", "sim",
+           # the wheel's verilated.mk leaves GCC's precompiled-header flag empty: large models then fail to compile
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", *[f"-G{k}={int(v)}" for k, v in params.items()],
            str(HERE / "stream_tb.cpp"), *map(str, sources)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "CXXFLAGS": "-std=c++20"})
     if r.returncode:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FlowError(f"Verilator could not build {top} from {', '.join(s.name for s in sources)}:\n"
+        raise FlowError(f"Verilator could not build {top} from {len(sources)} sources ({sources[-1].name}, ...):\n"
                         + "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:]))
     shutil.rmtree(obj, ignore_errors=True)
     tmp.rename(obj)  # atomic: a crashed build never leaves a half-built cached simulator

