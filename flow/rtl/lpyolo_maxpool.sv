@@ -7,14 +7,16 @@
 // (so the module runs at the input rate: H*W*C/PE cycles per frame). Storage: one partial-max register per channel
 // fold (the left column of the window) and one line of W/2 * C/PE partial maxima (the upper row).
 // The output is registered; backpressure stalls the input only on beats that would produce an output.
+// Plain `parameter` declarations (no `int unsigned`, no localparam in the port list) so that Yosys's own
+// Verilog front end reads the module too.
 module lpyolo_maxpool #(
-    int unsigned H = 4,  // input rows (even)
-    int unsigned W = 4,  // input columns (even)
-    int unsigned C = 2,  // channels
-    int unsigned PE = 1,  // channels per beat (divides C)
-    int unsigned BITS = 4,  // bits per value
-    bit SIGNED = 0,  // two's complement values (activations after thresholds are unsigned)
-    localparam int unsigned STREAM_W = (PE * BITS + 7) / 8 * 8
+    parameter H = 4,  // input rows (even)
+    parameter W = 4,  // input columns (even)
+    parameter C = 2,  // channels
+    parameter PE = 1,  // channels per beat (divides C)
+    parameter BITS = 4,  // bits per value
+    parameter SIGNED = 0,  // two's complement values (activations after thresholds are unsigned)
+    parameter STREAM_W = (PE * BITS + 7) / 8 * 8  // derived: leave at its default
 ) (
     input  logic                ap_clk,
     input  logic                ap_rst_n,
@@ -25,8 +27,8 @@ module lpyolo_maxpool #(
     output logic                out0_V_TVALID,
     input  logic                out0_V_TREADY
 );
-  localparam int unsigned CF = C / PE;  // channel folds: beats per pixel
-  localparam int unsigned LINE = W / 2 * CF;
+  localparam CF = C / PE;  // channel folds: beats per pixel
+  localparam LINE = W / 2 * CF;
   typedef logic [PE*BITS-1:0] beat_t;
 
   initial begin
@@ -35,24 +37,20 @@ module lpyolo_maxpool #(
   end
 
   function automatic beat_t lane_max(beat_t a, beat_t b);
-    beat_t m;
-    for (int unsigned p = 0; p < PE; p++) begin
-      logic [BITS-1:0] x, y;
-      logic x_wins;
+    logic [BITS-1:0] x, y;
+    for (int p = 0; p < PE; p++) begin
       x = a[p*BITS+:BITS];
       y = b[p*BITS+:BITS];
-      x_wins = SIGNED ? ($signed(x) > $signed(y)) : (x > y);
-      m[p*BITS+:BITS] = x_wins ? x : y;
+      lane_max[p*BITS+:BITS] = (SIGNED ? ($signed(x) > $signed(y)) : (x > y)) ? x : y;
     end
-    return m;
   endfunction
 
   // position of the next input beat
   logic [$clog2(CF+1)-1:0] cf;
   logic [$clog2(W+1)-1:0] col;
   logic [$clog2(H+1)-1:0] row;
-  beat_t left[CF];  // max over the window's left column, per channel fold
-  beat_t upper[LINE];  // max over the upper row's two columns, per output column and channel fold
+  beat_t left[0:CF-1];  // max over the window's left column, per channel fold
+  beat_t upper[0:LINE-1];  // max over the upper row's two columns, per output column and channel fold
 
   beat_t in_beat, pair_max, window_max;
   logic completes_window, in_fire, out_valid;
