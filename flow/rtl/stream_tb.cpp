@@ -103,6 +103,8 @@ int main(int argc, char** argv) {
       return 3;
     }
   }
+  dut.final();  // the design's `final` blocks (e.g. FIFO occupancy reports) print before the JSON line
+  fflush(stdout);
   f = fopen(argv[4], "wb");
   fwrite(out.data(), 1, out.size(), f);
   fclose(f);

@@ -92,9 +92,12 @@ def run_stream(sim: Path, beats: np.ndarray, out_beats: int, out_bytes: int, sta
         r = subprocess.run([str(sim), str(fin), str(len(beats)), str(beats.shape[1]), str(fout), str(out_beats),
                             str(out_bytes), str(stall_pct), str(seed), str(max_idle)], capture_output=True, text=True)
         try:
-            report = json.loads(r.stdout.strip().splitlines()[-1])
+            lines = r.stdout.strip().splitlines()
+            report = json.loads(lines[-1])
+            report["design_output"] = lines[:-1]  # what the design printed ($display, final blocks)
         except (IndexError, ValueError):
-            raise FlowError(f"{sim}: simulation failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}") from None
+            raise FlowError(f"{sim}: simulation failed (exit {r.returncode}): "
+                            f"{(r.stdout + r.stderr).strip()[-2000:]}") from None
         if report.get("deadlock"):
             raise FlowError(f"{sim.parent.name}: no stream transfer for {max_idle} cycles at cycle {report['cycle']} "
                             f"({report['in_sent']}/{len(beats)} input beats taken, {report['out_received']}/"
