@@ -22,7 +22,6 @@ class LossConfig:
     obj: float = 1.0
     cls: float = 0.5
     anchor_t: float = 4.0
-    iou_ratio: float = 1.0  # YOLOv5's gr: a positive's objectness target is (1 - gr) + gr * IoU
 
 
 def bbox_ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -101,8 +100,7 @@ class YoloLoss(nn.Module):
             pwh = (pv[:, 2:4] + 1).pow(2) * self.anchors[a]
             ciou = bbox_ciou(torch.cat([pxy, pwh], 1), tbox)
             lbox = (1.0 - ciou).mean()
-            gr = self.cfg.iou_ratio
-            tobj[b, a, gy, gx] = ((1 - gr) + gr * ciou.detach().clamp(0)).to(tobj.dtype)
+            tobj[b, a, gy, gx] = ciou.detach().clamp(0).to(tobj.dtype)
             if self.nc > 1:
                 tc = torch.zeros_like(pv[:, 5:])
                 tc[torch.arange(len(b)), tcls] = 1.0
