@@ -463,13 +463,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _config(a) -> FinnConfig:
-    from flow.folding import read_meta
+    from flow.folding import committed_folding, read_meta
 
     folding = a.folding
     if folding is None and not a.no_committed_folding:
         m = load_manifest(a.run)
-        mode = "_rtl" if a.standalone_thresholds else ""  # the all-RTL build has other nodes, so its own folding
-        committed = Path(__file__).parent / "foldings" / f"{m['variant']}_{m['input']['shape'][2]}{mode}.json"
+        committed = committed_folding(m["variant"], m["input"]["shape"][2], a.standalone_thresholds)
         folding = committed if committed.exists() else None
     # a folding names the nodes of the build mode it was made in; its meta file says which
     standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
@@ -549,7 +548,7 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--write-foldings", action="store_true",
                    help="store each winner as flow/foldings/<variant>_<img>.json (+ .meta.json): the committed configs")
     a = p.parse_args(argv)
-    from flow.folding import write_meta
+    from flow.folding import committed_folding, write_meta
 
     root = Path(a.out or tempfile.mkdtemp(prefix="bench-finn-"))
     for v in a.variants.split(","):
@@ -566,7 +565,7 @@ def bench(argv: list[str]) -> int:
         print(f"{v}: {best['fps'] if best else 'nothing fits'} FPS, {best and best['total_with_overhead']}, "
               f"{ratio}; search {time.perf_counter() - t0:.0f} s")
         if best and a.write_foldings:
-            target = Path(__file__).parent / "foldings" / f"{v}_{a.img}{'_rtl' if a.standalone_thresholds else ''}.json"
+            target = committed_folding(v, a.img, a.standalone_thresholds)
             target.parent.mkdir(exist_ok=True)
             shutil.copy(d / "folding.best.json", target)
             write_meta(target, best, a.standalone_thresholds)

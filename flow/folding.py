@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from flow.errors import FlowError
@@ -53,9 +54,7 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
                              standalone_thresholds=standalone_thresholds)
             s = estimate(cfg, "heuristic")
             if not s["fits"] and offload_to_dsp(cfg.build_dir, run_dir / "folding.dsp.json"):
-                s = estimate(FinnConfig(run_dir=str(run_dir), folding=str(run_dir / "folding.dsp.json"),
-                                        target_fps=t, mvau_wwidth_max=w,
-                                        standalone_thresholds=standalone_thresholds), "dsp")
+                s = estimate(replace(cfg, folding=str(run_dir / "folding.dsp.json")), "dsp")
             if not s["fits"] or s["fps"] <= last_fps * 1.001:
                 break  # a higher target at the same width only costs more, or the heuristic has saturated
             last_fps = s["fps"]
@@ -99,6 +98,11 @@ def offload_to_dsp(build_dir: Path, out: Path) -> list[str]:
             conf[name]["resType"] = "dsp"
         atomic_write_json(out, conf)
     return moved
+
+
+def committed_folding(variant: str, img: int, standalone_thresholds: bool) -> Path:
+    """flow/foldings/<variant>_<img>[_rtl].json: the all-RTL build has other nodes, so its own folding."""
+    return Path(__file__).parent / "foldings" / f"{variant}_{img}{'_rtl' if standalone_thresholds else ''}.json"
 
 
 def meta_path(folding: Path) -> Path:

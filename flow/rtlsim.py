@@ -310,6 +310,7 @@ def bench(argv: list[str]) -> int:
 
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
+    from flow.folding import committed_folding
 
     p = argparse.ArgumentParser(prog="python -m flow bench rtlsim", description=bench.__doc__)
     p.add_argument("--variant", default="4w4a")
@@ -319,7 +320,7 @@ def bench(argv: list[str]) -> int:
     d = Path(a.out or tempfile.mkdtemp(prefix="bench-rtlsim-"))
     if not (d / "manifest.json").exists():
         export_run(d, a.variant, a.img)
-    committed = Path(__file__).parent / "foldings" / f"{a.variant}_{a.img}_rtl.json"
+    committed = committed_folding(a.variant, a.img, standalone_thresholds=True)
     t0 = time.perf_counter()
     est = run_estimate(FinnConfig(run_dir=str(d), standalone_thresholds=True,
                                   folding=str(committed) if committed.exists() else None), quiet=True)
