@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from board.packing import pack, unpack, word_bytes
 from flow.errors import FlowError
 
 PART, CLK_NS = "xc7z020clg400-1", 10.0
@@ -32,9 +31,8 @@ def load_hw_model(run_dir: Path):
     from flow.finn_compat import init_finn
 
     build = run_dir / "finn"
-    cfg = json.loads((build / "build_config.json").read_text()) if (build / "build_config.json").exists() else None
     found = sorted((build / "intermediate_models").glob("*_fifo_depths.onnx"))
-    if cfg is None or not found:
+    if not (build / "build_config.json").exists() or not found:
         raise FlowError(f"{run_dir}: no FINN estimate build; run `python -m flow estimate --run {run_dir} "
                         "--standalone-thresholds` first")
     init_finn(build / "tmp")
@@ -51,6 +49,7 @@ def generate_rtl(model, out: Path) -> tuple[list, list[Path]]:
     from finn.util.settings import get_settings
     from qonnx.custom_op.registry import getCustomOp
 
+    rtllib = Path(get_settings().finn_rtllib)
     insts, files = [], {}
     for node in model.graph.node:
         inst = getCustomOp(node)
@@ -71,7 +70,6 @@ def generate_rtl(model, out: Path) -> tuple[list, list[Path]]:
         for f in inst.get_rtl_file_list(abspath=True):
             files.setdefault(Path(f).name, Path(f))  # finn-rtllib sources are shared between nodes
         for f in d.glob("*_memstream_wrapper.v"):  # decoupled weights: FINN stitches this streamer in Vivado IPI
-            rtllib = Path(get_settings().finn_rtllib)
             files[f.name] = f
             for lib in ("memstream/hdl/memstream.sv", "memstream/hdl/memstream_axi.sv", "axi/hdl/axilite.sv"):
                 files.setdefault(Path(lib).name, rtllib / lib)
@@ -162,28 +160,30 @@ def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False) -> str
             + "\n".join(lines) + "\nendmodule\n")
 
 
-def stream_io(inst_in, inst_out):
-    """(input packing, output unpacking) parameters from the first and last node's folded shapes and types."""
-    i_dt, o_dt = inst_in.get_input_datatype(0), inst_out.get_output_datatype(0)
-    i_fold, o_fold = inst_in.get_folded_input_shape(0), inst_out.get_folded_output_shape(0)
-    return (i_dt, int(i_fold[-1])), (o_dt, int(o_fold[-1]), int(np.prod(inst_out.get_normal_output_shape(0))))
+def stitched_sources(model, out: Path, node: str | None = None, bounded_fifos: bool = False) -> tuple[list, list[Path]]:
+    """Every node's RTL generated under `out` and the top level written beside it: (instances in the simulated
+    chain — all nodes, or `node` alone —, the sources for `build("lpyolo_accel", ...)`)."""
+    insts, files = generate_rtl(model, out)
+    if node:
+        insts = [i for i in insts if i.onnx_node.name == node]
+        if not insts:
+            raise FlowError(f"{node}: no such node in the dataflow model")
+    top = out / "lpyolo_accel.sv"
+    top.write_text(stitch(insts, bounded_fifos=bounded_fifos))
+    return insts, [*files, top]
 
 
 def simulate(sim: Path, insts, x: np.ndarray, stall_pct: int = 0) -> tuple[np.ndarray, dict]:
     """Frames x (already in the first node's normal input layout) through the simulator. A stall is declared after
     no stream transfer for twice the sum of the nodes' expected cycles (a bound on the pipeline's fill latency)."""
-    from flow.rtl.verilator import run_stream
+    from flow.rtl.verilator import run_frames
 
-    (i_dt, i_pe), (o_dt, o_pe, o_count) = stream_io(insts[0], insts[-1])
-    beats = pack(x.reshape(len(x), -1, i_pe), i_dt.bitwidth(), i_pe).reshape(-1, word_bytes(i_pe, i_dt.bitwidth()))
-    n_out = len(x) * o_count // o_pe
+    first, last = insts[0], insts[-1]
+    i_dt, o_dt = first.get_input_datatype(0), last.get_output_datatype(0)
     fill = sum(int(i.get_exp_cycles()) for i in insts)
-    out, cycles, report = run_stream(sim, beats, n_out, word_bytes(o_pe, o_dt.bitwidth()), stall_pct,
-                                     max_idle=2 * fill * (1 + stall_pct // 10) + 10_000)
-    y = unpack(out, o_dt.bitwidth(), o_pe, len(x) * o_count, o_dt.signed())
-    ends = cycles.reshape(len(x), -1)[:, -1].astype(np.int64)
-    report["frame_end_cycles"] = ends.tolist()
-    return y.reshape((len(x), *insts[-1].get_normal_output_shape(0)[1:])), report
+    return run_frames(sim, x, i_dt.bitwidth(), int(first.get_folded_input_shape(0)[-1]), o_dt.bitwidth(),
+                      int(last.get_folded_output_shape(0)[-1]), tuple(last.get_normal_output_shape(0)[1:]),
+                      o_dt.signed(), stall_pct, max_idle=2 * fill * (1 + stall_pct // 10) + 10_000)
 
 
 def golden(model, x: np.ndarray, tensors: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -208,20 +208,14 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     t0 = time.perf_counter()
     model = load_hw_model(run_dir)
     out_dir = run_dir / "finn" / "rtl"
-    insts, files = generate_rtl(model, out_dir)
-    if node:
-        insts = [i for i in insts if i.onnx_node.name == node]
-        if not insts:
-            raise FlowError(f"{node}: no such node in the dataflow model")
-    top = out_dir / "lpyolo_accel.sv"
-    top.write_text(stitch(insts, bounded_fifos=bounded_fifos))
+    insts, sources = stitched_sources(model, out_dir, node, bounded_fifos)
     t_gen = time.perf_counter() - t0
-    sim = build("lpyolo_accel", [*files, top], {}, cache=out_dir / "verilator")
+    sim = build("lpyolo_accel", sources, {}, cache=out_dir / "verilator")
     t_build = time.perf_counter() - t0 - t_gen
     img = model.get_tensor_shape(model.graph.input[0].name)[1]
     frames_in = sample_images(img, n_real=min(frames, 2), n_random=max(frames - 2, 0))[:frames].astype(np.int64)
-    ends = (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0])  # a node alone: its tensors in the graph
-    x, want = golden(model, frames_in, ends)
+    tensors = (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0])  # a node alone: its tensors in the graph
+    x, want = golden(model, frames_in, tensors)
     t1 = time.perf_counter()
     try:
         got, rep = simulate(sim, insts, x, stall_pct)
@@ -286,12 +280,9 @@ def crosscheck_backends(run_dir: Path, options: dict) -> list:
         def __init__(self):
             from flow.rtl.verilator import build
 
-            self.model = load_hw_model(run_dir)
             out = run_dir / "finn" / "rtl"
-            self.insts, files = generate_rtl(self.model, out)
-            top = out / "lpyolo_accel.sv"
-            top.write_text(stitch(self.insts))
-            self.sim = build("lpyolo_accel", [*files, top], {}, cache=out / "verilator")
+            self.insts, sources = stitched_sources(load_hw_model(run_dir), out)
+            self.sim = build("lpyolo_accel", sources, {}, cache=out / "verilator")
 
         def run(self, x):
             check_input(x, options["manifest"]["input"]["shape"], self.name)

@@ -4,7 +4,6 @@ at the cycle count the estimate claims; stalls are reported, never hung on."""
 import numpy as np
 import pytest
 
-from board.packing import pack, unpack, word_bytes
 from flow.errors import FlowError
 from flow.rtl.maxpool import SOURCE, MaxPool
 from flow.rtl.verilator import build, run_stream
@@ -78,10 +77,7 @@ def test_all_rtl_design_and_its_max_pool_rtl(tmp_path, variant):
     sim = build(inst.get_nodeattr("gen_top_module"), inst.get_rtl_file_list(abspath=True), {})
     m = inst.model()
     x = frames(m, 2, seed=3)
-    beats = pack(x.reshape(-1, m.PE), m.BITS, m.PE).reshape(-1, word_bytes(m.PE, m.BITS))
-    n_out = 2 * m.cycles() // 4
-    out, _, _ = run_stream(sim, beats, n_out, word_bytes(m.PE, m.BITS))
-    y = unpack(out, m.BITS, m.PE, n_out * m.PE, m.SIGNED).reshape(2, m.H // 2, m.W // 2, m.C)
+    y, _ = m.simulate(x, sim=sim)
     np.testing.assert_array_equal(y, m.execute(x))
 
 
@@ -91,7 +87,7 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     in the RTL's threshold file is caught."""
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
-    from flow.rtlsim import generate_rtl, golden, load_hw_model, run_rtlsim, simulate, stitch
+    from flow.rtlsim import golden, load_hw_model, run_rtlsim, simulate, stitched_sources
     from flow.samples import sample_images
 
     export_run(tmp_path, "4w4a", 64)
@@ -106,10 +102,8 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     assert cc["backends"]["rtlsim"]["bit_exact"] and not cc["any_mismatch"], cc["backends"]["rtlsim"]
 
     model = load_hw_model(tmp_path)
-    insts, files = generate_rtl(model, tmp_path / "finn/rtl")
-    top = tmp_path / "finn/rtl/lpyolo_accel.sv"
-    top.write_text(stitch(insts))
-    sim = build("lpyolo_accel", [*files, top], {}, cache=tmp_path / "finn/rtl/verilator")  # cached: same sources
+    insts, sources = stitched_sources(model, tmp_path / "finn/rtl")
+    sim = build("lpyolo_accel", sources, {}, cache=tmp_path / "finn/rtl/verilator")  # cached: same sources
     dat = sorted((tmp_path / "finn/rtl/Thresholding_rtl_0").glob("*threshs_0_0.dat"))[0]
     lines = dat.read_text().split()
     lines[len(lines) // 2] = "0" * len(lines[0])  # one channel's middle threshold moved to 0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from board.packing import pack, unpack, word_bytes
 from flow.errors import FlowError
 
 SOURCE = Path(__file__).parent / "lpyolo_maxpool.sv"
@@ -56,16 +55,13 @@ class MaxPool:
     def params(self) -> dict[str, int]:
         return {"H": self.H, "W": self.W, "C": self.C, "PE": self.PE, "BITS": self.BITS, "SIGNED": int(self.SIGNED)}
 
-    def simulate(self, x: np.ndarray, stall_pct: int = 0, seed: int = 0) -> tuple[np.ndarray, dict]:
-        """Run (N, H, W, C) frames through the RTL in Verilator; returns (output, report with cycles per frame)."""
-        from flow.rtl.verilator import build, run_stream
+    def simulate(self, x: np.ndarray, stall_pct: int = 0, seed: int = 0, sim: Path | None = None) -> tuple[np.ndarray, dict]:
+        """Run (N, H, W, C) frames through the RTL in Verilator (this module built with params(), or `sim`, e.g. the
+        wrapper FINN's flow generates); returns (output, report with cycles per frame)."""
+        from flow.rtl.verilator import build, run_frames
 
-        sim = build("lpyolo_maxpool", [SOURCE], self.params())
-        n = x.shape[0]
-        beats = pack(x.reshape(-1, self.PE), self.BITS, self.PE).reshape(-1, word_bytes(self.PE, self.BITS))
-        n_out = n * self.H // 2 * self.W // 2 * self.C // self.PE
-        out, cycles, report = run_stream(sim, beats, n_out, word_bytes(self.PE, self.BITS), stall_pct, seed)
-        y = unpack(out, self.BITS, self.PE, n_out * self.PE, self.SIGNED).reshape(n, self.H // 2, self.W // 2, self.C)
-        frame_end = cycles.reshape(n, -1)[:, -1].astype(np.int64)
-        report["cycles_per_frame"] = np.diff(frame_end).tolist()
+        sim = sim or build("lpyolo_maxpool", [SOURCE], self.params())
+        y, report = run_frames(sim, x, self.BITS, self.PE, self.BITS, self.PE, (self.H // 2, self.W // 2, self.C),
+                               self.SIGNED, stall_pct, seed)
+        report["cycles_per_frame"] = np.diff(report["frame_end_cycles"]).tolist()
         return y, report

