@@ -27,7 +27,7 @@ from flow.errors import FlowError
 
 # Yosys cell -> (resource, amount). LUT RAMs and shift registers occupy LUTs of SLICEMs (UG474).
 CELL_RESOURCES = {
-    **{f"LUT{k}": ("LUT", 1) for k in range(1, 7)},
+    **{f"LUT{k}": ("LUT", 1) for k in range(1, 7)}, "LUT6_2": ("LUT", 1),  # two outputs, one LUT site
     "INV": ("LUT", 1), "SRL16E": ("LUT", 1), "SRLC32E": ("LUT", 1), "RAM32X1S": ("LUT", 1), "RAM64X1S": ("LUT", 1),
     "RAM32X1D": ("LUT", 2), "RAM64X1D": ("LUT", 2), "RAM128X1S": ("LUT", 2), "RAM128X1D": ("LUT", 4),
     "RAM256X1S": ("LUT", 4), "RAM32M": ("LUT", 4), "RAM64M": ("LUT", 4),
