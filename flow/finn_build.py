@@ -243,18 +243,24 @@ def resource_summary(model, cfg: FinnConfig) -> dict:
     total = {k: sum(v[k] for v in layers.values()) for k in ("LUT", "BRAM_18K", "DSP")}
     fifo = {k: sum(v[k] for n, v in layers.items() if n.startswith(("StreamingFIFO", "StreamingDataWidthConverter")))
             for k in total}
-    with_overhead = {k: total[k] + SHELL_OVERHEAD[k] for k in total}
     max_cycles = max(v["cycles"] for v in layers.values())
     slowest = max(layers, key=lambda n: layers[n]["cycles"])
     fps = 1e9 / cfg.clk_ns / max_cycles
-    util = {k: with_overhead[k] / Z2_RESOURCES[k] for k in with_overhead}
-    over = {k: round(util[k] - PLANNING_LIMITS[k], 4) for k in util if util[k] > PLANNING_LIMITS[k]}
     return {"fps": round(fps, 2), "clock_mhz": 1e3 / cfg.clk_ns, "max_cycles": max_cycles, "slowest_layer": slowest,
             "latency_cycles": sum(v["cycles"] for v in layers.values()),
-            "total_layers": total, "fifos_and_dwcs_included": fifo, "shell_overhead": SHELL_OVERHEAD,
-            "total_with_overhead": with_overhead, "utilisation": {k: round(v, 4) for k, v in util.items()},
-            "planning_limits": PLANNING_LIMITS, "device": {"part": cfg.part, **Z2_RESOURCES},
-            "fits": not over, "over_budget": over, "FF": "not estimated by FINN (pre-synthesis)", "layers": layers}
+            "total_layers": total, "fifos_and_dwcs_included": fifo, **z2_fit(total),
+            "device": {"part": cfg.part, **Z2_RESOURCES}, "FF": "not estimated by FINN (pre-synthesis)", "layers": layers}
+
+
+def z2_fit(total: dict) -> dict:
+    """Resources of the accelerator (FINN's estimate or Yosys's count) -> the shell allowance added, utilisation
+    of the xc7z020 and what exceeds the planning limits."""
+    with_overhead = {k: total[k] + SHELL_OVERHEAD.get(k, 0) for k in total}
+    util = {k: with_overhead[k] / Z2_RESOURCES[k] for k in with_overhead}
+    over = {k: round(util[k] - PLANNING_LIMITS[k], 4) for k in util if util[k] > PLANNING_LIMITS[k]}
+    return {"shell_overhead": SHELL_OVERHEAD, "total_with_overhead": with_overhead,
+            "utilisation": {k: round(v, 4) for k, v in util.items()}, "planning_limits": PLANNING_LIMITS,
+            "fits": not over, "over_budget": over}
 
 
 def over_budget_message(summary: dict) -> str:

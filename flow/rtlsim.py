@@ -143,7 +143,7 @@ def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False, gauges
         if fifo and bounded_fifos:
             # FINN's wrapper is an unbounded gauge under FINN_SIMULATION: a bounded FIFO of the configured depth
             lines.append(f"  lpyolo_stream_fifo #(.DEPTH({int(inst.get_nodeattr('depth'))}), .WIDTH({iw})) n{i} "
-                         f"(.ap_clk(ap_clk), .ap_rst_n(ap_rst_n), .maxcount(mc{i}),\n    .in0_V_TDATA({src}_TDATA), "
+                         f"(.ap_clk(ap_clk), .ap_rst_n(ap_rst_n), .maxcount({f'mc{i}' if gauges else ''}),\n    .in0_V_TDATA({src}_TDATA), "
                          f".in0_V_TVALID({src}_TVALID), .in0_V_TREADY({src}_TREADY), .out0_V_TDATA({dst}_TDATA), "
                          f".out0_V_TVALID({dst}_TVALID), .out0_V_TREADY({dst}_TREADY));")
         else:

@@ -170,7 +170,7 @@ def run_synth(run_dir: Path, nodes: list[str] | None = None, jobs: int | None = 
     """Synthesise the whole chain and each distinct node (or only `nodes`, without the whole); writes
     finn/report/synth.json for a whole run."""
     from flow.export import atomic_write_json
-    from flow.finn_build import PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES
+    from flow.finn_build import z2_fit
     from flow.rtlsim import load_hw_model
 
     run_dir = Path(run_dir)
@@ -213,14 +213,8 @@ def run_synth(run_dir: Path, nodes: list[str] | None = None, jobs: int | None = 
     if not nodes:
         whole = counted["lpyolo_accel"]
         summed = {k: sum(v["yosys"][k] for v in per_node.values()) for k in whole}
-        with_shell = {k: whole[k] + SHELL_OVERHEAD.get(k, 0) for k in whole}
-        util = {k: round(with_shell[k] / Z2_RESOURCES[k], 4) for k in whole}
-        report.update({
-            "total": whole, "sum_of_nodes": summed, "shell_overhead": SHELL_OVERHEAD, "total_with_overhead": with_shell,
-            "finn_estimate_total": est["total_layers"], "finn_estimate_with_overhead": est["total_with_overhead"],
-            "utilisation": util, "planning_limits": PLANNING_LIMITS,
-            "fits": all(util[k] <= PLANNING_LIMITS[k] for k in util),
-        })
+        report.update({"total": whole, "sum_of_nodes": summed, "finn_estimate_total": est["total_layers"],
+                       "finn_estimate_with_overhead": est["total_with_overhead"], **z2_fit(whole)})
     report["seconds"] = {"generate": round(t_gen, 1), "yosys": round(time.perf_counter() - t0 - t_gen, 1)}
     if not nodes:
         atomic_write_json(run_dir / "finn" / "report" / "synth.json", report)
