@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,17 @@ def check_input(x: np.ndarray, shape: list[int], where: str) -> None:
         raise FlowError(f"{where}: input shape {list(x.shape)} does not match the model's (N, {', '.join(map(str, shape[1:]))})")
 
 
+@dataclass(frozen=True)
+class LayerCut:
+    """One layer of the reference graph, conv `index` -> its activation quantizer, to be run alone."""
+
+    index: int
+    in_name: str  # the reference's tensor feeding the conv (dequantized, NCHW)
+    out_name: str  # the tensor its activation quantizer writes
+    in_scale: float  # in_name's values are integer codes times this (1.0: raw pixels)
+    out_scale: float
+
+
 class Backend:
     """Base: `name`, `exact_integer` (True where arithmetic is integer, e.g. FINN thresholds, RTL, the board)."""
 
@@ -61,9 +73,9 @@ class Backend:
         """All intermediate tensors by name for one input (for bisecting a mismatch); None if not exposable."""
         return None
 
-    def run_layer(self, index: int, in_name: str, out_name: str, x: np.ndarray) -> np.ndarray | None:
-        """Layer `index` alone (conv -> ... -> its activation quantizer), fed the reference's tensor `in_name`;
-        returns this backend's value of `out_name`, or None where a backend cannot run one layer in isolation."""
+    def run_layer(self, layer: LayerCut, x: np.ndarray) -> np.ndarray | None:
+        """`layer` alone, fed x = the reference's values of layer.in_name (batch); returns this backend's values of
+        layer.out_name in the reference's units and layout, or None where a backend cannot run one layer alone."""
         return None
 
 
@@ -84,14 +96,14 @@ class BrevitasBackend(Backend):
         with torch.no_grad():
             return to_codes(self.model(torch.from_numpy(x)).numpy(), self.scale)
 
-    def run_layer(self, index, in_name, out_name, x):
+    def run_layer(self, layer, x):
         import torch
 
         blocks = list(self.model.blocks.values())
         with torch.no_grad():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-            if index < len(blocks):
-                b = blocks[index]
+            if layer.index < len(blocks):
+                b = blocks[layer.index]
                 return b.act(b.bn(b.conv(t))).numpy()
             return self.model.head.act(self.model.head.conv(t) * 0.5).numpy()
 
@@ -184,13 +196,13 @@ class ORTBackend(Backend):
 
         return {"provider": self.provider, "ort_optimization_level": self.level, "onnxruntime": ort.__version__}
 
-    def run_layer(self, index, in_name, out_name, x):
+    def run_layer(self, layer, x):
         import tempfile
 
         import onnx.utils
         import onnxruntime as ort
 
-        key = (in_name, out_name)
+        in_name, out_name = key = (layer.in_name, layer.out_name)
         if key not in self._layer_sessions:
             with tempfile.TemporaryDirectory() as td:
                 sub = f"{td}/layer.onnx"

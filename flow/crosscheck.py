@@ -20,6 +20,7 @@ from board.postprocess import detect_with_manifest
 from flow.backends import (
     Backend,
     BrevitasBackend,
+    LayerCut,
     ORTBackend,
     QONNXBackend,
     load_manifest,
@@ -168,17 +169,26 @@ def layer_report(ref: QONNXBackend, others: list[Backend], x: np.ndarray) -> dic
     return report
 
 
-def layer_boundaries(ref: QONNXBackend) -> list[tuple[int, str, object]]:
-    """(index, input tensor of conv_index, the activation Quant node that ends that layer), in graph order."""
+def layer_boundaries(ref: QONNXBackend) -> list[LayerCut]:
+    """Each conv -> its activation quantizer, in graph order, with the scales of the codes going in and out."""
+    m = ref.model
+
+    def scale_of(quant) -> float:
+        s = np.asarray(m.get_initializer(quant.input[1]), np.float64).reshape(-1)
+        return float(s[0]) if s.size == 1 else float("nan")  # per-channel: no single code unit
+
     out = []
-    convs = [n for n in ref.model.graph.node if n.op_type == "Conv"]
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
     for i, conv in enumerate(convs):
         node = conv
         while node is not None and node.op_type != "Quant":
-            node = ref.model.find_consumer(node.output[0])
+            node = m.find_consumer(node.output[0])
         if node is None:
             raise FlowError(f"{ref.path}: no activation quantizer after {conv.name}; not an lpyolo-flow graph")
-        out.append((i, conv.input[0], node))
+        src = m.find_producer(conv.input[0])  # the max pool or quantizer before the conv; None: raw pixels
+        while src is not None and src.op_type != "Quant":
+            src = m.find_producer(src.input[0])
+        out.append(LayerCut(i, conv.input[0], node.output[0], 1.0 if src is None else scale_of(src), scale_of(node)))
     return out
 
 
@@ -191,23 +201,24 @@ def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict 
     run did: some executors pick different kernels (and so summation orders) for different batch sizes.
     None when the backend cannot run single layers.
     """
-    bounds = layer_boundaries(ref)
+    cuts = layer_boundaries(ref)
+    if any(np.isnan(c.out_scale) for c in cuts):
+        return None
     per_image = [ref.tensors(x[i : i + 1]) for i in range(len(x))]
-    needed = {t for _, in_t, q in bounds for t in (in_t, q.input[0], q.output[0])}
-    ctx = {t: np.concatenate([c[t] for c in per_image]) for t in needed}
+    pre = {c.out_name: ref.model.find_producer(c.out_name).input[0] for c in cuts}
+    needed = {t for c in cuts for t in (c.in_name, c.out_name, pre[c.out_name])}
+    ctx = {t: np.concatenate([p[t] for p in per_image]) for t in needed}
     rows: dict[str, dict] = {}
-    for i, in_t, q in bounds:
-        got = backend.run_layer(i, in_t, q.output[0], ctx[in_t])
+    for cut in cuts:
+        got = backend.run_layer(cut, ctx[cut.in_name])
         if got is None:
             return None
-        scale = np.asarray(ref.model.get_initializer(q.input[1]), np.float64).reshape(-1)
-        if scale.size != 1:
-            return None
-        s = float(scale[0])
-        c = classify(np.round(ctx[q.output[0]] / s).astype(np.int64), np.round(got / s).astype(np.int64),
-                     np.asarray(ctx[q.input[0]], np.float64) / s)
-        rows[f"conv{i}"] = {"quantizer": q.name, "elements": c.elements, "tie_flips": c.tie_flips,
-                            "mismatches": c.mismatches, "max_tie_distance": c.max_tie_distance}
+        s = cut.out_scale
+        c = classify(np.round(ctx[cut.out_name] / s).astype(np.int64), np.round(got / s).astype(np.int64),
+                     np.asarray(ctx[pre[cut.out_name]], np.float64) / s)
+        rows[f"conv{cut.index}"] = {"quantizer": ref.model.find_producer(cut.out_name).name, "elements": c.elements,
+                                    "tie_flips": c.tie_flips, "mismatches": c.mismatches,
+                                    "max_tie_distance": c.max_tie_distance}
     return rows
 
 
@@ -311,6 +322,7 @@ def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool
     backends += extra_backends or []
 
     failing = []
+    explained: dict[str, np.ndarray] = {}  # outputs of backends whose differences are ties, isolated layer by layer
     for b in backends:
         t0 = time.perf_counter()
         got = b.run(x)
@@ -318,18 +330,26 @@ def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool
         c = classify(ref_codes, got, ref_pre)
         c.detections_equal = same_detections(ref_codes, got, manifest)
         iso = isolated_layers(ref, b, x) if c.mismatches else None
-        propagated = 0
-        if explained_by_ties(iso):
+        propagated, same_as = 0, None
+        if iso is None and c.mismatches:
+            # A backend that cannot run one layer alone (the stitched RTL) but writes exactly the codes of one whose
+            # differences are explained has those same differences: the same ties, propagated.
+            same_as = next((k for k, v in explained.items() if np.array_equal(v, got)), None)
+        if explained_by_ties(iso) or same_as:
             # every layer is exact up to ties on its own: the output differences are those ties, propagated
             propagated, c.mismatches, c.examples = c.mismatches, 0, []
+            explained[b.name] = got
         row = _row(c, {**b.info(), "exact_integer": b.exact_integer, "seconds": round(secs, 3)})
         row["propagated_tie_flips"] = propagated
+        if same_as:
+            row["same_codes_as"] = same_as
         row["bit_exact"] = c.bit_exact and not propagated
         if iso is not None:
             row["isolated_layers"] = iso
         if c.mismatches:
             failing.append(b.name)
-            row["first_divergence"] = first_divergence(ref, b, x, manifest)
+            img = c.examples[0]["index"][0]  # the first image with a mismatching code: image 0 may be clean
+            row["first_divergence"] = first_divergence(ref, b, x[img : img + 1], manifest)
             if iso is not None:
                 row["first_mismatching_layer"] = next((k for k, r in iso.items() if r["mismatches"]), None)
         report["backends"][b.name] = row
@@ -361,6 +381,7 @@ def print_report(report: dict) -> None:
             continue
         info = r["info"]
         where = info.get("provider", "") + (f" {info['ort_optimization_level']}" if "ort_optimization_level" in info else "")
+        where += f"same codes as {r['same_codes_as']}" if "same_codes_as" in r else ""
         t.add_row(name, "[green]yes[/]" if r["bit_exact"] else ("[yellow]ties[/]" if not r["mismatches"] else "[red]no[/]"),
                   f"{r['tie_flips']} (+{r.get('propagated_tie_flips', 0)})", str(r["mismatches"]),
                   str(r["max_abs_diff"]), str(r["elements"]),

@@ -436,6 +436,55 @@ class FinnPythonBackend(Backend):
                 out.append(np.round(y / self.manifest["output"]["scale"]).astype(np.int32))
         return np.concatenate(out)
 
+    def _activations(self) -> list:
+        """The nodes that write each layer's codes, in graph order: thresholds, alone or inside an MVAU."""
+        from qonnx.custom_op.registry import getCustomOp
+
+        def writes_codes(n) -> bool:
+            if n.op_type == "MultiThreshold" or n.op_type.startswith("Thresholding"):
+                return True
+            return n.op_type.startswith("MVAU") and getCustomOp(n).get_nodeattr("noActivation") == 0
+
+        return [n for n in self.model.graph.node if writes_codes(n)]
+
+    def _layer_span(self, index: int) -> tuple | None:
+        """(first node, last node) of layer `index`: from just after the previous layer's max pool (or its
+        activation, or the graph input) through its activation; tidy graphs start at the Conv and end on the
+        dequantizing Add/Mul after the thresholds. None when the graph's layers do not line up with the index."""
+        acts = self._activations()
+        if index >= len(acts):
+            return None
+        act, m = acts[index], self.model
+        start = act
+        while start.op_type != "Conv":
+            prev = m.find_producer(start.input[0])
+            if prev is None or prev in acts or prev.op_type == "Transpose" or "Pool" in prev.op_type:
+                break
+            start = prev
+        end = act
+        if start.op_type == "Conv":  # tidy: thresholds count from 0, an Add re-centres, a Mul dequantizes
+            while (nxt := m.find_consumer(end.output[0])) is not None and nxt.op_type in ("Add", "Mul"):
+                end = nxt
+        return start, end
+
+    def run_layer(self, layer, x):
+        from finn.core.onnx_exec import execute_onnx
+
+        span = self._layer_span(layer.index)
+        if span is None:
+            return None
+        start, end = span
+        feed = start.input[0]
+        shape = self.model.get_tensor_shape(feed)
+        tidy = start.op_type == "Conv"  # NCHW, dequantized values as in the reference
+        out = []
+        for xi in x:
+            v = xi[None] if tidy else np.round(xi[None] / layer.in_scale).transpose(0, 2, 3, 1)
+            ctx = execute_onnx(self.model, {feed: np.ascontiguousarray(v, np.float32).reshape(shape)}, True, start, end)
+            y = np.asarray(ctx[end.output[0]], np.float64)
+            out.append(y if tidy else y.transpose(0, 3, 1, 2) * layer.out_scale)  # NHWC codes -> NCHW values
+        return np.concatenate(out)
+
     def info(self):
         return {"model": self.path.name, "executor": "finn python"}
 

@@ -1,8 +1,10 @@
 """FINN flow at 64x64: estimates without Vivado, HW-layer models bit-exact in the cross-check, loud folding errors."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,22 +52,100 @@ def test_hw_layer_models_are_bit_exact(tmp_path, variant):
     assert not r["any_mismatch"]
 
 
-def test_planted_fault_in_the_hw_model_is_caught(tmp_path):
+def copy_run(run_dir: Path, to: Path) -> Path:
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("crosscheck.json"))
+    return to
+
+
+def test_planted_fault_in_the_hw_model_is_caught_in_its_layer(finn_run, tmp_path):
     import onnx
 
-    export_run(tmp_path, "4w4a", 64)
-    run_estimate(FinnConfig(run_dir=str(tmp_path)), quiet=True)
-    hw = sorted((tmp_path / "finn/intermediate_models").glob("*_fifo_depths.onnx"))[-1]
+    d = copy_run(finn_run[0], tmp_path / "run")
+    hw = sorted((d / "finn/intermediate_models").glob("*_fifo_depths.onnx"))[-1]
     model = onnx.load(str(hw))
-    mvau = next(n for n in model.graph.node if n.op_type.startswith("MVAU"))
+    mvau = [n for n in model.graph.node if n.op_type.startswith("MVAU")][2]  # conv2's
     w = next(i for i in model.graph.initializer if i.name == mvau.input[1])
     arr = onnx.numpy_helper.to_array(w).copy()
     arr[arr != 0] *= -1  # flip the signs of one layer's weights, in the HW model only
     w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
     onnx.save(model, str(hw))
-    r = run_crosscheck(tmp_path, device="cpu", n_real=2, n_random=1)
-    assert r["backends"]["finn-hw"]["mismatches"] > 0 and "finn-hw" in r["mismatching_backends"]
+    r = run_crosscheck(d, device="cpu", n_real=2, n_random=1)
+    row = r["backends"]["finn-hw"]
+    assert row["mismatches"] > 0 and "finn-hw" in r["mismatching_backends"]
     assert r["backends"]["finn-streamlined"]["bit_exact"]
+    # run layer by layer on the reference's inputs, the HW model is wrong in conv2 and nowhere else
+    assert row["first_mismatching_layer"] == "conv2"
+    assert [k for k, v in row["isolated_layers"].items() if v["mismatches"]] == ["conv2"]
+
+
+def plant_threshold(ref, path: Path, manifest: dict, x: np.ndarray, layer: int, tie: bool) -> None:
+    """Move one threshold of `layer` in the FINN model at `path` so that one accumulator value of image 0 gets a
+    code one off the reference's: the value whose reference pre-activation lies nearest a rounding boundary (a
+    tie) or 0.4 codes from it (a fault). Thresholds count accumulators >= them."""
+    from finn.core.onnx_exec import execute_onnx
+
+    from flow.crosscheck import layer_boundaries
+    from flow.finn_build import FinnPythonBackend
+
+    fb = FinnPythonBackend(path, "planted", manifest)
+    cut = layer_boundaries(ref)[layer]
+    pre = ref.tensors(x[:1])[ref.model.find_producer(cut.out_name).input[0]] / cut.out_scale
+    mt = fb._activations()[layer]
+    acc = execute_onnx(fb.model, {fb.iname: x[:1]}, True)[mt.input[0]].transpose(0, 3, 1, 2)
+    frac = pre - np.floor(pre)
+    dist = np.abs(frac - 0.5)
+    e = np.unravel_index(np.argmin(dist if tie else np.abs(dist - 0.4)), dist.shape)
+    thr = fb.model.get_initializer(mt.input[1]).copy()
+    a, c = float(acc[e]), e[1]
+    n = int((thr[c] <= a).sum())
+    if frac[e] > 0.5:
+        thr[c, n - 1] = a + 0.5  # the threshold just passed moves above a: one code less
+    else:
+        thr[c, n] = a  # the next threshold comes down onto a: one code more
+    fb.model.set_initializer(mt.input[1], thr)
+    fb.model.save(str(path))
+
+
+def test_finn_layers_alone_tell_a_tie_from_a_fault(finn_run, tmp_path):
+    """A float tie inside the network (a reference pre-activation within TIE_TOL of .5) may round either way in
+    FINN's thresholds, which are computed in float32; end-to-end its flip propagates. Run one layer at a time the
+    FINN model differs from the reference only at that tie, so the cross-check calls it a tie; the same threshold
+    moved 0.4 codes from any tie is a mismatch, named by layer. A backend that cannot run one layer alone but writes
+    the same codes as the explained model inherits the explanation."""
+    from flow.backends import Backend, QONNXBackend, load_manifest
+    from flow.crosscheck import input_batch, isolated_layers
+    from flow.finn_build import FinnPythonBackend
+
+    d = copy_run(finn_run[0], tmp_path / "run")
+    manifest = load_manifest(d)
+    x, _ = input_batch(manifest, 2, 1, 0)
+    ref = QONNXBackend(d / "model.qonnx.onnx", manifest)
+    path = next((d / "finn/intermediate_models").glob("*_boundary.onnx"))
+    clean = path.read_bytes()
+
+    plant_threshold(ref, path, manifest, x, 0, tie=False)
+    iso = isolated_layers(ref, FinnPythonBackend(path, "finn-streamlined", manifest), x)
+    assert iso["conv0"]["mismatches"] > 0 and not any(v["mismatches"] for k, v in iso.items() if k != "conv0")
+
+    class Replay(Backend):  # e.g. the stitched RTL: the same integer codes, no single-layer runs
+        name, exact_integer = "replay", True
+
+        def run(self, x):
+            return FinnPythonBackend(path, self.name, manifest).run(x)
+
+    for layer in (2, 1, 3, 4):  # a conv whose tie reaches the output (one that dies in a max pool tells nothing)
+        path.write_bytes(clean)
+        plant_threshold(ref, path, manifest, x, layer, tie=True)
+        iso = isolated_layers(ref, FinnPythonBackend(path, "finn-streamlined", manifest), x)
+        assert iso[f"conv{layer}"]["tie_flips"] > 0 and not any(v["mismatches"] for v in iso.values()), iso
+        r = run_crosscheck(d, device="cpu", n_real=2, n_random=1, extra_backends=[Replay()])
+        row = r["backends"]["finn-streamlined"]
+        if row["propagated_tie_flips"]:
+            break
+    assert not r["any_mismatch"] and not row["bit_exact"] and row["isolated_layers"][f"conv{layer}"]["tie_flips"]
+    assert r["backends"]["replay"]["same_codes_as"] == "finn-streamlined"
+    assert r["backends"]["replay"]["propagated_tie_flips"] == row["propagated_tie_flips"]
+    assert r["backends"]["finn-hw"]["bit_exact"]
 
 
 def test_folding_config_must_apply(finn_run, tmp_path):
