@@ -24,13 +24,18 @@ WWIDTHS = (36, 1024)  # 256 gave the same foldings as 1024 on every preset
 
 
 def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_thresholds: bool = False,
-                   quiet: bool = False) -> dict | None:
-    """Estimate every (target, width) pair once; return the fitting summary with the highest FPS (None if none)."""
+                   quiet: bool = False, rtlsim: bool = False) -> dict | None:
+    """Estimate every (target, width) pair once; return the fitting summary with the highest FPS (None if none).
+    rtlsim: the fitting foldings are then simulated on their RTL, highest estimate first, and the simulated FPS
+    decides (`settle_by_simulation`); all-RTL builds only."""
     from flow.export import atomic_write_json
     from flow.finn_build import FinnConfig, run_estimate
 
     run_dir = Path(run_dir)
-    best, tried = None, []
+    if rtlsim and not standalone_thresholds:
+        raise FlowError("--rtlsim needs the all-RTL build (--standalone-thresholds): HLS nodes cannot be simulated "
+                        "here (no Vitis HLS), so the simulated FPS would not be the hardware's")
+    best, tried, fitting = None, [], {}
 
     def estimate(cfg: FinnConfig, how: str) -> dict:
         nonlocal best
@@ -42,9 +47,12 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
             print(f"  target {cfg.target_fps:>4} FPS, wwidth {cfg.mvau_wwidth_max:>5}, {how:<9}: {s['fps']:8.1f} FPS"
                   f"  LUT {s['total_with_overhead']['LUT']:>6}  BRAM18 {s['total_with_overhead']['BRAM_18K']:>4}"
                   f"  DSP {s['total_with_overhead']['DSP']:>3}  fits={s['fits']}")
-        if s["fits"] and (best is None or s["fps"] > best["fps"]):
-            best = s
-            shutil.copy(run_dir / "finn/report/folding_used.json", run_dir / "folding.best.json")
+        if s["fits"]:
+            folding = (run_dir / "finn/report/folding_used.json").read_text()
+            fitting.setdefault(folding, s)  # the same folding from another (target, width): estimated once
+            if best is None or s["fps"] > best["fps"]:
+                best = s
+                (run_dir / "folding.best.json").write_text(folding)
         return s
 
     for w in wwidths:
@@ -58,8 +66,42 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
             if not s["fits"] or s["fps"] <= last_fps * 1.001:
                 break  # a higher target at the same width only costs more, or the heuristic has saturated
             last_fps = s["fps"]
-    atomic_write_json(run_dir / "folding_search.json", {"tried": tried, "best_fps": best and best["fps"]})
+    simulated = settle_by_simulation(run_dir, fitting, quiet) if rtlsim and fitting else []
+    if simulated:
+        best = max(simulated, key=lambda s: s["fps_simulated"])
+        (run_dir / "folding.best.json").write_text(best["folding_json"])
+    atomic_write_json(run_dir / "folding_search.json", {
+        "tried": tried, "best_fps": best and best["fps"], "best_fps_simulated": best and best.get("fps_simulated"),
+        "simulated": [{k: s[k] for k in ("fps", "fps_simulated", "cycles_simulated", "max_cycles")} for s in simulated]})
     return best
+
+
+def settle_by_simulation(run_dir: Path, fitting: dict[str, dict], quiet: bool) -> list[dict]:
+    """FINN's FPS is an estimate; the stitched RTL in Verilator is the hardware. Simulate the fitting foldings
+    (folding JSON -> estimate summary) from the highest estimate down, until the next estimate cannot beat the
+    best simulated FPS. Returns the simulated summaries (fps_simulated, cycles_simulated, folding_json added).
+    A folding whose RTL is not bit-exact stops the search: that is a hardware bug, not a slower candidate."""
+    from flow.finn_build import FinnConfig, run_estimate
+    from flow.rtlsim import run_rtlsim
+
+    done: list[dict] = []
+    for folding, est in sorted(fitting.items(), key=lambda kv: -kv[1]["fps"]):
+        if done and est["fps"] <= max(s["fps_simulated"] for s in done):
+            break
+        path = run_dir / "folding.simulating.json"
+        path.write_text(folding)
+        s = run_estimate(FinnConfig(run_dir=str(run_dir), folding=str(path), standalone_thresholds=True), quiet=True)
+        r = run_rtlsim(run_dir, frames=3)
+        if not r["bit_exact"]:
+            raise FlowError(f"{run_dir}: the RTL of the folding estimated at {est['fps']} FPS is not bit-exact "
+                            f"(finn/report/rtlsim.json); the search stops here")
+        done.append({**s, "fps_simulated": r["fps_at_clock"], "cycles_simulated": r["cycles_per_frame"],
+                     "folding_json": folding})
+        if not quiet:
+            print(f"  rtlsim: estimated {s['fps']:8.1f} FPS ({s['max_cycles']} cycles), simulated "
+                  f"{r['fps_at_clock']:8.1f} FPS ({r['cycles_per_frame']} cycles), bit-exact")
+        path.unlink()
+    return done
 
 
 def offload_to_dsp(build_dir: Path, out: Path) -> list[str]:
@@ -117,7 +159,8 @@ def write_meta(folding: Path, summary: dict, standalone_thresholds: bool) -> Non
 
     atomic_write_json(meta_path(folding), {
         "variant": summary["variant"], "img": summary["img"], "standalone_thresholds": standalone_thresholds,
-        "fps": summary["fps"], "total_with_overhead": summary["total_with_overhead"], "fits": summary["fits"],
+        "fps": summary["fps"], "fps_simulated": summary.get("fps_simulated"),
+        "total_with_overhead": summary["total_with_overhead"], "fits": summary["fits"],
         "finn_plus": version("finn-plus")})
 
 
@@ -131,14 +174,17 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, help="where to write the folding JSON (default RUN/folding.json)")
     p.add_argument("--standalone-thresholds", action="store_true")
+    p.add_argument("--rtlsim", action="store_true",
+                   help="simulate the fitting foldings' RTL in Verilator; the simulated FPS decides (all-RTL only)")
     a = p.parse_args(argv)
-    best = search_folding(a.run, standalone_thresholds=a.standalone_thresholds)
+    best = search_folding(a.run, standalone_thresholds=a.standalone_thresholds, rtlsim=a.rtlsim)
     if best is None:
         raise FlowError(f"{a.run}: no folding in the search fits the PYNQ-Z2 planning limits")
     out = a.out or a.run / "folding.json"
     shutil.move(a.run / "folding.best.json", out)
     write_meta(out, best, a.standalone_thresholds)
-    print(f"best: {best['fps']} FPS, {json.dumps(best['total_with_overhead'])}; folding written to {out}")
+    sim = f" (simulated on the RTL: {best['fps_simulated']} FPS)" if "fps_simulated" in best else ""
+    print(f"best: {best['fps']} FPS{sim}, {json.dumps(best['total_with_overhead'])}; folding written to {out}")
     return 0
 
 

