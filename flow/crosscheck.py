@@ -205,8 +205,8 @@ def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict 
     if any(np.isnan(c.out_scale) for c in cuts):
         return None
     per_image = [ref.tensors(x[i : i + 1]) for i in range(len(x))]
-    pre = {c.out_name: ref.model.find_producer(c.out_name).input[0] for c in cuts}
-    needed = {t for c in cuts for t in (c.in_name, c.out_name, pre[c.out_name])}
+    quant = {c.out_name: ref.model.find_producer(c.out_name) for c in cuts}  # its input: the pre-activation
+    needed = {t for c in cuts for t in (c.in_name, c.out_name, quant[c.out_name].input[0])}
     ctx = {t: np.concatenate([p[t] for p in per_image]) for t in needed}
     rows: dict[str, dict] = {}
     for cut in cuts:
@@ -215,8 +215,8 @@ def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict 
             return None
         s = cut.out_scale
         c = classify(np.round(ctx[cut.out_name] / s).astype(np.int64), np.round(got / s).astype(np.int64),
-                     np.asarray(ctx[pre[cut.out_name]], np.float64) / s)
-        rows[f"conv{cut.index}"] = {"quantizer": ref.model.find_producer(cut.out_name).name, "elements": c.elements,
+                     np.asarray(ctx[quant[cut.out_name].input[0]], np.float64) / s)
+        rows[f"conv{cut.index}"] = {"quantizer": quant[cut.out_name].name, "elements": c.elements,
                                     "tie_flips": c.tie_flips, "mismatches": c.mismatches,
                                     "max_tie_distance": c.max_tie_distance}
     return rows
@@ -381,7 +381,7 @@ def print_report(report: dict) -> None:
             continue
         info = r["info"]
         where = info.get("provider", "") + (f" {info['ort_optimization_level']}" if "ort_optimization_level" in info else "")
-        where += f"same codes as {r['same_codes_as']}" if "same_codes_as" in r else ""
+        where = (where + (f" same codes as {r['same_codes_as']}" if "same_codes_as" in r else "")).strip()
         t.add_row(name, "[green]yes[/]" if r["bit_exact"] else ("[yellow]ties[/]" if not r["mismatches"] else "[red]no[/]"),
                   f"{r['tie_flips']} (+{r.get('propagated_tie_flips', 0)})", str(r["mismatches"]),
                   str(r["max_abs_diff"]), str(r["elements"]),

@@ -12,6 +12,7 @@ manifest.json already records them; otherwise FINN would build an ElementwiseMul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -436,7 +437,8 @@ class FinnPythonBackend(Backend):
                 out.append(np.round(y / self.manifest["output"]["scale"]).astype(np.int32))
         return np.concatenate(out)
 
-    def _activations(self) -> list:
+    @functools.cached_property
+    def activations(self) -> list:
         """The nodes that write each layer's codes, in graph order: thresholds, alone or inside an MVAU."""
         from qonnx.custom_op.registry import getCustomOp
 
@@ -451,7 +453,7 @@ class FinnPythonBackend(Backend):
         """(first node, last node) of layer `index`: from just after the previous layer's max pool (or its
         activation, or the graph input) through its activation; tidy graphs start at the Conv and end on the
         dequantizing Add/Mul after the thresholds. None when the graph's layers do not line up with the index."""
-        acts = self._activations()
+        acts = self.activations
         if index >= len(acts):
             return None
         act, m = acts[index], self.model

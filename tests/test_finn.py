@@ -91,7 +91,7 @@ def plant_threshold(ref, path: Path, manifest: dict, x: np.ndarray, layer: int, 
     fb = FinnPythonBackend(path, "planted", manifest)
     cut = layer_boundaries(ref)[layer]
     pre = ref.tensors(x[:1])[ref.model.find_producer(cut.out_name).input[0]] / cut.out_scale
-    mt = fb._activations()[layer]
+    mt = fb.activations[layer]
     acc = execute_onnx(fb.model, {fb.iname: x[:1]}, True)[mt.input[0]].transpose(0, 3, 1, 2)
     frac = pre - np.floor(pre)
     dist = np.abs(frac - 0.5)
