@@ -9,6 +9,9 @@
 4. Specialised `*_hls` / `*_rtl` nodes only execute as cppsim/rtlsim; `to_python_exec` renames them back to the
    generic op, which executes in python — how the HW-layer model becomes a cross-check backend without Vivado.
 5. finn-plus has no RTL max pool: ours (flow/rtl) is registered as a FINN op at init.
+6. `MVAU_rtl.dsp_estimation` counts 4 products per DSP48E1 for every width; finn-rtllib's mvu.sv packs
+   `dsp_lanes(W, A)` (4 for 4x4, 2 for 8-bit activations or weights), so for PE > 2 on an 8-bit layer FINN's
+   estimate was half of what the RTL instantiates (Yosys counts them). Replaced at init by the RTL's own rule.
 """
 
 from __future__ import annotations
@@ -34,6 +37,33 @@ def init_finn(build_dir: Path) -> None:
     from flow.rtl.finn_op import register
 
     register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
+    from finn.custom_op.fpgadataflow.rtl.matrixvectoractivation_rtl import MVAU_rtl
+
+    if not hasattr(MVAU_rtl, "finn_dsp_estimation"):  # init_finn runs more than once per process
+        MVAU_rtl.finn_dsp_estimation = MVAU_rtl.dsp_estimation
+        MVAU_rtl.dsp_estimation = _mvau_rtl_dsps
+
+
+def dsp_lanes(w_bits: int, a_bits: int, a_port: int = 25, narrow: bool = True) -> int:
+    """Products one DSP48 computes per cycle in finn-rtllib's mvu.sv (its NUM_LANES): the A port (25 bits on a
+    DSP48E1, 27 on a DSP48E2) holds lanes of W+A-1 bits and the top lane's W-bit weight, a bit more for weights
+    that are not narrow-range (our exporter's weight quantizers are narrow-range; FINN's codegen checks the
+    weights themselves and Yosys counts what it instantiates)."""
+    return 1 if w_bits == a_port else 1 + (a_port - (not narrow) - w_bits) // (w_bits + a_bits - 1)
+
+
+def _mvau_rtl_dsps(self, fpgapart):
+    """DSPs of an MVAU_rtl as finn-rtllib builds it on DSP48s: ceil(PE / lanes) chains of SIMD slices."""
+    import math
+
+    from finn.util.basic import get_dsp_block
+
+    block = get_dsp_block(fpgapart)
+    if block == "DSP58":  # another core (mvu_vvu_8sx9_dsp58): FINN's rule
+        return self.finn_dsp_estimation(fpgapart)
+    lanes = dsp_lanes(self.get_input_datatype(1).bitwidth(), self.get_input_datatype(0).bitwidth(),
+                      25 if block == "DSP48E1" else 27)
+    return math.ceil(self.get_nodeattr("PE") / lanes) * self.get_nodeattr("SIMD")
 
 
 def vivado_available() -> dict:

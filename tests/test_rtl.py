@@ -1,6 +1,7 @@
 """Our RTL against its python model in Verilator: bit-exact over several frames, with and without backpressure,
 at the cycle count the estimate claims; stalls are reported, never hung on."""
 
+import json
 import os
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     est = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
     r = run_rtlsim(tmp_path, frames=3)
     assert r["bit_exact"] and r["nodes_python"] == 0 and r["nodes_rtl"] > 40, r
+    slowest = r["slowest_node"]  # counted per node in the stitched top: the pace-setter's count is the frame time
+    assert abs(slowest["simulated"] - r["cycles_per_frame"]) <= 0.01 * r["cycles_per_frame"], r
+    assert slowest["estimated"] == est["max_cycles"] and not r["nodes_slower_than_estimated"], r
     assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r  # FINN's own bar: 15 %
     assert (tmp_path / "finn/report/rtlsim.json").exists()
     from flow.crosscheck import run_crosscheck
@@ -119,42 +123,93 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
 
 @pytest.mark.parametrize("variant", ["2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"])
 def test_rtlsim_every_other_preset(tmp_path, variant):
-    """The rest of the presets at 64x64, all-RTL (an HLS node would stop load_hw_model), bit-exact in Verilator."""
+    """The rest of the presets at 64x64, all-RTL (an HLS node would stop load_hw_model), bit-exact in Verilator,
+    folded fast (1000 FPS) and refolded to fill the DSP lanes (`use_dsps_well`: 2 to 5 products per DSP48E1 by
+    width), so that finn-rtllib's lane packing is what is simulated: fewer DSPs, no fewer FPS."""
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
+    from flow.folding import use_dsps_well
     from flow.rtlsim import run_rtlsim
 
     export_run(tmp_path, variant, 64)
-    est = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
+    cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
+    plain = run_estimate(cfg, quiet=True)
+    assert use_dsps_well(cfg.build_dir, tmp_path / "packed.json")
+    est = run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "packed.json"),
+                                  standalone_thresholds=True), quiet=True)
+    assert est["total_with_overhead"]["DSP"] < plain["total_with_overhead"]["DSP"] and est["fps"] >= plain["fps"], (plain, est)
     r = run_rtlsim(tmp_path, frames=3)
-    assert r["bit_exact"] and r["nodes_python"] == 0, r
+    assert r["bit_exact"] and r["nodes_python"] == 0 and not r["nodes_slower_than_estimated"], r
     assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r
+
+
+def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
+    """A folding that puts a 32 -> 72-bit width converter (SWG SIMD 8 -> MVU SIMD 18, as SetFolding + lane packing
+    did at 416x416 before pack_dsp_lanes kept ratios whole) in the chain: finn-rtllib's converter needs 4 cycles
+    per 3 input beats, FINN counts it at 0. rtlsim names it, alone (`--node`), with its cycles."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from flow.export import export_run
+    from flow.finn_build import FinnConfig, run_estimate
+    from flow.rtlsim import load_hw_model, run_rtlsim
+
+    export_run(tmp_path, "4w4a", 64)
+    run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
+    conf = json.loads((tmp_path / "finn/report/folding_used.json").read_text())
+    conf["ConvolutionInputGenerator_rtl_1"]["SIMD"], conf["MVAU_rtl_1"]["SIMD"] = 8, 18  # 8 input channels, MW 72
+    (tmp_path / "odd.json").write_text(json.dumps(conf))
+    run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "odd.json"), standalone_thresholds=True),
+                 quiet=True)
+    dwc = next(i for i in map(getCustomOp, load_hw_model(tmp_path).graph.node)
+               if i.onnx_node.op_type == "StreamingDataWidthConverter_rtl" and i.get_instream_width() == 32
+               and i.get_outstream_width() == 72)
+    r = run_rtlsim(tmp_path, frames=3, node=dwc.onnx_node.name)
+    beats = int(np.prod(dwc.get_folded_input_shape()[:-1]))
+    assert r["bit_exact"] and r["slowest_node"]["name"] == dwc.onnx_node.name, r
+    assert r["slowest_node"]["estimated"] == 0 and abs(r["slowest_node"]["simulated"] - beats * 4 / 3) < 0.01 * beats, r
+    assert dwc.onnx_node.name in r["nodes_slower_than_estimated"]
 
 
 def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     """Yosys (PyPI, read_slang) on one node of each kind of the all-RTL 4w4a design: every cell is counted; the
-    MVU's DSP48E1s are the ones FINN estimates (finn-rtllib instantiates them), its weights about FINN's BRAMs; FIFOs whose RTL
+    MVU's DSP48E1s, refolded to pack four products each, are the ones estimated (finn-rtllib instantiates them;
+    the estimate is flow.finn_compat's lane rule, FINN's own is off for 8-bit layers), its weights about FINN's BRAMs; FIFOs whose RTL
     differs only by name are synthesised once; a weight/threshold file Yosys cannot read is an error naming it."""
+    from qonnx.custom_op.registry import getCustomOp
+
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
+    from flow.folding import use_dsps_well
+    from flow.rtlsim import load_hw_model
     from flow.synth import run_synth
 
     export_run(tmp_path, "4w4a", 64)
-    run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
+    cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
+    run_estimate(cfg, quiet=True)  # MVAU_rtl_1 folded PE=1, SIMD=6: one DSP per product
+    use_dsps_well(cfg.build_dir, tmp_path / "packed.json")  # PE=4, SIMD=2: four products per DSP48E1
+    assert json.loads((tmp_path / "packed.json").read_text())["MVAU_rtl_1"]["PE"] == 4
+    run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "packed.json"), standalone_thresholds=True),
+                 quiet=True)
+    shift_fifos = {}  # two FIFOs of one (depth, width) built as finn-rtllib's shift FIFO (depth <= 33)
+    for inst in map(getCustomOp, load_hw_model(tmp_path).graph.node):
+        if inst.onnx_node.op_type == "StreamingFIFO_rtl" and inst.get_nodeattr("depth") <= 33:
+            shift_fifos.setdefault((inst.get_nodeattr("depth"), inst.get_instream_width()), []).append(inst)
+    (depth, width), (f1, f2) = max((k, v[:2]) for k, v in shift_fifos.items() if len(v) > 1)
     nodes = ["MVAU_rtl_1", "Thresholding_rtl_1", "ConvolutionInputGenerator_rtl_1", "StreamMaxPool2x2_rtl_1",
-             "StreamingFIFO_rtl_1", "StreamingFIFO_rtl_2", "FMPadding_rtl_1"]
+             f1.onnx_node.name, f2.onnx_node.name, "FMPadding_rtl_1"]
     r = run_synth(tmp_path, nodes, jobs=2)
     assert sorted(r["nodes"]) == sorted(nodes) and r["pre_place_and_route"]
     for name, v in r["nodes"].items():
         assert v["yosys"]["LUT"] > 0 and v["yosys"]["FF"] > 0, (name, v)
     mvau = r["nodes"]["MVAU_rtl_1"]
-    assert mvau["yosys"]["DSP"] == mvau["finn_estimate"]["DSP"] > 0, mvau
+    assert mvau["yosys"]["DSP"] == mvau["finn_estimate"]["DSP"] == 2, mvau
     assert abs(mvau["yosys"]["BRAM_18K"] - mvau["finn_estimate"]["BRAM_18K"]) <= 1, mvau  # small ones: LUT RAM
-    fifo1, fifo2 = r["nodes"]["StreamingFIFO_rtl_1"], r["nodes"]["StreamingFIFO_rtl_2"]
-    assert fifo2.get("same_rtl_as") == fifo1.get("same_rtl_as", "StreamingFIFO_rtl_1") and fifo1["yosys"] == fifo2["yosys"]
+    fifo1, fifo2 = r["nodes"][f1.onnx_node.name], r["nodes"][f2.onnx_node.name]
+    assert fifo2.get("same_rtl_as") == fifo1.get("same_rtl_as", f1.onnx_node.name) and fifo1["yosys"] == fifo2["yosys"]
     assert r["nodes_synthesised"] == len(nodes) - 1
-    # the shift FIFO (32 words of 8 bits) in SRLC32Es as Vivado builds it, not 256 flip-flops (SOURCE_FIXES)
-    assert fifo1["yosys"]["LUT"] <= fifo1["finn_estimate"]["LUT"] and fifo1["yosys"]["FF"] < 32, fifo1
+    # the shift FIFO in SRLC32Es as Vivado builds it, not depth x width flip-flops (SOURCE_FIXES)
+    assert depth >= 4 and fifo1["yosys"]["FF"] < 2 * width, (depth, width, fifo1)
+    assert fifo1["yosys"]["LUT"] <= fifo1["finn_estimate"]["LUT"], fifo1
     assert not (tmp_path / "finn/report/synth.json").exists()  # written by whole runs only
 
     import flow.synth
