@@ -154,9 +154,9 @@ def pack_dsp_lanes(inst, model) -> bool:
     """Refold one MVAU_rtl to the (PE, SIMD) with at least its parallelism (PE*SIMD: its cycles can only drop)
     that needs the fewest DSP48s, then the least parallelism, then the smaller PE (a shorter input replay).
     PE divides MH and SIMD divides MW, as FINN requires, and SIMD is a multiple or a divisor of the producer's
-    elements per beat: finn-rtllib's width converter between other ratios (vpc) moves 3 beats in 4 cycles —
-    measured in Verilator at 416x416 (32 -> 72 bits: 12 cycles per 9 input beats), a bottleneck FINN estimates at
-    0 cycles. Returns whether the folding changed."""
+    elements per beat: finn-rtllib's width converter (vpc) between other ratios takes more than a cycle per beat
+    (32 -> 72 bits: 12 cycles per 9 input beats in Verilator, the bottleneck of a 416x416 folding; test), and FINN
+    estimates width converters at 0 cycles. Returns whether the folding changed."""
     import math
 
     from qonnx.custom_op.registry import getCustomOp
@@ -168,7 +168,8 @@ def pack_dsp_lanes(inst, model) -> bool:
     producer = model.find_producer(inst.onnx_node.input[0])
     beat = getCustomOp(producer).get_folded_output_shape()[-1] if producer is not None else simd
     wdt = inst.get_input_datatype(1)
-    narrow = float(model.get_initializer(inst.onnx_node.input[1]).min()) > wdt.min()
+    weights = model.get_initializer(inst.onnx_node.input[1])  # None for streamed weights: assume the full range
+    narrow = weights is not None and float(weights.min()) > wdt.min()
     lanes = dsp_lanes(wdt.bitwidth(), inst.get_input_datatype(0).bitwidth(), narrow=narrow)
 
     def cost(ps):
