@@ -190,12 +190,17 @@ def simulate(sim: Path, insts, x: np.ndarray, stall_pct: int = 0) -> tuple[np.nd
                       o_dt.signed(), stall_pct, max_idle=2 * fill * (1 + stall_pct // 10) + 10_000)
 
 
+def printed_counts(design_output: list[str], tag: str) -> dict[str, int]:
+    """The `<tag> <node> <count>` lines the stitched top prints at the end of a run (stitch's final blocks)."""
+    return {ln.split()[1]: int(ln.split()[2]) for ln in design_output if ln.startswith(f"{tag} ")}
+
+
 def node_cycles(insts, design_output: list[str], frames: int) -> dict[str, dict[str, int]]:
     """Per node (FIFOs aside), cycles per frame its input stream held data (stitch's NODE counters) beside FINN's
     estimate. With FINN's unbounded FIFOs nothing upstream is ever held back, so this is the node's own cycles
     when data reaches it faster than it takes it — always so for the slowest node, whose count is the frame
     time — and its input beats otherwise. FINN estimates width converters at 0 cycles; here they are counted."""
-    offered = {ln.split()[1]: int(ln.split()[2]) for ln in design_output if ln.startswith("NODE ")}
+    offered = printed_counts(design_output, "NODE")
     return {i.onnx_node.name: {"simulated": offered[i.onnx_node.name] // frames, "estimated": int(i.get_exp_cycles())}
             for i in insts if i.onnx_node.name in offered}
 
@@ -240,7 +245,7 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     diff = got != want
     ends = rep["frame_end_cycles"]
     # gauges: the depth each FIFO would need never to stall its producer; bounded: which ran full
-    fifo_max = {ln.split()[1]: int(ln.split()[2]) for ln in rep.get("design_output", []) if ln.startswith("FIFO ")}
+    fifo_max = printed_counts(rep.get("design_output", []), "FIFO")
     depths = {i.onnx_node.name: int(i.get_nodeattr("depth")) for i in insts if i.onnx_node.op_type == "StreamingFIFO_rtl"}
     per_frame = int(np.median(np.diff(ends))) if len(ends) > 1 else None
     nodes = node_cycles(insts, rep.get("design_output", []), frames)
@@ -263,8 +268,8 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     if slowest:  # the node that sets the pace, and every node slower than FINN's frame estimate by over 15 %
         frame = max(v["estimated"] for v in nodes.values())  # FINN's estimate of the chain: its slowest node
         report["slowest_node"] = {"name": slowest, **nodes[slowest]}
-        report["nodes_slower_than_estimated_frame"] = {n: v for n, v in nodes.items()
-                                                       if v["simulated"] > 1.15 * frame + 100}
+        report["nodes_slower_than_estimated_frame"] = {n: v for n, v in nodes.items()  # +100: a lone width
+                                                       if v["simulated"] > 1.15 * frame + 100}  # converter's frame is 0
         report["node_cycles_per_frame"] = nodes
     if est and per_frame:
         report["sim_vs_estimate"] = round(per_frame / est["max_cycles"], 4)
