@@ -283,18 +283,44 @@ VIVADO_STEPS = ["hw_codegen", "hw_ipgen", "set_fifo_depths", "create_stitched_ip
                 "out_of_context_synthesis", "synthesize_bitfile", "deployment_package"]
 
 
-def prepare_build_dir(cfg: FinnConfig) -> Path:
-    """A fresh build dir; a dir left by a crashed run (no build_done marker) is moved aside, not reused."""
+PREFOLDING_STEPS = ESTIMATE_STEPS[: ESTIMATE_STEPS.index("folding")]
+
+
+def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
+    """Everything the steps before folding read: the model, its manifest, the build options they use and the code
+    that runs them. A folding search re-estimates one model many times; only folding and what follows change."""
+    import hashlib
+    from importlib.metadata import version
+
+    h = hashlib.sha256(qonnx_path.read_bytes())
+    for part in (json.dumps(manifest, sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
+                 version("finn-plus"), Path(__file__).read_text()):
+        h.update(part.encode())
+    return h.hexdigest()
+
+
+def prepare_build_dir(cfg: FinnConfig, prefolding: str | None = None) -> bool:
+    """A fresh build dir; a dir left by a crashed run (no build_done marker) is moved aside, not reused. When the
+    finished build there had the same `prefolding_key`, its pre-folding models are kept; returns whether."""
     d = cfg.build_dir
+    kept = False
     if d.exists() and not (d / "build_done.json").exists() and any(d.iterdir()):
         aside = d.with_name(f"finn.crashed-{int(time.time())}")
         d.rename(aside)
         print(f"note: {d} was left by an unfinished build; moved to {aside}")
     elif d.exists():
-        shutil.rmtree(d)
-    (d / "intermediate_models").mkdir(parents=True)
+        done = json.loads((d / "build_done.json").read_text()) if (d / "build_done.json").exists() else {}
+        models = [d / "intermediate_models" / f"{i:02d}_{n}.onnx" for i, n in enumerate(PREFOLDING_STEPS)]
+        kept = prefolding is not None and done.get("prefolding_key") == prefolding and all(map(Path.exists, models))
+        for p in d.iterdir():
+            if not (kept and p.name == "intermediate_models"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if kept:  # the models of the steps from folding on go; the dataflow partitions stay with theirs
+            for i, name in enumerate(ESTIMATE_STEPS[len(PREFOLDING_STEPS):], len(PREFOLDING_STEPS)):
+                (d / "intermediate_models" / f"{i:02d}_{name}.onnx").unlink(missing_ok=True)
+    (d / "intermediate_models").mkdir(parents=True, exist_ok=True)
     (d / "report").mkdir()
-    return d
+    return kept
 
 
 def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
@@ -309,14 +335,18 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
 
     QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
     qonnx_path = run_dir / "model.qonnx.onnx"
-    d = prepare_build_dir(cfg)
+    key = prefolding_key(cfg, qonnx_path, manifest)
+    d = cfg.build_dir
+    reused = prepare_build_dir(cfg, key)
     init_finn(d / "tmp")
     import contextlib
     import io
 
     dcfg = _dataflow_cfg(cfg, None if cfg.folding else cfg.target_fps)
     S = _finn()
-    model = ModelWrapper(str(qonnx_path))
+    first = len(PREFOLDING_STEPS) if reused else 0
+    model = ModelWrapper(str(d / "intermediate_models" / f"{first - 1:02d}_{ESTIMATE_STEPS[first - 1]}.onnx")
+                         if reused else str(qonnx_path))
     cfg.steps = list(ESTIMATE_STEPS)
     atomic_write_json(d / "build_config.json", asdict(cfg))
     impl = {
@@ -333,8 +363,8 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         "fifo_depths": lambda m: step_fifo_depths(m, cfg),
         "generate_estimate_reports": lambda m: S.step_generate_estimate_reports(m, dcfg),
     }
-    times = {}
-    for i, name in enumerate(ESTIMATE_STEPS):
+    times = {name: "reused" for name in ESTIMATE_STEPS[:first]}
+    for i, name in enumerate(ESTIMATE_STEPS[first:], first):
         t0 = time.perf_counter()
         sink = io.StringIO()
         try:
@@ -354,13 +384,14 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
             print(f"  {name:<28} {times[name]:6.2f} s")
     summary = resource_summary(model, cfg)
     summary.update({"variant": manifest["variant"], "img": manifest["input"]["shape"][2], "step_seconds": times,
-                    "flow_seconds": round(sum(times.values()), 2), "folding": cfg.folding or
+                    "flow_seconds": round(sum(t for t in times.values() if t != "reused"), 2), "folding": cfg.folding or
                     f"FINN target_fps heuristic (target {cfg.target_fps}, mvau_wwidth_max {cfg.mvau_wwidth_max})",
                     "folding_file": str(d / "report" / "folding_used.json"),
                     "estimates_only": "FINN analytic estimates; a Vivado build confirms them"})
     atomic_write_json(d / "report" / "estimate.json", summary)
     plot_layers(summary, d / "report" / "estimate_layers.png")
-    atomic_write_json(d / "build_done.json", {"steps": ESTIMATE_STEPS, "seconds": summary["flow_seconds"]})
+    atomic_write_json(d / "build_done.json", {"steps": ESTIMATE_STEPS, "seconds": summary["flow_seconds"],
+                                              "prefolding_key": key})
     return summary
 
 

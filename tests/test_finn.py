@@ -12,7 +12,7 @@ import pytest
 from flow.crosscheck import run_crosscheck
 from flow.errors import FlowError
 from flow.export import export_run
-from flow.finn_build import FinnConfig, FoldingError, over_budget_message, run_estimate
+from flow.finn_build import ESTIMATE_STEPS, FinnConfig, FoldingError, over_budget_message, prefolding_key, run_estimate
 from models import SpecError
 
 FINN_PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"]
@@ -174,6 +174,17 @@ def test_folding_config_must_apply(finn_run, tmp_path):
     good.write_text(json.dumps(used))
     s = run_estimate(FinnConfig(run_dir=str(d), folding=str(good)), quiet=True)
     assert s["fits"] and s["folding"] == str(good)
+    # a re-estimate of the same model (a folding search makes many) starts at the folding step, same result
+    again = run_estimate(FinnConfig(run_dir=str(d), folding=str(good)), quiet=True)
+    assert again["step_seconds"]["streamline"] == "reused" and again["step_seconds"]["folding"] != "reused"
+    assert again["layers"] == s["layers"] and again["fps"] == s["fps"]
+    assert len(list((d / "finn/intermediate_models").glob("*.onnx"))) == len(ESTIMATE_STEPS)
+    manifest = json.loads((d / "manifest.json").read_text())
+    key = prefolding_key(FinnConfig(run_dir=str(d)), d / "model.qonnx.onnx", manifest)
+    assert key == prefolding_key(FinnConfig(run_dir=str(d), target_fps=400, folding=str(good), mvau_wwidth_max=9),
+                                 d / "model.qonnx.onnx", manifest)
+    assert key != prefolding_key(FinnConfig(run_dir=str(d), standalone_thresholds=True), d / "model.qonnx.onnx",
+                                 manifest)
     # its meta file records the build mode, and the CLI's config follows it (the node names depend on it)
     from flow.finn_build import _config, _parser
     from flow.folding import read_meta, write_meta

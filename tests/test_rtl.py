@@ -124,20 +124,24 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
 @pytest.mark.parametrize("variant", ["2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"])
 def test_rtlsim_every_other_preset(tmp_path, variant):
     """The rest of the presets at 64x64, all-RTL (an HLS node would stop load_hw_model), bit-exact in Verilator,
-    folded fast (1000 FPS) and refolded to fill the DSP lanes (`use_dsps_well`: 2 to 5 products per DSP48E1 by
-    width), so that finn-rtllib's lane packing is what is simulated: fewer DSPs, no fewer FPS."""
+    folded fast (1000 FPS) and refolded to fill the DSP lanes (`use_hard_blocks`: 2 to 5 products per DSP48E1 by
+    width) with the sliding windows' line buffers in block RAM, so that finn-rtllib's lane packing and BRAM buffers
+    are what is simulated: fewer DSPs, sliding windows with fewer LUTs, no fewer FPS."""
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
-    from flow.folding import use_dsps_well
+    from flow.folding import use_hard_blocks
     from flow.rtlsim import run_rtlsim
 
     export_run(tmp_path, variant, 64)
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
     plain = run_estimate(cfg, quiet=True)
-    assert use_dsps_well(cfg.build_dir, tmp_path / "packed.json")
+    assert use_hard_blocks(cfg.build_dir, tmp_path / "packed.json")
     est = run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "packed.json"),
                                   standalone_thresholds=True), quiet=True)
     assert est["total_with_overhead"]["DSP"] < plain["total_with_overhead"]["DSP"] and est["fps"] >= plain["fps"], (plain, est)
+    windows = [k for k in plain["layers"] if k.startswith("ConvolutionInputGenerator")]
+    assert all(json.loads((tmp_path / "packed.json").read_text())[k]["ram_style"] == "block" for k in windows)
+    assert all(est["layers"][k]["LUT"] < plain["layers"][k]["LUT"] for k in windows), (plain, est)
     r = run_rtlsim(tmp_path, frames=3)
     assert r["bit_exact"] and r["nodes_python"] == 0 and not r["nodes_slower_than_estimated_frame"], r
     assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r
@@ -173,20 +177,21 @@ def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
 def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     """Yosys (PyPI, read_slang) on one node of each kind of the all-RTL 4w4a design: every cell is counted; the
     MVU's DSP48E1s, refolded to pack four products each, are the ones estimated (finn-rtllib instantiates them;
-    the estimate is flow.finn_compat's lane rule, FINN's own is off for 8-bit layers), its weights about FINN's BRAMs; FIFOs whose RTL
+    the estimate is flow.finn_compat's lane rule, FINN's own is off for 8-bit layers), its weights about FINN's
+    BRAMs, its LUTs within the fitted estimate's error; a sliding window's buffer in the BRAM estimated; FIFOs whose RTL
     differs only by name are synthesised once; a weight/threshold file Yosys cannot read is an error naming it."""
     from qonnx.custom_op.registry import getCustomOp
 
     from flow.export import export_run
     from flow.finn_build import FinnConfig, run_estimate
-    from flow.folding import use_dsps_well
+    from flow.folding import use_hard_blocks
     from flow.rtlsim import load_hw_model
     from flow.synth import run_synth
 
     export_run(tmp_path, "4w4a", 64)
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
     run_estimate(cfg, quiet=True)  # MVAU_rtl_1 folded PE=1, SIMD=6: one DSP per product
-    use_dsps_well(cfg.build_dir, tmp_path / "packed.json")  # PE=4, SIMD=2: four products per DSP48E1
+    use_hard_blocks(cfg.build_dir, tmp_path / "packed.json")  # PE=4, SIMD=2: four products per DSP48E1
     assert json.loads((tmp_path / "packed.json").read_text())["MVAU_rtl_1"]["PE"] == 4
     run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "packed.json"), standalone_thresholds=True),
                  quiet=True)
@@ -203,6 +208,10 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
         assert v["yosys"]["LUT"] > 0 and v["yosys"]["FF"] > 0, (name, v)
     mvau = r["nodes"]["MVAU_rtl_1"]
     assert mvau["yosys"]["DSP"] == mvau["finn_estimate"]["DSP"] == 2, mvau
+    # the LUT estimate is flow.finn_compat's fit to Yosys (FINN's says 0), within its stated 30 %
+    assert abs(mvau["finn_estimate"]["LUT"] - mvau["yosys"]["LUT"]) <= 0.3 * mvau["yosys"]["LUT"], mvau
+    swg = r["nodes"]["ConvolutionInputGenerator_rtl_1"]  # use_hard_blocks put its line buffer in block RAM
+    assert swg["yosys"]["BRAM_18K"] == swg["finn_estimate"]["BRAM_18K"] == 1, swg
     assert abs(mvau["yosys"]["BRAM_18K"] - mvau["finn_estimate"]["BRAM_18K"]) <= 1, mvau  # small ones: LUT RAM
     fifo1, fifo2 = r["nodes"][f1.onnx_node.name], r["nodes"][f2.onnx_node.name]
     assert fifo2.get("same_rtl_as") == fifo1.get("same_rtl_as", f1.onnx_node.name) and fifo1["yosys"] == fifo2["yosys"]
