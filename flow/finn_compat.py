@@ -17,6 +17,14 @@
    ~200 in each 4:1 down-converter behind them). Both are replaced at init by fits to Yosys's synth_xilinx counts
    of this flow's all-RTL designs (`mvau_rtl_luts`, `dwc_rtl_luts`); up-converters keep FINN's estimate. Yosys is
    pre-place-and-route: a Vivado build (`make docker-bitstream`) has the last word.
+8. finn-rtllib's `mvu_vvu_axi.sv` sizes its output queue for a core latency of 3+clog2(SIMD+1)+(SIMD==1) cycles,
+   but `mvu.sv` (the DSP48 cores) takes 3+clog2(SIMD)+(SIMD==1)+1, one more whenever SIMD is not a power of two,
+   and its lock on backpressure is registered, so one more input enters the cycle it is taken. An MVU with one
+   input per output (SIMD = MW, e.g. the 8-bit first layer at SIMD 27) then overflows the queue under output
+   backpressure: "Overflowing output queue" in simulation, outputs overwritten in hardware (the assertion is not
+   synthesised). `fix_mvu_output_queue` gives the queue the core's real latency + 1 in the installed finn-rtllib,
+   which every later consumer copies (our Verilator/Yosys runs, FINN's IP generation for Vivado): one more SRL
+   slot per MVU. Found with `rtlsim --node MVAU_rtl_0 --stall 50`; bit-exact with the fix at 30/50/80 % stalls.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ def init_finn(build_dir: Path) -> None:
     import finn.xsi
 
     finn.xsi.SimEngine = None
+    fix_mvu_output_queue()
     from flow.rtl.finn_op import register
 
     register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
@@ -56,6 +65,32 @@ def init_finn(build_dir: Path) -> None:
         Dwc.finn_lut_estimation = Dwc.lut_estimation
         Dwc.lut_estimation = lambda self, fpgapart: dwc_rtl_luts(
             self.get_instream_width(), self.get_outstream_width(), self.finn_lut_estimation(fpgapart))
+
+
+MVU_QUEUE_FIX = (  # (finn-plus 1.6.1's line, ours) in finn-rtllib/mvu/mvu_vvu_axi.sv
+    ("/* else */    3 + $clog2(SIMD+1) + (SIMD == 1);",
+     "/* else */    3 + $clog2(SIMD) + (SIMD == 1) + 1; // lpyolo-flow: mvu.sv's PIPELINE_DEPTH"),
+    ("localparam int unsigned  MAX_IN_FLIGHT = CORE_PIPELINE_DEPTH;",
+     "localparam int unsigned  MAX_IN_FLIGHT = CORE_PIPELINE_DEPTH + 1; // lpyolo-flow: the lock is registered"),
+)
+
+
+def fix_mvu_output_queue() -> bool:
+    """Item 8, applied once to the installed finn-rtllib (idempotent); returns whether the file was changed. A
+    finn-rtllib without the lines (changed upstream) is left alone; the backpressure test says if it still fails."""
+    import finn
+
+    path = Path(finn.__file__).parent / "finn-rtllib" / "mvu" / "mvu_vvu_axi.sv"
+    text = path.read_text()
+    fixed = text
+    for old, new in MVU_QUEUE_FIX:
+        fixed = fixed.replace(old, new)
+    if fixed == text:
+        return False
+    tmp = path.with_suffix(".sv.tmp")
+    tmp.write_text(fixed)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the fixed one
+    return True
 
 
 def dsp_lanes(w_bits: int, a_bits: int, a_port: int = 25, narrow: bool = True) -> int:

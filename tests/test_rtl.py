@@ -299,3 +299,28 @@ def test_folding_search_settles_on_simulated_fps(tmp_path):
     rtl = json.loads((tmp_path / "finn/report/rtlsim.json").read_text())
     assert rtl["bit_exact"] and rtl["nodes_python"] == 0
     assert (tmp_path / "folding.best.json").read_text() == best["folding_json"]
+
+
+def test_mvu_with_one_input_per_output_survives_backpressure(tmp_path):
+    """finn-rtllib's MVU with SIMD = MW (the 8-bit first layer of the 416 design: PE 4, SIMD 27) under 50 % random
+    output stalls: without flow.finn_compat item 8 its output queue overflows (assertion in Verilator, lost outputs
+    in hardware); with it, bit-exact."""
+    from flow.export import export_run
+    from flow.finn_build import FinnConfig, run_estimate
+    from flow.finn_compat import MVU_QUEUE_FIX, fix_mvu_output_queue
+    from flow.rtlsim import run_rtlsim
+
+    export_run(tmp_path, "4w4a", 64)
+    run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
+    conf = json.loads((tmp_path / "finn/report/folding_used.json").read_text())
+    conf["MVAU_rtl_0"].update(PE=4, SIMD=27)  # MW 27: one input beat per output
+    (tmp_path / "one.json").write_text(json.dumps(conf))
+    run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "one.json"), standalone_thresholds=True),
+                 quiet=True)
+    assert not fix_mvu_output_queue()  # already applied when FINN was set up, and idempotent
+    import finn
+
+    rtl = (Path(finn.__file__).parent / "finn-rtllib/mvu/mvu_vvu_axi.sv").read_text()
+    assert all(new in rtl and old not in rtl for old, new in MVU_QUEUE_FIX)
+    r = run_rtlsim(tmp_path, frames=2, stall_pct=50, node="MVAU_rtl_0")
+    assert r["bit_exact"] and r["stall_pct"] == 50, r
