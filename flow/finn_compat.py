@@ -58,7 +58,7 @@ def init_finn(build_dir: Path) -> None:
         MVAU_rtl.dsp_estimation = _mvau_rtl_dsps
         MVAU_rtl.lut_estimation = lambda self, fpgapart: mvau_rtl_luts(
             self.get_nodeattr("PE"), self.get_nodeattr("SIMD"), self.get_input_datatype(1).bitwidth(),
-            self.get_input_datatype(0).bitwidth())
+            self.get_input_datatype(0).bitwidth(), self.get_output_datatype().bitwidth())
     from finn.custom_op.fpgadataflow.rtl.streamingdatawidthconverter_rtl import StreamingDataWidthConverter_rtl as Dwc
 
     if not hasattr(Dwc, "finn_lut_estimation"):
@@ -115,13 +115,14 @@ def _mvau_rtl_dsps(self, fpgapart):
     return math.ceil(self.get_nodeattr("PE") / lanes) * self.get_nodeattr("SIMD")
 
 
-def mvau_rtl_luts(pe: int, simd: int, w_bits: int, a_bits: int) -> int:
+def mvau_rtl_luts(pe: int, simd: int, w_bits: int, a_bits: int, acc_bits: int) -> int:
     """LUTs of a finn-rtllib MVU on DSP48E1s beside its DSPs: ~150 for control, then ~3.5 per bit of each product
     computed per cycle (lane extraction, correction and accumulation), however the products share DSPs. Least
     squares over the 30 MVUs Yosys synthesised in three 4w4a designs (64x64 PE=SIMD=1; 416x416 at 101.6 FPS, PE=1
     one lane per DSP; at 255.75 FPS, PE=4 four lanes): each design's MVU total within 6 %, each MVU of over
-    500 LUT within 30 % (the ~150-LUT PE=SIMD=1 ones within 45 %)."""
-    return round(150 + 3.55 * pe * simd * (w_bits + a_bits))
+    500 LUT within 30 % (the ~150-LUT PE=SIMD=1 ones within 45 %). Plus item 8's deeper output queue, one
+    PE x accumulator word more: +52 LUT (and FF) by Yosys on a PE=4 MVU with 13-bit accumulators."""
+    return round(150 + 3.55 * pe * simd * (w_bits + a_bits)) + pe * acc_bits
 
 
 def dwc_rtl_luts(in_width: int, out_width: int, finn_estimate: int) -> int:
