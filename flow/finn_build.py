@@ -286,6 +286,11 @@ VIVADO_STEPS = ["hw_codegen", "hw_ipgen", "set_fifo_depths", "create_stitched_ip
 PREFOLDING_STEPS = ESTIMATE_STEPS[: ESTIMATE_STEPS.index("folding")]
 
 
+def intermediate_model(build_dir: Path, step: str) -> Path:
+    """Where `run_estimate` saves the model after `step`: finn/intermediate_models/NN_<step>.onnx."""
+    return Path(build_dir) / "intermediate_models" / f"{ESTIMATE_STEPS.index(step):02d}_{step}.onnx"
+
+
 def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
     """Everything the steps before folding read: the model, its manifest, the build options they use and the code
     that runs them. A folding search re-estimates one model many times; only folding and what follows change."""
@@ -310,14 +315,14 @@ def prepare_build_dir(cfg: FinnConfig, prefolding: str | None = None) -> bool:
         print(f"note: {d} was left by an unfinished build; moved to {aside}")
     elif d.exists():
         done = json.loads((d / "build_done.json").read_text()) if (d / "build_done.json").exists() else {}
-        models = [d / "intermediate_models" / f"{i:02d}_{n}.onnx" for i, n in enumerate(PREFOLDING_STEPS)]
-        kept = prefolding is not None and done.get("prefolding_key") == prefolding and all(map(Path.exists, models))
+        kept = prefolding is not None and done.get("prefolding_key") == prefolding and all(
+            intermediate_model(d, step).exists() for step in PREFOLDING_STEPS)
         for p in d.iterdir():
             if not (kept and p.name == "intermediate_models"):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         if kept:  # the models of the steps from folding on go; the dataflow partitions stay with theirs
-            for i, name in enumerate(ESTIMATE_STEPS[len(PREFOLDING_STEPS):], len(PREFOLDING_STEPS)):
-                (d / "intermediate_models" / f"{i:02d}_{name}.onnx").unlink(missing_ok=True)
+            for step in ESTIMATE_STEPS[len(PREFOLDING_STEPS):]:
+                intermediate_model(d, step).unlink(missing_ok=True)
     (d / "intermediate_models").mkdir(parents=True, exist_ok=True)
     (d / "report").mkdir()
     return kept
@@ -345,8 +350,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
     dcfg = _dataflow_cfg(cfg, None if cfg.folding else cfg.target_fps)
     S = _finn()
     first = len(PREFOLDING_STEPS) if reused else 0
-    model = ModelWrapper(str(d / "intermediate_models" / f"{first - 1:02d}_{ESTIMATE_STEPS[first - 1]}.onnx")
-                         if reused else str(qonnx_path))
+    model = ModelWrapper(str(intermediate_model(d, PREFOLDING_STEPS[-1]) if reused else qonnx_path))
     cfg.steps = list(ESTIMATE_STEPS)
     atomic_write_json(d / "build_config.json", asdict(cfg))
     impl = {
@@ -364,7 +368,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         "generate_estimate_reports": lambda m: S.step_generate_estimate_reports(m, dcfg),
     }
     times = {name: "reused" for name in ESTIMATE_STEPS[:first]}
-    for i, name in enumerate(ESTIMATE_STEPS[first:], first):
+    for name in ESTIMATE_STEPS[first:]:
         t0 = time.perf_counter()
         sink = io.StringIO()
         try:
@@ -375,7 +379,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         except Exception as e:  # noqa: BLE001 - FINN raises assorted types; name the step and keep the cause
             raise FlowError(f"FINN step {name} failed on {qonnx_path}: {type(e).__name__}: {e}") from e
         times[name] = round(time.perf_counter() - t0, 2)
-        model.save(str(d / "intermediate_models" / f"{i:02d}_{name}.onnx"))
+        model.save(str(intermediate_model(d, name)))
         if name == "minimize_bit_width":  # the folding as applied, before FIFOs exist (FIFO depth is cfg's)
             from qonnx.util.config import extract_model_config_to_json
 

@@ -47,13 +47,13 @@ def init_finn(build_dir: Path) -> None:
     import finn.xsi
 
     finn.xsi.SimEngine = None
-    fix_mvu_output_queue()
     from flow.rtl.finn_op import register
 
     register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
     from finn.custom_op.fpgadataflow.rtl.matrixvectoractivation_rtl import MVAU_rtl
 
     if not hasattr(MVAU_rtl, "finn_dsp_estimation"):  # init_finn runs more than once per process
+        fix_mvu_output_queue()  # before any RTL is generated or copied: once per process is enough
         MVAU_rtl.finn_dsp_estimation = MVAU_rtl.dsp_estimation
         MVAU_rtl.dsp_estimation = _mvau_rtl_dsps
         MVAU_rtl.lut_estimation = lambda self, fpgapart: mvau_rtl_luts(

@@ -120,11 +120,10 @@ def use_hard_blocks(build_dir: Path, out: Path) -> list[str]:
     from qonnx.custom_op.registry import getCustomOp
 
     from flow.export import atomic_write_json
-    from flow.finn_build import ESTIMATE_STEPS, PART, PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES
+    from flow.finn_build import PART, PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES, intermediate_model
 
     # the folded model before FIFOs exist: the same nodes, by name, that folding_used.json configures
-    i = ESTIMATE_STEPS.index("minimize_bit_width")
-    model = ModelWrapper(str(Path(build_dir) / "intermediate_models" / f"{i:02d}_minimize_bit_width.onnx"))
+    model = ModelWrapper(str(intermediate_model(build_dir, "minimize_bit_width")))
     conf = json.loads((Path(build_dir) / "report" / "folding_used.json").read_text())
     insts = [getCustomOp(n) for n in model.graph.node if n.domain.startswith("finn.custom_op.fpgadataflow")]
     changed = []
