@@ -17,7 +17,7 @@ RUN ?= runs/$(VARIANT)
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 .PHONY: install test lint demo export qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
-        bench rtlsim synth data clean $(addprefix train-,$(PRESETS))
+        bench fifos rtlsim synth data clean $(addprefix train-,$(PRESETS))
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/finn_compat.py).
@@ -63,6 +63,9 @@ bitstream: install
 
 docker-bitstream:
 	docker/run.sh make bitstream RUN=$(RUN)
+
+fifos: install
+	$(PY) -m flow fifos --run $(RUN)
 
 rtlsim: install
 	$(PY) -m flow rtlsim --run $(RUN)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("flow.finn_build:cli_estimate", "FINN steps up to the estimate reports (no Vivado needed)"),
     "bitstream": ("flow.finn_build:cli_bitstream", "FINN steps through bitfile + deploy folder (needs Vivado)"),
     "fold": ("flow.folding:cli", "search a folding that maximises FPS within the PYNQ-Z2 budget"),
+    "fifos": ("flow.fifos:cli", "size every FIFO from the simulated RTL (all-RTL builds; no Vivado)"),
     "rtlsim": ("flow.rtlsim:cli", "stitch the generated RTL and simulate it in Verilator"),
     "synth": ("flow.synth:cli", "Yosys synth_xilinx on the stitched RTL: post-synthesis resources"),
     "deploy": ("flow.deploy:cli", "package bitfile + manifest + board runtime + notebooks for the PYNQ-Z2"),

@@ -47,6 +47,7 @@ class FinnConfig:
     clk_ns: float = 10.0
     part: str = PART
     fifo_depth: int = FIFO_DEPTH
+    fifo_config: str | None = None  # per-FIFO depth and RAM style (FINN's format, `python -m flow fifos`)
     steps: list[str] = field(default_factory=list)
 
     @property
@@ -176,9 +177,10 @@ def fold_stream_maxpools(model, target_cycles: int):
 
 
 def step_fifo_depths(model, cfg: FinnConfig):
-    """Data-width converters where a producer's stream word differs from its consumer's, then an explicit FIFO of
-    cfg.fifo_depth on every stream (no automatic sizing, which needs rtlsim and produced million-entry FIFOs in
-    LPYOLO rebuilds); DWCs and FIFOs are both counted in the estimates."""
+    """Data-width converters where a producer's stream word differs from its consumer's, then an explicit FIFO on
+    every stream: cfg.fifo_depth deep, or as cfg.fifo_config sizes each one (`python -m flow fifos`: from the
+    simulated RTL, no Vivado). FINN's own sizing runs in Vivado's rtlsim and produced million-entry FIFOs in
+    LPYOLO rebuilds. DWCs and FIFOs are both counted in the estimates."""
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -193,7 +195,46 @@ def step_fifo_depths(model, cfg: FinnConfig):
         inst.set_nodeattr("outFIFODepths", [cfg.fifo_depth] * len(node.output))
     model = model.transform(InsertFIFO(create_shallow_fifos=True))
     model = model.transform(SpecializeLayers(cfg.part))
-    return model.transform(GiveUniqueNodeNames())
+    model = model.transform(GiveUniqueNodeNames())
+    return apply_fifo_config_checked(model, Path(cfg.fifo_config)) if cfg.fifo_config else model
+
+
+def fifo_config_of(model) -> dict:
+    """The model's FIFOs in the format of FINN's fifo_config_file (what its set_fifo_depths reads when
+    auto_fifo_depths is off), with each stream's width so that a config is only applied to the FIFOs it sized."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    fifos = [getCustomOp(n) for n in model.get_nodes_by_op_type("StreamingFIFO_rtl")]
+    return {key: {i.onnx_node.name: get(i) for i in fifos} for key, get in (
+        ("fifo_depths", lambda i: i.get_nodeattr("depth")), ("impl_style", lambda i: i.get_nodeattr("impl_style")),
+        ("ram_style", lambda i: i.get_nodeattr("ram_style")), ("stream_width", lambda i: i.get_instream_width_padded()))}
+
+
+def apply_fifo_config_checked(model, path: Path):
+    """Set every FIFO's depth and RAM style from a FIFO config; fail loudly where it was made for other FIFOs
+    (another folding inserts other width converters, hence other FIFOs and names)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        conf = json.loads(Path(path).read_text())
+        depths = dict(conf["fifo_depths"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise FoldingError(f"{path}: not a readable FIFO config (FINN's format, a fifo_depths map) ({e})") from e
+    have = fifo_config_of(model)
+    widths = conf.get("stream_width", have["stream_width"])
+    wrong = sorted(set(depths) ^ set(have["fifo_depths"]))
+    wrong += [n for n in depths if n in have["stream_width"] and widths.get(n) != have["stream_width"][n]]
+    if wrong:
+        raise FoldingError(f"{path}: sized other FIFOs than this build's {len(have['fifo_depths'])} "
+                           f"(differs at {', '.join(wrong[:4])}); it was made for another folding. Size them again: "
+                           "`python -m flow fifos --run DIR`")
+    for node in model.get_nodes_by_op_type("StreamingFIFO_rtl"):
+        inst, depth = getCustomOp(node), depths[node.name]
+        if not isinstance(depth, int) or depth < 2:
+            raise FoldingError(f"{path}: {node.name} depth {depth!r}; a FIFO holds at least 2 words")
+        inst.set_nodeattr("depth", depth)
+        inst.set_nodeattr("ram_style", conf.get("ram_style", {}).get(node.name, "auto"))
+    return model
 
 
 def apply_folding_checked(model, path: Path):
@@ -380,10 +421,12 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
             raise FlowError(f"FINN step {name} failed on {qonnx_path}: {type(e).__name__}: {e}") from e
         times[name] = round(time.perf_counter() - t0, 2)
         model.save(str(intermediate_model(d, name)))
-        if name == "minimize_bit_width":  # the folding as applied, before FIFOs exist (FIFO depth is cfg's)
+        if name == "minimize_bit_width":  # the folding as applied, before FIFOs exist
             from qonnx.util.config import extract_model_config_to_json
 
             extract_model_config_to_json(model, str(d / "report" / "folding_used.json"), HW_ATTRS)
+        if name == "fifo_depths":  # what FINN's Vivado half reads (run_vivado_steps)
+            atomic_write_json(d / "report" / "fifo_config.json", fifo_config_of(model))
         if not quiet:
             print(f"  {name:<28} {times[name]:6.2f} s")
     summary = resource_summary(model, cfg)
@@ -551,11 +594,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--standalone-thresholds", action="store_true", help="MVAU_rtl + Thresholding_rtl (all-RTL)")
     p.add_argument("--no-committed-folding", action="store_true",
                    help="ignore flow/foldings/<variant>_<img>.json and use --folding or FINN's heuristic")
+    p.add_argument("--fifos", type=Path, help="FIFO config (`python -m flow fifos`); default: RUN/fifos.json, else "
+                   "the folding's own <folding>.fifos.json, else every FIFO 32 deep")
     return p
 
 
 def _config(a) -> FinnConfig:
-    from flow.folding import committed_folding, read_meta
+    from flow.folding import committed_folding, fifos_beside, read_meta
 
     folding = a.folding
     if folding is None and not a.no_committed_folding:
@@ -564,8 +609,11 @@ def _config(a) -> FinnConfig:
         folding = committed if committed.exists() else None
     # a folding names the nodes of the build mode it was made in; its meta file says which
     standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
+    # FIFO sizes: given, or this run's own (`python -m flow fifos`), or those sized with the folding
+    fifos = a.fifos or next((p for p in (Path(a.run) / "fifos.json", folding and fifos_beside(folding)) if p and p.exists()), None)
     return FinnConfig(run_dir=str(a.run), folding=str(folding) if folding else None, target_fps=a.target_fps,
-                      mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone)
+                      mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone,
+                      fifo_config=str(fifos) if fifos else None)
 
 
 def cli_estimate(argv: list[str]) -> int:
@@ -610,7 +658,7 @@ def run_vivado_steps(run_dir: Path) -> int:
     model = sorted((d / "intermediate_models").glob("*_generate_estimate_reports.onnx"))[-1]
     cfg = DataflowBuildConfig(
         output_dir=str(d / "vivado"), synth_clk_period_ns=10.0, board="Pynq-Z2", fpga_part=PART,
-        shell_flow_type="vivado_zynq", auto_fifo_depths=False,
+        shell_flow_type="vivado_zynq", auto_fifo_depths=False, fifo_config_file=d / "report" / "fifo_config.json",
         steps=["step_" + s for s in VIVADO_STEPS],
         generate_outputs=[DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER, DataflowOutputType.DEPLOYMENT_PACKAGE])
     rc = build_dataflow_cfg(str(model), cfg)

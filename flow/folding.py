@@ -203,6 +203,11 @@ def committed_folding(variant: str, img: int, standalone_thresholds: bool) -> Pa
     return Path(__file__).parent / "foldings" / f"{variant}_{img}{'_rtl' if standalone_thresholds else ''}.json"
 
 
+def fifos_beside(folding: Path) -> Path:
+    """<folding>.fifos.json: the FIFO depths sized for that folding (`python -m flow fifos`)."""
+    return Path(folding).with_suffix(".fifos.json")
+
+
 def meta_path(folding: Path) -> Path:
     return Path(folding).with_suffix(".meta.json")
 

@@ -66,6 +66,9 @@ SOURCE_FIXES = {
         (r"always_ff @\(posedge clk\) begin\s*if\(push\)  A <= \{ idat, A\[0:DEPTH_IMPL-2\] \};\s*end", "",
          "shift FIFO as one SRL per bit: the word shift moved into genBit"),
         (r"B <= A\[Ptr\[\$left\(Ptr\)-1:0\]\];", "B <= Arow;", "shift FIFO as one SRL per bit: its read"),
+        # Vivado reads attribute names in any case, Yosys only `ram_style`: without this, the LUT-RAM FIFOs
+        # (RAM_STYLE "distributed") came out as block RAM
+        (r"\(\* RAM_STYLE = ", "(* ram_style = ", "RAM style attribute in the case Yosys reads"),
     ],
 }
 MOUNT = "/synth"  # where YoWASP's Yosys sees DIR/finn/synth

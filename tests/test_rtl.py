@@ -280,6 +280,31 @@ def test_synth_fifo_conversion_is_the_same_fifo(tmp_path, mutant):
         assert proc.returncode == 0 and "no model found: SUCCESS!" in log, log[-2000:]
 
 
+@pytest.mark.parametrize("style, cells", [("distributed", ("RAM64M", "RAM32M")), ("block", ("RAMB18E1",))])
+def test_synth_deep_fifo_in_the_ram_it_asks_for(tmp_path, style, cells):
+    """A sized FIFO (256 x 16) is built in the RAM its ram_style names: fifo.sv writes `(* RAM_STYLE = ... *)`,
+    which Vivado reads in any case and Yosys only as `ram_style` (SOURCE_FIXES); unconverted, the LUT-RAM FIFO
+    came out as a RAMB18E1, so Yosys would have counted LUT-RAM FIFOs as block RAM."""
+    import subprocess
+
+    import finn
+
+    from flow.synth import converted, yosys
+
+    (tmp_path / "fifo.sv").write_text(converted(Path(finn.__file__).parent / "finn-rtllib" / "fifo" / "hdl" / "fifo.sv"))
+    (tmp_path / "top.sv").write_text(
+        "module top (input clk, input rst, input [15:0] idat, input ivld, output irdy, output [15:0] odat,"
+        f" output ovld, input ordy);\n  fifo #(.DEPTH(256), .DATA_WIDTH(16), .RAM_STYLE(\"{style}\")) f (.clk, .rst,"
+        " .idat, .ivld, .irdy, .odat, .ovld, .ordy, .count(), .maxcount());\nendmodule\n")
+    proc = subprocess.run([*yosys(), "-q", "-p", "read_verilog -lib -specify +/xilinx/cells_sim.v; read_slang -j 1 "
+                           "--top top /p/fifo.sv /p/top.sv; synth_xilinx -family xc7 -flatten; tee -o /p/stat.txt stat"],
+                          cwd=tmp_path, env={**os.environ, "YOWASP_MOUNT": f"/p={tmp_path}"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stat = (tmp_path / "stat.txt").read_text()
+    other = {"distributed": "RAMB", "block": "RAM64M"}[style]
+    assert any(c in stat for c in cells) and other not in stat, stat
+
+
 def test_folding_search_settles_on_simulated_fps(tmp_path):
     """`flow fold --rtlsim`: the fitting foldings are simulated on their RTL, highest estimate first, and the
     simulated FPS decides; the winner's folding is the one simulated, and an HLS build is refused."""
@@ -324,3 +349,57 @@ def test_mvu_with_one_input_per_output_survives_backpressure(tmp_path):
     assert all(new in rtl and old not in rtl for old, new in MVU_QUEUE_FIX)
     r = run_rtlsim(tmp_path, frames=2, stall_pct=50, node="MVAU_rtl_0")
     assert r["bit_exact"] and r["stall_pct"] == 50, r
+
+
+def test_fifo_plan_from_simulated_fills():
+    """`plan_fifos`: depth = highest unbounded fill + 1, within [32, cap]; FIFOs deeper than a shift register go to
+    block RAM where that saves LUTs, most LUTs saved per BRAM18 first, as many as the BRAM left takes; the rest to
+    LUT RAM. With FINN's own cost model, the 216-bit FIFO ahead of the 416 design's first MVU goes to BRAM."""
+    import math
+
+    from flow.fifos import plan_fifos
+
+    def cost(depth, width, style):  # (BRAM18, LUT): LUT RAM 1 LUT per 64 bits, block RAM 512 x 36 per BRAM18
+        return (0, width * depth // 64 + 10) if style == "distributed" else (math.ceil(width / 36) * math.ceil(depth / 512), 30)
+
+    fills = {"idle": (8, 1), "short": (16, 20), "row": (64, 300), "frame": (8, 257_500), "narrow": (8, 100)}
+    plan = plan_fifos(fills, cap=256, bram_left=2, cost=cost)
+    assert plan["idle"] == plan["short"] == (32, "auto")  # a shift register: 2 or 32 deep, the same LUTs
+    assert plan["row"] == (256, "block")  # saves 236 LUT for 2 BRAM18: first
+    assert plan["frame"] == (256, "distributed")  # saves 12 for 1: no BRAM left
+    assert plan["narrow"] == (101, "distributed")  # block RAM would cost LUTs here
+    plan = plan_fifos(fills, cap=256, bram_left=1, cost=cost)
+    assert plan["row"] == (256, "distributed") and plan["frame"] == (256, "block")  # what fits, in order
+    assert plan_fifos(fills, cap=1024, bram_left=0, cost=cost)["row"] == (301, "distributed")
+    assert plan_fifos({"first": (216, 257_500)}, cap=256, bram_left=10) == {"first": (256, "block")}
+
+
+def test_fifos_sized_from_the_simulated_rtl(tmp_path):
+    """`flow fifos` on the 64x64 all-RTL 4w4a: every FIFO sized, the build re-estimated with them and simulated
+    with bounded FIFOs at those depths: bit-exact and as fast as with unbounded ones; `estimate` then reads
+    RUN/fifos.json, FINN's Vivado half gets the same config, and a config for other FIFOs is refused."""
+    from flow.export import export_run
+    from flow.fifos import TOLERANCE, size_fifos
+    from flow.finn_build import FinnConfig, FoldingError, _config, _parser, run_estimate
+
+    export_run(tmp_path, "4w4a", 64)
+    run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
+    r = size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256, 1024), quiet=True)  # 256 is not enough here
+    conf = json.loads((tmp_path / "fifos.json").read_text())
+    c = r["chosen"]
+    assert c["fits"] and c["fps_bounded"] >= (1 - TOLERANCE) * r["fps_unbounded"], r
+    assert [t["cap"] for t in r["tried"]] == [256, 1024] and r["tried"][0]["fps_bounded"] < c["fps_bounded"], r
+    assert conf["sized_by"]["fps_bounded"] == c["fps_bounded"]
+    for name, fill in r["fills_unbounded"].items():
+        assert conf["fifo_depths"][name] == max(32, min(fill + 1, c["cap"])), (name, fill)
+    rtl = json.loads((tmp_path / "finn/report/rtlsim.json").read_text())  # the build left as sized, simulated
+    assert rtl["bit_exact"] and rtl["fifos"].startswith("bounded") and rtl["fps_at_clock"] == c["fps_bounded"]
+    built = json.loads((tmp_path / "finn/report/fifo_config.json").read_text())  # what run_vivado_steps hands FINN
+    assert built["fifo_depths"] == conf["fifo_depths"] and built["ram_style"] == conf["ram_style"]
+    assert _config(_parser("t").parse_args(["--run", str(tmp_path), "--no-committed-folding"])).fifo_config == str(
+        tmp_path / "fifos.json")
+    conf["fifo_depths"]["StreamingFIFO_rtl_999"] = conf["fifo_depths"].pop("StreamingFIFO_rtl_1")
+    (tmp_path / "other.json").write_text(json.dumps(conf))
+    cfg = json.loads((tmp_path / "finn/build_config.json").read_text())
+    with pytest.raises(FoldingError, match="StreamingFIFO_rtl_1.*another folding"):
+        run_estimate(FinnConfig(**{**cfg, "fifo_config": str(tmp_path / "other.json")}), quiet=True)

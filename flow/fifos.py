@@ -1,0 +1,148 @@
+"""`python -m flow fifos --run DIR`: every FIFO of an all-RTL build sized from its simulated RTL, without Vivado.
+
+FINN sizes FIFOs in `set_fifo_depths` by simulating the stitched design with Vivado's tools (LPYOLO rebuilds got
+million-entry FIFOs from it); until then every FIFO here was 32 deep, and at 416x416 that holds the 255.75 FPS
+design to 177.8 FPS in hardware. On the estimate build that `rtlsim` simulates:
+1. The stitched RTL runs in Verilator with FINN's unbounded FIFO gauges (`rtlsim`'s default; a report of such a
+   run on this build is reused): each FIFO's highest fill is the depth at which it never holds its producer back.
+2. Each FIFO gets that fill + 1, at least FIFO_DEPTH (a 32-deep shift register costs the LUTs of a 2-deep one),
+   at most `cap`: the largest fills come from a fast stage running ahead of a slower one for a whole frame
+   (257,500 words ahead of the first convolution at 416x416), and holding such a stage back costs nothing.
+3. FIFOs deeper than a shift register go to block RAM where FINN's FIFO cost model (the one its estimates use,
+   fitted to finn-rtllib's fifo.sv) says that saves LUTs, most LUTs saved per BRAM18 first, within the BRAM
+   planning limit; the rest to LUT RAM.
+4. The build is re-estimated with them and simulated with FIFOs bounded at those depths: the hardware's FPS.
+   While that is more than TOLERANCE below the gauges' FPS and the design fits, the cap doubles.
+Writes the FIFO config (FINN's fifo_config_file format: `estimate`/`bitstream` read it as RUN/fifos.json, or
+beside a folding as <folding>.fifos.json) and leaves the build estimated and simulated with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from flow.errors import FlowError
+
+CAPS = (256, 512, 1024, 2048)
+TOLERANCE = 0.03  # bounded FPS this close to the gauges' FPS is the folding's speed (input timing jitters ~0.5 %)
+SHIFT_FIFO_MAX = 33  # fifo.sv builds every FIFO up to this depth as a shift register, whatever its ram_style
+
+
+def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost=None) -> dict[str, tuple[int, str]]:
+    """{FIFO: (stream width in bits, highest fill with unbounded FIFOs)} -> {FIFO: (depth, ram_style)}.
+    cost(depth, width, style) -> (BRAM18, LUT): FINN's model of fifo.sv by default."""
+    from flow.finn_build import FIFO_DEPTH
+
+    if cost is None:
+        from finn.util.resource_models import _fifo_cost  # what FINN's StreamingFIFO estimates are made of
+
+        def cost(depth, width, style):
+            c = _fifo_cost(depth, width, style)
+            return c.bram, c.lut
+
+    plan, gains = {}, []
+    for name, (width, fill) in fifos.items():
+        depth = max(FIFO_DEPTH, min(fill + 1, cap))  # fill + 1: a full FIFO refuses the word a pop would make room for
+        plan[name] = (depth, "auto" if depth <= SHIFT_FIFO_MAX else "distributed")
+        if depth > SHIFT_FIFO_MAX:
+            (_, lut), (bram, lut_block) = cost(depth, width, "distributed"), cost(depth, width, "block")
+            if lut > lut_block and bram > 0:
+                gains.append(((lut - lut_block) / bram, bram, name))
+    for _, bram, name in sorted(gains, reverse=True):
+        if bram <= bram_left:
+            plan[name] = (plan[name][0], "block")
+            bram_left -= bram
+    return plan
+
+
+def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool = False) -> dict:
+    """Size the FIFOs of DIR's all-RTL estimate build (steps 1-4 above); returns the sizing report, also written
+    to DIR/finn/report/fifo_sizing.json."""
+    from flow.export import atomic_write_json
+    from flow.finn_build import PLANNING_LIMITS, Z2_RESOURCES, FinnConfig, run_estimate
+    from flow.rtlsim import load_hw_model, run_rtlsim
+
+    run_dir, out = Path(run_dir), Path(out)
+    build = run_dir / "finn"
+    if not (build / "build_config.json").exists():
+        raise FlowError(f"{run_dir}: no FINN estimate build; run `python -m flow estimate --run {run_dir} "
+                        "--standalone-thresholds` first")
+    cfg = replace(FinnConfig(**json.loads((build / "build_config.json").read_text())), run_dir=str(run_dir))
+    model = load_hw_model(run_dir)  # says what to do if the build is not all-RTL
+    from qonnx.custom_op.registry import getCustomOp
+
+    widths = {n.name: getCustomOp(n).get_instream_width_padded() for n in model.get_nodes_by_op_type("StreamingFIFO_rtl")}
+    done = build / "report" / "rtlsim.json"  # an estimate clears its report dir: one found here is this build's
+    gauge = json.loads(done.read_text()) if done.exists() else {}
+    if not (gauge.get("fifos", "").startswith("unbounded") and gauge.get("frames", 0) >= frames
+            and gauge.get("stall_pct") == 0 and gauge.get("nodes") == len(model.graph.node)):
+        gauge = run_rtlsim(run_dir, frames=frames)
+    if not gauge["bit_exact"]:
+        raise FlowError(f"{run_dir}: the RTL is not bit-exact with unbounded FIFOs (finn/report/rtlsim.json); "
+                        "FIFO depths cannot fix that")
+    fills = {n: (widths[n], gauge["fifo_max_occupancy"][n]) for n in widths}
+    est = json.loads((build / "report" / "estimate.json").read_text())
+    fifo_bram = sum(v["BRAM_18K"] for k, v in est["layers"].items() if k.startswith("StreamingFIFO"))
+    bram_left = int(PLANNING_LIMITS["BRAM_18K"] * Z2_RESOURCES["BRAM_18K"]) - (est["total_with_overhead"]["BRAM_18K"]
+                                                                               - fifo_bram)
+    if not quiet:
+        print(f"unbounded FIFOs: {gauge['fps_at_clock']} FPS simulated; deepest fills "
+              + ", ".join(f"{n} {f}" for n, (_, f) in sorted(fills.items(), key=lambda kv: -kv[1][1])[:4]))
+    tried, best = [], None
+    for cap in caps:
+        plan = plan_fifos(fills, cap, bram_left)
+        conf = {"fifo_depths": {n: d for n, (d, _) in plan.items()}, "impl_style": {n: "rtl" for n in plan},
+                "ram_style": {n: s for n, (_, s) in plan.items()}, "stream_width": {n: w for n, (w, _) in fills.items()}}
+        atomic_write_json(out, conf)
+        s = run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
+        step = {"cap": cap, "fits": s["fits"], "estimated_fps": s["fps"],
+                **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}}
+        if s["fits"]:
+            r = run_rtlsim(run_dir, frames=frames, bounded_fifos=True)
+            if not r["bit_exact"]:
+                raise FlowError(f"{run_dir}: bounded FIFOs (cap {cap}) change the outputs (finn/report/rtlsim.json): "
+                                "a hardware bug under backpressure, not a sizing question")
+            step.update(fps_bounded=r["fps_at_clock"], cycles_per_frame=r["cycles_per_frame"],
+                        full=sorted(r["fifos_at_or_over_depth"]))
+            if best is None or r["fps_at_clock"] > best[0]["fps_bounded"]:
+                best = (step, conf)
+        tried.append(step)
+        if not quiet:
+            print(f"  cap {cap:>5}: estimate {s['fps']} FPS, LUT {step['LUT']}, BRAM18 {step['BRAM_18K']}, fits "
+                  f"{s['fits']}" + (f"; bounded FIFOs {step['fps_bounded']} FPS simulated" if s["fits"] else ""))
+        if not s["fits"] or step["fps_bounded"] >= (1 - TOLERANCE) * gauge["fps_at_clock"]:
+            break
+    if best is None:
+        out.unlink()
+        raise FlowError(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room for "
+                        "FIFOs: fold for fewer FPS")
+    step, conf = best
+    conf["sized_by"] = {"how": "python -m flow fifos (Verilator: FINN's FIFO gauges, then bounded FIFOs)",
+                        "cap": step["cap"], "fps_unbounded": gauge["fps_at_clock"], "fps_bounded": step["fps_bounded"]}
+    atomic_write_json(out, conf)
+    if tried[-1] is not step:  # a later cap tried did not win: the build back to the written config
+        run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
+        run_rtlsim(run_dir, frames=frames, bounded_fifos=True)
+    report = {"fifo_config": str(out), "fps_unbounded": gauge["fps_at_clock"], "chosen": step, "tried": tried,
+              "deep_fifos": {n: [d, conf["ram_style"][n]] for n, d in conf["fifo_depths"].items() if d > SHIFT_FIFO_MAX},
+              "bram_left_for_fifos": bram_left, "fills_unbounded": {n: f for n, (_, f) in fills.items()}}
+    atomic_write_json(build / "report" / "fifo_sizing.json", report)
+    return report
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m flow fifos", description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="where to write the FIFO config (default RUN/fifos.json, which "
+                   "`estimate`/`bitstream` on RUN then use)")
+    p.add_argument("--frames", type=int, default=3)
+    a = p.parse_args(argv)
+    r = size_fifos(a.run, a.out or a.run / "fifos.json", frames=a.frames)
+    c = r["chosen"]
+    print(f"FIFOs sized: {len(r['fills_unbounded'])} FIFOs, {len(r['deep_fifos'])} deeper than a shift register "
+          f"(cap {c['cap']}); simulated {c['fps_bounded']} FPS with them (unbounded: {r['fps_unbounded']}); "
+          f"LUT {c['LUT']}, BRAM18 {c['BRAM_18K']} with the shell; written {r['fifo_config']}")
+    return 0
