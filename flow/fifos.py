@@ -92,33 +92,42 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
         print(f"unbounded FIFOs: {gauge['fps_at_clock']} FPS simulated; deepest fills "
               + ", ".join(f"{n} {f}" for n, (_, f) in sorted(fills.items(), key=lambda kv: -kv[1][1])[:4]))
     tried, best = [], None
-    for cap in caps:
-        plan = plan_fifos(fills, cap, bram_left)
-        conf = {"fifo_depths": {n: d for n, (d, _) in plan.items()}, "impl_style": {n: "rtl" for n in plan},
-                "ram_style": {n: s for n, (_, s) in plan.items()}, "stream_width": {n: w for n, (w, _) in fills.items()}}
-        atomic_write_json(out, conf)
-        s = run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
-        step = {"cap": cap, "fits": s["fits"], "estimated_fps": s["fps"],
-                **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}}
-        if s["fits"]:
-            r = run_rtlsim(run_dir, frames=frames, bounded_fifos=True)
-            if not r["bit_exact"]:
-                raise FlowError(f"{run_dir}: bounded FIFOs (cap {cap}) change the outputs (finn/report/rtlsim.json): "
-                                "a hardware bug under backpressure, not a sizing question")
-            step.update(fps_bounded=r["fps_at_clock"], cycles_per_frame=r["cycles_per_frame"],
-                        full=sorted(r["fifos_at_or_over_depth"]))
-            if best is None or r["fps_at_clock"] > best[0]["fps_bounded"]:
-                best = (step, conf)
-        tried.append(step)
-        if not quiet:
-            print(f"  cap {cap:>5}: estimate {s['fps']} FPS, LUT {step['LUT']}, BRAM18 {step['BRAM_18K']}, fits "
-                  f"{s['fits']}" + (f"; bounded FIFOs {step['fps_bounded']} FPS simulated" if s["fits"] else ""))
-        if not s["fits"] or step["fps_bounded"] >= (1 - TOLERANCE) * gauge["fps_at_clock"]:
-            break
-    if best is None:
-        out.unlink()
-        raise FlowError(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room for "
-                        "FIFOs: fold for fewer FPS")
+    previous = out.read_text() if out.exists() else None  # a config written before: put back if this one fails
+    try:
+        for cap in caps:
+            plan = plan_fifos(fills, cap, bram_left)
+            conf = {"fifo_depths": {n: d for n, (d, _) in plan.items()}, "impl_style": {n: "rtl" for n in plan},
+                    "ram_style": {n: style for n, (_, style) in plan.items()},
+                    "stream_width": {n: w for n, (w, _) in fills.items()}}
+            atomic_write_json(out, conf)
+            s = run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
+            step = {"cap": cap, "fits": s["fits"], "estimated_fps": s["fps"],
+                    **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}}
+            if s["fits"]:
+                r = run_rtlsim(run_dir, frames=frames, bounded_fifos=True)
+                if not r["bit_exact"]:
+                    raise FlowError(f"{run_dir}: bounded FIFOs (cap {cap}) change the outputs (finn/report/"
+                                    "rtlsim.json): a hardware bug under backpressure, not a sizing question")
+                step.update(fps_bounded=r["fps_at_clock"], cycles_per_frame=r["cycles_per_frame"],
+                            full=sorted(r["fifos_at_or_over_depth"]))
+                if best is None or r["fps_at_clock"] > best[0]["fps_bounded"]:
+                    best = (step, conf)
+            tried.append(step)
+            if not quiet:
+                print(f"  cap {cap:>5}: estimate {s['fps']} FPS, LUT {step['LUT']}, BRAM18 {step['BRAM_18K']}, fits "
+                      f"{s['fits']}" + (f"; bounded FIFOs {step['fps_bounded']} FPS simulated" if s["fits"] else ""))
+            if not s["fits"] or step["fps_bounded"] >= (1 - TOLERANCE) * gauge["fps_at_clock"]:
+                break
+        if best is None:
+            raise FlowError(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room "
+                            "for FIFOs: fold for fewer FPS")
+    except BaseException:
+        if previous is None:
+            out.unlink(missing_ok=True)
+        else:
+            out.write_text(previous)
+        run_estimate(cfg, quiet=True)  # the build as it was
+        raise
     step, conf = best
     conf["sized_by"] = {"how": "python -m flow fifos (Verilator: FINN's FIFO gauges, then bounded FIFOs)",
                         "cap": step["cap"], "fps_unbounded": gauge["fps_at_clock"], "fps_bounded": step["fps_bounded"]}

@@ -374,10 +374,11 @@ def test_fifo_plan_from_simulated_fills():
     assert plan_fifos({"first": (216, 257_500)}, cap=256, bram_left=10) == {"first": (256, "block")}
 
 
-def test_fifos_sized_from_the_simulated_rtl(tmp_path):
+def test_fifos_sized_from_the_simulated_rtl(tmp_path, monkeypatch):
     """`flow fifos` on the 64x64 all-RTL 4w4a: every FIFO sized, the build re-estimated with them and simulated
     with bounded FIFOs at those depths: bit-exact and as fast as with unbounded ones; `estimate` then reads
-    RUN/fifos.json, FINN's Vivado half gets the same config, and a config for other FIFOs is refused."""
+    RUN/fifos.json, FINN's Vivado half gets the same config, a config for other FIFOs is refused, and a sizing that
+    fails leaves the config and build it found."""
     from flow.export import export_run
     from flow.fifos import TOLERANCE, size_fifos
     from flow.finn_build import FinnConfig, FoldingError, _config, _parser, run_estimate
@@ -398,6 +399,15 @@ def test_fifos_sized_from_the_simulated_rtl(tmp_path):
     assert built["fifo_depths"] == conf["fifo_depths"] and built["ram_style"] == conf["ram_style"]
     assert _config(_parser("t").parse_args(["--run", str(tmp_path), "--no-committed-folding"])).fifo_config == str(
         tmp_path / "fifos.json")
+    # a sizing that finds nothing that fits loses nothing: the config written before and its build stay
+    import flow.finn_build
+
+    before = (tmp_path / "fifos.json").read_text()
+    monkeypatch.setitem(flow.finn_build.Z2_RESOURCES, "LUT", 1000)
+    with pytest.raises(FlowError, match="no FIFO sizing fits"):
+        size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256,), quiet=True)
+    assert (tmp_path / "fifos.json").read_text() == before
+    assert json.loads((tmp_path / "finn/report/fifo_config.json").read_text())["fifo_depths"] == built["fifo_depths"]
     conf["fifo_depths"]["StreamingFIFO_rtl_999"] = conf["fifo_depths"].pop("StreamingFIFO_rtl_1")
     (tmp_path / "other.json").write_text(json.dumps(conf))
     cfg = json.loads((tmp_path / "finn/build_config.json").read_text())
