@@ -226,8 +226,8 @@ def apply_fifo_config_checked(model, path: Path):
     wrong += [n for n in depths if n in have["stream_width"] and widths.get(n) != have["stream_width"][n]]
     if wrong:
         raise FoldingError(f"{path}: sized other FIFOs than this build's {len(have['fifo_depths'])} "
-                           f"(differs at {', '.join(wrong[:4])}); it was made for another folding. Size them again: "
-                           "`python -m flow fifos --run DIR`")
+                           f"(differs at {', '.join(wrong[:4])}); it was made for another folding. Size them again "
+                           "(`python -m flow fifos --run DIR`), or move the file away for 32-deep FIFOs")
     for node in model.get_nodes_by_op_type("StreamingFIFO_rtl"):
         inst, depth = getCustomOp(node), depths[node.name]
         if not isinstance(depth, int) or depth < 2:
@@ -610,7 +610,8 @@ def _config(a) -> FinnConfig:
     # a folding names the nodes of the build mode it was made in; its meta file says which
     standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
     # FIFO sizes: given, or this run's own (`python -m flow fifos`), or those sized with the folding
-    fifos = a.fifos or next((p for p in (Path(a.run) / "fifos.json", folding and fifos_beside(folding)) if p and p.exists()), None)
+    found = [p for p in (Path(a.run) / "fifos.json", folding and fifos_beside(folding)) if p and p.exists()]
+    fifos = a.fifos or (found[0] if found else None)
     return FinnConfig(run_dir=str(a.run), folding=str(folding) if folding else None, target_fps=a.target_fps,
                       mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone,
                       fifo_config=str(fifos) if fifos else None)
