@@ -35,6 +35,7 @@ def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost
     """{FIFO: (stream width in bits, highest fill with unbounded FIFOs)} -> {FIFO: (depth, ram_style)}.
     cost(depth, width, style) -> (BRAM18, LUT): FINN's model of fifo.sv by default."""
     from flow.finn_build import FIFO_DEPTH
+    from flow.folding import best_per_block
 
     if cost is None:
         from finn.util.resource_models import _fifo_cost  # what FINN's StreamingFIFO estimates are made of
@@ -51,10 +52,8 @@ def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost
             (_, lut), (bram, lut_block) = cost(depth, width, "distributed"), cost(depth, width, "block")
             if lut > lut_block and bram > 0:
                 gains.append(((lut - lut_block) / bram, bram, name))
-    for _, bram, name in sorted(gains, reverse=True):
-        if bram <= bram_left:
-            plan[name] = (plan[name][0], "block")
-            bram_left -= bram
+    for name in best_per_block(gains, bram_left):
+        plan[name] = (plan[name][0], "block")
     return plan
 
 
@@ -62,7 +61,7 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
     """Size the FIFOs of DIR's all-RTL estimate build (steps 1-4 above); returns the sizing report, also written
     to DIR/finn/report/fifo_sizing.json."""
     from flow.export import atomic_write_json
-    from flow.finn_build import PLANNING_LIMITS, Z2_RESOURCES, FinnConfig, run_estimate
+    from flow.finn_build import PLANNING_LIMITS, Z2_RESOURCES, FinnConfig, fifo_config_of, run_estimate
     from flow.rtlsim import load_hw_model, run_rtlsim
 
     run_dir, out = Path(run_dir), Path(out)
@@ -72,9 +71,7 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
                         "--standalone-thresholds` first")
     cfg = replace(FinnConfig(**json.loads((build / "build_config.json").read_text())), run_dir=str(run_dir))
     model = load_hw_model(run_dir)  # says what to do if the build is not all-RTL
-    from qonnx.custom_op.registry import getCustomOp
-
-    widths = {n.name: getCustomOp(n).get_instream_width_padded() for n in model.get_nodes_by_op_type("StreamingFIFO_rtl")}
+    widths = fifo_config_of(model)["stream_width"]
     done = build / "report" / "rtlsim.json"  # an estimate clears its report dir: one found here is this build's
     gauge = json.loads(done.read_text()) if done.exists() else {}
     if not (gauge.get("fifos", "").startswith("unbounded") and gauge.get("frames", 0) >= frames

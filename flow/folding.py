@@ -151,14 +151,23 @@ def use_hard_blocks(build_dir: Path, out: Path) -> list[str]:
             inst.set_nodeattr(attr, was)
             if saved > 0 and cost > 0:
                 gains.append((saved / cost, cost, inst.onnx_node.name))
-        for _, cost, name in sorted(gains, reverse=True):
-            if cost <= left:
-                conf[name][attr] = value
-                changed.append(name)
-                left -= cost
+        for name in best_per_block(gains, left):
+            conf[name][attr] = value
+            changed.append(name)
     if changed:
         atomic_write_json(out, conf)
     return changed
+
+
+def best_per_block(gains: list[tuple[float, int, str]], left: int) -> list[str]:
+    """[(LUTs saved per hard block, hard blocks it takes, name)] -> the names that move onto hard blocks: most LUTs
+    saved per block first, each while its blocks still fit in `left` (the planning limit's room)."""
+    taken = []
+    for _, cost, name in sorted(gains, reverse=True):
+        if cost <= left:
+            taken.append(name)
+            left -= cost
+    return taken
 
 
 def pack_dsp_lanes(inst, model) -> bool:
