@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flow.evaluate import coco_ap50, load_wider_keep_lists, match_image, voc_ap, wider_ap
+from flow.train.evaluate import coco_ap50, load_wider_keep_lists, match_image, voc_ap, wider_ap
 
 G = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
 NONE = np.zeros((0, 4))

@@ -156,8 +156,8 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
                    mat_dir: Path | None = None, predictions_dir: Path | None = None) -> dict:
     """Letterbox each val image, run the model, decode with the board's code, evaluate in original pixels."""
     from board.preprocess import letterbox, unletterbox_boxes
-    from flow.data import load_split, read_image, resolve_data
     from flow.samples import to_nchw_float
+    from flow.train.data import load_split, read_image, resolve_data
     from models.lpyolo import STRIDE
 
     samples = load_split(resolve_data(data), split)[:limit]
@@ -232,7 +232,7 @@ def plot_pr(curve, path: Path, title: str) -> None:
 
 
 def finish_report(result: dict, out_dir: Path, title: str) -> dict:
-    from flow.export import atomic_write_json
+    from flow.files import atomic_write_json
 
     curve = result.pop("_curve")
     plot_pr(curve, out_dir / "pr_curve.png", title)
