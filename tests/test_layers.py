@@ -15,7 +15,7 @@ LAYERS = [
     # the bottom: errors, file writing, the board's facts, the sample photos
     "flow.errors", "flow.files", "flow.hw.z2", "flow.samples",
     # the training wing, below the export it ends with
-    "flow.train.augment", "flow.train.data", "flow.train.anchors", "flow.train.loss",
+    "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
     # the spine
     "flow.export", "flow.backends", "flow.qcdq",
     "flow.train.evaluate", "flow.train.loop",

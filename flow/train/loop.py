@@ -1,9 +1,11 @@
 """Brevitas QAT training, top to bottom: config -> data -> model -> optimiser -> loop -> checkpoint -> export.
 
 SGD with warm-up and cosine decay (LPYOLO's YOLOv5 hyper-parameters, FACTS.md), EMA of the weights, AMP on CUDA,
-DDP under torchrun. Every epoch writes `last.pt` atomically (model, EMA, optimiser, RNG states); `--resume`
-continues from it bit-identically, because each epoch's data order and augmentations are drawn from generators
-seeded by (seed, epoch, index), not from state that a kill would lose. The run ends by exporting the best
+DDP under torchrun (Brevitas's activation statistics are buffers, which DDP broadcasts from rank 0 before every
+forward: the ranks' scales agree, tested), data loading in worker processes (flow/train/loader.py). Every epoch
+writes `last.pt` atomically (model, EMA, optimiser, RNG states); `--resume` continues from it bit-identically,
+because each epoch's data order and augmentations are drawn from generators seeded by (seed, epoch, index), not
+from state that a kill would lose. The run ends by exporting the best
 checkpoint to QONNX + manifest.json, ready for FINN.
 """
 
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from flow.errors import FlowError
-from flow.train.augment import AugmentConfig, augment, xywh_to_xyxy
+from flow.train.augment import AugmentConfig
+from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
 
 
@@ -54,52 +57,10 @@ class TrainConfig:
     limit_val: int | None = None
     eval_every: int = 5
     amp: bool = True
+    workers: int | None = None  # DataLoader worker processes; None = one per core, at most 8 (per rank)
+    cache: str = "ram"  # "ram": decode every image once at start-up; "none": decode per sample in the workers
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-
-
-# --------------------------------------------------------------------------------------------------------- data
-class TrainSet(torch.utils.data.Dataset):
-    """Images decoded once and cached (the built-in set is small; WIDER fits in RAM at train sizes too)."""
-
-    def __init__(self, samples, img: int, aug: AugmentConfig, seed: int):
-        from flow.train.data import read_image
-
-        self.img, self.aug, self.seed, self.epoch = img, aug, seed, 0
-        self.items = []
-        for s in samples:
-            im = read_image(s.path)
-            scale = min(1.0, 2 * img / max(im.shape[:2]))  # keep at most 2x the model size in memory
-            if scale < 1:
-                from PIL import Image
-
-                im = np.asarray(Image.fromarray(im).resize((int(im.shape[1] * scale), int(im.shape[0] * scale))))
-            self.items.append((im, xywh_to_xyxy(s.boxes) * scale))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        if rng.random() < self.aug.mosaic:
-            picks = [i, *rng.integers(0, len(self.items), 3)]
-            items = [self.items[k] for k in picks]
-        else:
-            items = [self.items[i]]
-        img, boxes = augment(items, self.img, rng, self.aug)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)), boxes
-
-
-def collate(batch):
-    imgs = torch.from_numpy(np.stack([b[0] for b in batch]).astype(np.float32))  # pixel values 0..255
-    rows = []
-    for k, (_, boxes) in enumerate(batch):
-        if len(boxes):
-            cxcy = (boxes[:, :2] + boxes[:, 2:]) / 2
-            wh = boxes[:, 2:] - boxes[:, :2]
-            rows.append(np.concatenate([np.full((len(boxes), 1), k), np.zeros((len(boxes), 1)), cxcy, wh], 1))
-    t = torch.from_numpy(np.concatenate(rows).astype(np.float32)) if rows else torch.zeros(0, 6)
-    return imgs, t
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -194,8 +155,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp, rank, local_ranks = world > 1, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if ddp:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = pick_device(cfg.device)
@@ -209,12 +170,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         if not last.is_file():
             raise FlowError(f"{last}: nothing to resume from (train without --resume first)")
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        cfg = config_from_dict(ckpt["config"])
+        cfg = replace(config_from_dict(ckpt["config"]), workers=cfg.workers, cache=cfg.cache)  # results unchanged
         spec = QuantSpec.from_json(ckpt["spec"])
     else:
         spec = build_spec(cfg)
     cfg.data = str(resolve_data(cfg.data))
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "spec": spec.to_json()}, indent=2, default=str))
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "spec": spec.to_json()}, indent=2, default=str))
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -231,8 +193,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         model.load_state_dict(ckpt["model"])
     model.to(device)
     samples = load_split(cfg.data, "train", min_size=cfg.min_face)[: cfg.limit_train]
-    dataset = TrainSet(samples, cfg.img, cfg.augment, cfg.seed)
-    sampler_gen = torch.Generator()
+    workers = cap_workers(cfg.workers, local_ranks, say=print if rank == 0 else lambda _: None)
+    dataset = TrainSet(samples, cfg.img, cfg.augment, cfg.seed, cfg.cache, processes=cpu_count() // local_ranks,
+                       local_ranks=local_ranks, show=progress and rank == 0)
+    if rank == 0:
+        print(f"{dataset.describe()}; {workers} loader worker{'s' if workers != 1 else ''}"
+              f"{' per rank' if ddp else ''}")
+    sampler = EpochSampler(len(dataset), cfg.seed, rank, world)
+    loader = make_loader(dataset, sampler, cfg.batch, workers, pin=device.type == "cuda")
 
     decay, no_decay = [], []
     for p in model.parameters():
@@ -259,21 +227,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         set_rng_state(ckpt["rng"])
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     writer = _tensorboard(out) if rank == 0 else None
-    steps_per_epoch = math.ceil(len(dataset) / cfg.batch)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.batch)
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
-        dataset.epoch = epoch
-        sampler_gen.manual_seed(cfg.seed * 1_000_003 + epoch)
-        if ddp:
-            sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=cfg.seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = torch.utils.data.RandomSampler(dataset, generator=sampler_gen)
-        loader = torch.utils.data.DataLoader(dataset, cfg.batch, sampler=sampler, collate_fn=collate, drop_last=False)
+        sampler.epoch = epoch
         net.train()
         t0, totals, seen = time.perf_counter(), {"loss": 0.0, "box": 0.0, "obj": 0.0}, 0
-        bar = _bar(loader, f"epoch {epoch + 1}/{cfg.epochs}", progress and rank == 0)
+        bar = _bar(batches(loader, epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress and rank == 0)
         for k, (imgs, targets) in enumerate(bar):
             ef = epoch + k / steps_per_epoch
             for g in opt.param_groups:
@@ -324,7 +285,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         writer.close()
     if ddp:
         torch.distributed.destroy_process_group()
-    return {"best_ap50": best, "history": history, "spec": spec}
+    return {"best_ap50": best, "history": history, "spec": spec, "model": model}
 
 
 def builtin_schedule(cfg: TrainConfig) -> TrainConfig:

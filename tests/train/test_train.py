@@ -36,18 +36,56 @@ def test_smoke_training_lowers_the_loss_and_exports(tiny_data, tmp_path):
     assert manifest["spec"]["img"] == 64 and len(manifest["spec"]["anchors"]) == 3
 
 
-def test_resume_after_a_kill_is_bit_identical(tiny_data, tmp_path):
-    straight = train(_cfg(tiny_data, tmp_path / "straight"), progress=False)
-    train(_cfg(tiny_data, tmp_path / "killed"), progress=False, stop_after=1)  # as if killed after epoch 1
-    resumed = train(_cfg(tiny_data, tmp_path / "killed"), resume=True, progress=False)
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+@pytest.fixture(scope="module")
+def straight_run(tiny_data, tmp_path_factory):
+    """Three epochs in one go, loading in the training process: the reference the resumed runs must reproduce."""
+    out = tmp_path_factory.mktemp("straight")
+    return out, train(_cfg(tiny_data, out, workers=0), progress=False)
+
+
+def _assert_same_run(straight, out, resumed):
+    a = torch.load(straight[0] / "last.pt", weights_only=False)
+    b = torch.load(out / "last.pt", weights_only=False)
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs after resume"
-    strip = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in straight["history"]]
+    strip = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in straight[1]["history"]]
     assert strip == [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in resumed["history"]]
+
+
+def test_resume_after_a_kill_is_bit_identical(tiny_data, straight_run, tmp_path):
+    train(_cfg(tiny_data, tmp_path, workers=0), progress=False, stop_after=1)  # as if killed after epoch 1
+    _assert_same_run(straight_run, tmp_path, train(_cfg(tiny_data, tmp_path, workers=0), resume=True, progress=False))
+
+
+def test_workers_and_resume_change_nothing(tiny_data, straight_run, tmp_path):
+    """2 persistent worker processes decoding per sample (no cache), killed after epoch 1 and resumed: the same
+    weights as the in-process run (each sample depends on (seed, epoch, index) only, and the epoch reaches
+    persistent workers with every index)."""
+    train(_cfg(tiny_data, tmp_path, workers=2, cache="none"), progress=False, stop_after=1)
+    resumed = train(_cfg(tiny_data, tmp_path, workers=2), resume=True, progress=False)
+    _assert_same_run(straight_run, tmp_path, resumed)
+
+
+def test_an_image_that_breaks_in_a_worker_names_the_file_and_the_run_resumes(tiny_data, tmp_path):
+    import shutil
+
+    from flow.errors import FlowError
+    from flow.train.data import load_split
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = load_split(data, "train")[5].path
+    good = victim.read_bytes()
+    cfg = _cfg(data, tmp_path / "run", epochs=2, workers=2, cache="none", eval_every=5)
+    train(cfg, progress=False, stop_after=1)
+    victim.write_bytes(good[: len(good) // 3])  # header intact, scan data cut: found only when a worker decodes it
+    with pytest.raises(FlowError, match=f"epoch 2: {victim}: cannot decode image.*--resume") as e:
+        train(cfg, resume=True, progress=False)
+    assert "Traceback" not in str(e.value)
+    victim.write_bytes(good)
+    assert train(cfg, resume=True, progress=False)["history"][-1]["epoch"] == 2
 
 
 def test_resume_without_a_checkpoint_says_what_to_do(tiny_data, tmp_path):
@@ -62,3 +100,31 @@ def test_unknown_optimizer_is_refused(tiny_data, tmp_path):
 
     with pytest.raises(FlowError, match="optimizer"):
         train(replace(_cfg(tiny_data, tmp_path / "x"), optimizer="lion"), progress=False)
+
+
+def test_ddp_two_ranks_on_cpu_stay_identical_on_their_own_halves(tiny_data, tmp_path):
+    """torchrun --nproc_per_node 2 with gloo: the ranks end with identical weights (Brevitas's activation scales,
+    initialised from each rank's own batches, included), each loaded its own half of the set, only rank 0 saved."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flow.train.data import load_split
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
+                        str(Path(__file__).with_name("ddp_run.py")), str(tiny_data), str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    p0, p1 = (torch.load(tmp_path / f"params{k}.pt") for k in (0, 1))
+    assert p0.keys() == p1.keys() and len(p0) > 20
+    differ = [k for k in p0 if not torch.equal(p0[k], p1[k])]
+    assert not differ, f"ranks disagree on {differ}"
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    halves = [{i for _, i in r["seen"]} for r in ranks]
+    n = len(load_split(tiny_data, "train"))
+    assert all(len(h) == n // 2 for h in halves) and not halves[0] & halves[1]
+    assert halves[0] | halves[1] == set(range(n))
+    assert ranks[1]["saved"] == [] and ranks[0]["saved"] and (tmp_path / "run" / "last.pt").is_file()
