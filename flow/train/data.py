@@ -190,17 +190,22 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, rng) -> None:
     canvas[y : y + h, x : x + w] = (alpha * patch + (1 - alpha) * region).astype(np.uint8)
 
 
-def compose_image(rng, backgrounds, faces, negatives, size: int) -> tuple[np.ndarray, list[list[float]]]:
-    """One training picture: a background crop with 0-6 faces (small-face bias) and 0-3 hard negatives."""
+def compose_image(rng, backgrounds, faces, negatives, size: int, width: int | None = None,
+                  faces_mean: float | None = None) -> tuple[np.ndarray, list[list[float]]]:
+    """One training picture: a background crop with 0-6 faces (small-face bias) and 0-3 hard negatives; `size` px
+    high. WIDER-sized (`width`, `faces_mean`): `width` px wide, a geometric number of faces with that mean."""
     bg = backgrounds[rng.integers(len(backgrounds))]
-    ch = int(rng.integers(size // 2, min(bg.shape[0], bg.shape[1]) + 1))
+    side = min(bg.shape[0], bg.shape[1])
+    ch = int(rng.integers(min(size // 2, side), side + 1))
     y0, x0 = rng.integers(0, bg.shape[0] - ch + 1), rng.integers(0, bg.shape[1] - ch + 1)
     aspect = rng.uniform(0.75, 1.33)
-    canvas = _resize(bg[y0 : y0 + ch, x0 : x0 + ch], size, int(size * aspect)).copy()
+    h, w = (size, int(size * aspect)) if width is None else (int(width / aspect), width)
+    canvas = _resize(bg[y0 : y0 + ch, x0 : x0 + ch], h, w).copy()
     canvas = np.clip(canvas.astype(np.float32) * rng.uniform(0.6, 1.3), 0, 255).astype(np.uint8)
     H, W = canvas.shape[:2]
+    size = size if width is None else min(H, W)
     boxes, taken = [], []
-    n_faces = int(rng.choice([0, 1, 1, 2, 2, 3, 4, 6]))
+    n_faces = int(rng.choice([0, 1, 1, 2, 2, 3, 4, 6])) if faces_mean is None else int(rng.geometric(1 / faces_mean))
     for kind in ["face"] * n_faces + ["neg"] * int(rng.integers(0, 4)):
         src = faces[rng.integers(len(faces))] if kind == "face" else negatives[rng.integers(len(negatives))]
         side = int(np.exp(rng.uniform(np.log(14), np.log(size * 0.45))))  # log-uniform: many small faces
@@ -230,13 +235,21 @@ def compose_image(rng, backgrounds, faces, negatives, size: int) -> tuple[np.nda
     return canvas, boxes
 
 
+WIDER_SIZED = {"width": 1024, "faces_mean": 12.0}  # WIDER FACE's train split: 1024 px wide, 159,424 faces / 12,880
+WIDER_TRAIN_IMAGES, WIDER_VAL_IMAGES = 12_880, 3_226
+
+
 def synth_dataset(root: Path = BUILTIN, seed: int = 0, n_train: int = 800, n_val: int = 200, size: int = 256,
-                  force: bool = False) -> Path:
-    """Generate the built-in set in WIDER layout (cached: a matching `builtin.json` means it is there)."""
+                  force: bool = False, wider_sized: bool = False) -> Path:
+    """Generate the built-in set in WIDER layout (cached: a matching `builtin.json` means it is there).
+    wider_sized: pictures at WIDER's size and face count, for measuring the loader at WIDER scale (the faces are
+    the built-in set's); each picture seeded by (seed, split, index) and generated in parallel."""
     from PIL import Image
 
     root = Path(root)
     stamp = {"version": BUILTIN_VERSION, "seed": seed, "n_train": n_train, "n_val": n_val, "size": size}
+    if wider_sized:
+        stamp = {**stamp, "size": WIDER_SIZED["width"], **{f"wider_{k}": v for k, v in WIDER_SIZED.items()}}
     marker = root / "builtin.json"
     if marker.exists() and not force and json.loads(marker.read_text()) == stamp:
         return root
@@ -245,6 +258,10 @@ def synth_dataset(root: Path = BUILTIN, seed: int = 0, n_train: int = 800, n_val
     faces, negatives = _face_sources()
     backgrounds = _backgrounds()
     (root / "wider_face_split").mkdir(parents=True)
+    if wider_sized:
+        _synth_wider_sized(root, seed, n_train, n_val, (backgrounds, faces, negatives))
+        marker.write_text(json.dumps(stamp))
+        return root
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
         rng = np.random.default_rng(s)
         lines = []
@@ -260,6 +277,41 @@ def synth_dataset(root: Path = BUILTIN, seed: int = 0, n_train: int = 800, n_val
         (root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(lines) + "\n")
     marker.write_text(json.dumps(stamp))
     return root
+
+
+_SOURCES: tuple = ()  # (backgrounds, faces, negatives), inherited by the forked generating processes
+
+
+def _wider_sized_image(job) -> tuple[str, list[list[float]]]:
+    from PIL import Image
+
+    root, seed, split, k = job
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1, k])
+    backgrounds, faces, negatives = _SOURCES
+    img, boxes = compose_image(rng, backgrounds, faces, negatives, 0, **WIDER_SIZED)
+    rel = f"{k % 61}--Synth_{split}/{split}_{k:05d}.jpg"  # WIDER has 61 event folders
+    path = Path(root) / f"WIDER_{split}" / "images" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, quality=90)
+    return rel, boxes
+
+
+def _synth_wider_sized(root: Path, seed: int, n_train: int, n_val: int, sources) -> None:
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    global _SOURCES
+    _SOURCES = sources
+    with multiprocessing.get_context("fork").Pool() as pool:
+        for split, n in (("train", n_train), ("val", n_val)):
+            jobs = [(str(root), seed, split, k) for k in range(n)]
+            lines = []
+            for rel, boxes in tqdm(pool.imap(_wider_sized_image, jobs, chunksize=8), total=n, leave=False,
+                                   desc=f"WIDER-sized {split}"):
+                lines += [rel, str(len(boxes))]
+                lines += [f"{x:.0f} {y:.0f} {w:.0f} {h:.0f} 0 0 0 0 0 0 " for x, y, w, h in boxes] or ["0 0 0 0 0 0 0 0 0 0 "]
+            (root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(lines) + "\n")
 
 
 def builtin_dataset() -> Path:
@@ -285,16 +337,21 @@ def cli(argv: list[str]) -> int:
     s = sub.add_parser("synth", help="generate the built-in dataset (WIDER layout)")
     s.add_argument("--out", type=Path, default=BUILTIN)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-train", type=int, default=800)
-    s.add_argument("--n-val", type=int, default=200)
+    s.add_argument("--n-train", type=int, default=None, help=f"default 800, {WIDER_TRAIN_IMAGES} --wider-sized")
+    s.add_argument("--n-val", type=int, default=None, help=f"default 200, {WIDER_VAL_IMAGES} --wider-sized")
+    s.add_argument("--wider-sized", action="store_true",
+                   help="pictures 1024 px wide with 12 faces on average, as WIDER FACE's (to measure the loader)")
     s.add_argument("--force", action="store_true")
     c = sub.add_parser("check", help="read a dataset's annotations and report what the reader sees")
     c.add_argument("--data", type=Path, default=None)
     c.add_argument("--skip-bad", action="store_true")
     a = p.parse_args(argv)
     if a.cmd == "synth":
-        root = synth_dataset(a.out, a.seed, a.n_train, a.n_val)
-        print(f"built-in dataset at {root}")
+        wide = a.wider_sized
+        n_train = a.n_train if a.n_train is not None else WIDER_TRAIN_IMAGES if wide else 800
+        n_val = a.n_val if a.n_val is not None else WIDER_VAL_IMAGES if wide else 200
+        root = synth_dataset(a.out, a.seed, n_train, n_val, wider_sized=wide)
+        print(f"{'WIDER-sized' if wide else 'built-in'} dataset at {root}")
         a.data = root
         a.skip_bad = False
     for split in ("train", "val"):

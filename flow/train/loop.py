@@ -355,6 +355,11 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader worker processes (default: one per CPU core, at most 8, per rank)")
+    p.add_argument("--cache", choices=["ram", "none"], default="ram",
+                   help="ram: decode every image once at start-up, at the model size (size printed, checked against "
+                        "free memory first); none: decode per sample in the workers")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     on_wider = a.data is not None
@@ -362,7 +367,8 @@ def cli(argv: list[str]) -> int:
                       epochs=a.epochs or (300 if on_wider else 40), batch=a.batch,
                       data=str(a.data) if a.data else None, out=str(a.out or f"runs/{a.variant}"), seed=a.seed,
                       device=a.device, init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
-                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every)
+                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every, workers=a.workers,
+                      cache=a.cache)
     if not on_wider:
         cfg = builtin_schedule(cfg)
     train(cfg, resume=a.resume, progress=not a.no_progress)
@@ -377,44 +383,127 @@ def cli(argv: list[str]) -> int:
     return 0
 
 
-def bench_train(argv: list[str]) -> int:
-    """images/s of one QAT training step vs a float step of the same architecture, same process, same batch."""
+def step_rate(variant: str, img: int, batch: int, device: torch.device, steps: int, amp: bool = False) -> float:
+    """images/s of the training step alone (forward, loss, backward, SGD) on random pixels already on the device."""
     from models import build_model, spec_for
 
+    spec = spec_for(variant, img=img)
+    model = build_model(spec, collect_stats_steps=1).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = YoloLoss(spec.anchors, 32, 1, img).to(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    x = torch.rand(batch, 3, img, img, device=device) * 255
+    t = torch.tensor([[i, 0, img / 2, img / 2, 40, 40] for i in range(batch)], dtype=torch.float32, device=device)
+
+    def step():
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            outp = model(x)
+        loss, _ = loss_fn(outp.float(), t)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_train(argv: list[str]) -> int:
+    """images/s of one QAT training step vs a float step of the same architecture, same process, same batch."""
     p = argparse.ArgumentParser(prog="python -m flow bench train", description=bench_train.__doc__)
     p.add_argument("--img", type=int, default=416)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true", help="autocast on CUDA, as training does by default")
     a = p.parse_args(argv)
     device = pick_device(a.device)
+    rates = {v: step_rate(v, a.img, a.batch, device, a.steps, a.amp) for v in ("float", "4w4a")}
+    print(f"device {device}, {a.img}x{a.img}, batch {a.batch}{', AMP' if a.amp and device.type == 'cuda' else ''}: "
+          f"float {rates['float']:.1f} img/s, 4w4a QAT {rates['4w4a']:.1f} img/s; "
+          f"QAT costs {rates['float'] / rates['4w4a']:.2f}x a float step")
+    return 0
+
+
+def loader_rate(dataset, workers: int, batch: int, n_batches: int, pin: bool) -> float:
+    """images/s of the DataLoader alone: n_batches from a fresh loader, worker start-up included."""
+    from flow.train.loader import EpochSampler, make_loader
+
+    sampler = EpochSampler(len(dataset), seed=0)
+    t0, seen = time.perf_counter(), 0
+    for k, (imgs, _) in enumerate(make_loader(dataset, sampler, batch, workers, pin)):
+        seen += len(imgs)
+        if k + 1 == n_batches:
+            break
+    return seen / (time.perf_counter() - t0)
+
+
+def bench_loader(argv: list[str]) -> int:
+    """images/s of the data loader alone at each worker count and of the 4w4a training step alone on the device, in
+    one run: which of the two bounds training."""
+    from flow.files import atomic_write_json
+    from flow.train.data import REPO, WIDER_TRAIN_IMAGES, load_split, resolve_data, synth_dataset
+    from flow.train.loader import TrainSet, cap_workers, cpu_count, default_workers
+
+    p = argparse.ArgumentParser(prog="python -m flow bench loader", description=bench_loader.__doc__)
+    p.add_argument("--data", type=Path, help="WIDER FACE root (default: the built-in set)")
+    p.add_argument("--wider-sized", action="store_true",
+                   help="a synthetic set at WIDER's sizes and face counts (data/wider-sized-N, generated if absent)")
+    p.add_argument("--images", type=int, default=None,
+                   help=f"images to load (default all; --wider-sized: {WIDER_TRAIN_IMAGES}, as WIDER's train split)")
+    p.add_argument("--workers", default=None, help="comma-separated worker counts (default 0 and the default count)")
+    p.add_argument("--img", type=int, default=416)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batches", type=int, default=8, help="batches timed per worker count")
+    p.add_argument("--steps", type=int, default=3, help="training steps timed")
+    p.add_argument("--cache", default="ram", choices=["ram", "none"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", action="store_true", help="time the step without autocast on CUDA")
+    p.add_argument("--json", type=Path, help="write {loader_img_s, step_img_s, bound} here")
+    a = p.parse_args(argv)
+    if a.wider_sized:
+        if a.data:
+            raise FlowError("--data and --wider-sized: pick one")
+        n = a.images or WIDER_TRAIN_IMAGES
+        a.data = synth_dataset(REPO / "data" / f"wider-sized-{n}", n_train=n, n_val=16, wider_sized=True)
+    device = pick_device(a.device)
+    default = default_workers()
+    try:
+        counts = [int(w) for w in a.workers.split(",")] if a.workers else sorted({0, default})
+    except ValueError:
+        raise FlowError(f"--workers {a.workers!r}: comma-separated integers, e.g. 0,2") from None
+    counts = list(dict.fromkeys(cap_workers(w) for w in counts))
+    samples = load_split(resolve_data(a.data), "train")[: a.images]
+    t0 = time.perf_counter()
+    dataset = TrainSet(samples, a.img, AugmentConfig(), 0, a.cache, processes=cpu_count(), show=True)
+    t_cache = time.perf_counter() - t0
+    print(f"{dataset.describe()}; start-up {t_cache:.1f} s ({len(dataset) / t_cache:.0f} images/s on "
+          f"{cpu_count()} processes)")
+    n_batches = min(a.batches, math.ceil(len(dataset) / a.batch))
     rates = {}
-    for variant in ("float", "4w4a"):
-        spec = spec_for(variant, img=a.img)
-        model = build_model(spec, collect_stats_steps=1).to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        loss_fn = YoloLoss(spec.anchors, 32, 1, a.img).to(device)
-        x = torch.rand(a.batch, 3, a.img, a.img, device=device) * 255
-        t = torch.tensor([[i, 0, a.img / 2, a.img / 2, 40, 40] for i in range(a.batch)], dtype=torch.float32, device=device)
-
-        def step():
-            loss, _ = loss_fn(model(x), t)  # noqa: B023 - measured immediately, in this iteration
-            opt.zero_grad()  # noqa: B023
-            loss.backward()
-            opt.step()  # noqa: B023
-
-        for _ in range(2):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates[variant] = a.steps * a.batch / (time.perf_counter() - t0)
-    print(f"device {device}, {a.img}x{a.img}, batch {a.batch}: float {rates['float']:.1f} img/s, "
-          f"4w4a QAT {rates['4w4a']:.1f} img/s; QAT costs {rates['float'] / rates['4w4a']:.2f}x a float step")
+    for w in counts:
+        rates[w] = loader_rate(dataset, w, a.batch, n_batches, pin=device.type == "cuda")
+        base = f" ({rates[w] / rates[0]:.2f}x in-process)" if 0 in rates and w else ""
+        print(f"loader, {w} worker{'s' if w != 1 else ''}: {rates[w]:.1f} img/s{base}")
+    amp = not a.no_amp and device.type == "cuda"
+    step = step_rate("4w4a", a.img, a.batch, device, a.steps, amp)
+    judged = default if default in rates else max(rates)
+    bound = "loader" if rates[judged] < step else "step"
+    print(f"4w4a training step on {device}{' (AMP)' if amp else ''}, batch {a.batch}: {step:.1f} img/s")
+    print(f"at {judged} workers the {bound} bounds training: loader {rates[judged]:.1f} img/s vs step {step:.1f} "
+          f"img/s ({rates[judged] / step:.2f}x)")
+    if a.json:
+        atomic_write_json(a.json, {"loader_img_s": {str(w): r for w, r in rates.items()}, "step_img_s": step,
+                                   "bound": bound, "device": str(device), "img": a.img, "batch": a.batch,
+                                   "images": len(dataset), "cache_bytes": dataset.nbytes, "amp": amp})
     return 0
 
 
