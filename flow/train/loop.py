@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
                 if cfg.optimizer == "sgd":  # YOLOv5's momentum warm-up
                     g["momentum"] = cfg.momentum if ef >= cfg.warmup_epochs else (
                         0.8 + (cfg.momentum - 0.8) * ef / cfg.warmup_epochs)
-            imgs, targets = imgs.to(device, non_blocking=True), targets.to(device)
+            imgs, targets = imgs.to(device, non_blocking=True).float(), targets.to(device)  # pixels 0..255
             with torch.autocast(device.type, enabled=use_amp):
                 outp = net(imgs)
             loss, parts = loss_fn(outp.float(), targets)
