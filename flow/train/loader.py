@@ -271,6 +271,11 @@ def batches(loader, epoch: int):
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             cause = lines[-1].split("FlowError: ", 1)[-1] if lines else str(e)
             raise FlowError(f"epoch {epoch + 1}: {cause}") from None
+        except RuntimeError as e:
+            if "DataLoader worker" not in str(e):
+                raise
+            raise FlowError(f"epoch {epoch + 1}: {str(e).splitlines()[0]} (killed for memory? pass fewer --workers or "
+                            "--cache none); `--resume` continues from the last finished epoch") from None
         yield b
 
 

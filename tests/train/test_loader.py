@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from flow.errors import FlowError
 from flow.train.augment import AugmentConfig
@@ -98,3 +99,25 @@ def test_bench_loader_reports_both_rates_and_the_bound(tmp_path, capsys):
     judged = r["loader_img_s"]["2"]
     assert r["bound"] == ("loader" if judged < r["step_img_s"] else "step")
     assert "x in-process" in capsys.readouterr().out
+
+
+class _DiesAt3(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        import os
+        import signal
+
+        if key[1] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return np.zeros((3, 4, 4), np.uint8), np.zeros((0, 4), np.float32)
+
+
+def test_a_worker_killed_mid_epoch_is_a_clear_error():
+    from flow.train.loader import batches, make_loader
+
+    loader = make_loader(_DiesAt3(), EpochSampler(8, seed=0), 1, 1, pin=False)
+    with pytest.raises(FlowError, match=r"epoch 3: DataLoader worker .*killed.*--cache none.*--resume"):
+        for _ in batches(loader, 2):
+            pass
