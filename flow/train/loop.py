@@ -434,15 +434,23 @@ def bench_train(argv: list[str]) -> int:
 
 
 def loader_rate(dataset, workers: int, batch: int, n_batches: int, pin: bool) -> float:
-    """images/s of the DataLoader alone: n_batches from a fresh loader, worker start-up included."""
+    """images/s of the DataLoader alone, in steady state: timed from the first round of batches (one per worker,
+    which includes starting the workers) to n_batches later."""
     from flow.train.loader import EpochSampler, make_loader
 
     sampler = EpochSampler(len(dataset), seed=0)
-    t0, seen = time.perf_counter(), 0
+    warm = max(workers, 1)
+    t0, seen = None, 0
     for k, (imgs, _) in enumerate(make_loader(dataset, sampler, batch, workers, pin)):
-        seen += len(imgs)
-        if k + 1 == n_batches:
+        if k + 1 == warm:
+            t0 = time.perf_counter()
+        elif t0 is not None:
+            seen += len(imgs)
+        if k + 1 == warm + n_batches:
             break
+    if not seen:
+        raise FlowError(f"{len(dataset)} images make too few batches of {batch} to time {workers} workers: "
+                        "pass a smaller --batch or --batches, or more --images")
     return seen / (time.perf_counter() - t0)
 
 
@@ -487,7 +495,7 @@ def bench_loader(argv: list[str]) -> int:
     t_cache = time.perf_counter() - t0
     print(f"{dataset.describe()}; start-up {t_cache:.1f} s ({len(dataset) / t_cache:.0f} images/s on "
           f"{cpu_count()} processes)")
-    n_batches = min(a.batches, math.ceil(len(dataset) / a.batch))
+    n_batches = min(a.batches, math.ceil(len(dataset) / a.batch) - max(counts + [1]))
     rates = {}
     for w in counts:
         rates[w] = loader_rate(dataset, w, a.batch, n_batches, pin=device.type == "cuda")

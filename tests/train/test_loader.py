@@ -90,9 +90,9 @@ def test_bench_loader_reports_both_rates_and_the_bound(tmp_path, capsys):
     from flow.train.data import synth_dataset
     from flow.train.loop import bench_loader
 
-    data = synth_dataset(tmp_path / "d", seed=2, n_train=8, n_val=1, size=96)
+    data = synth_dataset(tmp_path / "d", seed=2, n_train=16, n_val=1, size=96)
     out = tmp_path / "loader.json"
-    assert bench_loader(["--data", str(data), "--workers", "0,2", "--img", "64", "--batch", "4", "--batches", "2",
+    assert bench_loader(["--data", str(data), "--workers", "0,2", "--img", "64", "--batch", "2", "--batches", "2",
                          "--steps", "1", "--device", "cpu", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert set(r["loader_img_s"]) == {"0", "2"} and all(v > 0 for v in r["loader_img_s"].values())
