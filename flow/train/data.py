@@ -335,7 +335,7 @@ def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow data", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="generate the built-in dataset (WIDER layout)")
-    s.add_argument("--out", type=Path, default=BUILTIN)
+    s.add_argument("--out", type=Path, default=None, help="default data/builtin, data/wider-sized with --wider-sized")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--n-train", type=int, default=None, help=f"default 800, {WIDER_TRAIN_IMAGES} --wider-sized")
     s.add_argument("--n-val", type=int, default=None, help=f"default 200, {WIDER_VAL_IMAGES} --wider-sized")
@@ -350,7 +350,8 @@ def cli(argv: list[str]) -> int:
         wide = a.wider_sized
         n_train = a.n_train if a.n_train is not None else WIDER_TRAIN_IMAGES if wide else 800
         n_val = a.n_val if a.n_val is not None else WIDER_VAL_IMAGES if wide else 200
-        root = synth_dataset(a.out, a.seed, n_train, n_val, wider_sized=wide)
+        out = a.out or (REPO / "data" / "wider-sized" if wide else BUILTIN)
+        root = synth_dataset(out, a.seed, n_train, n_val, wider_sized=wide)
         print(f"{'WIDER-sized' if wide else 'built-in'} dataset at {root}")
         a.data = root
         a.skip_bad = False
