@@ -308,7 +308,7 @@ def load_wider_mat_ground_truth(mat_dir: Path) -> GroundTruth:
                 lists.append(one_based - 1)
                 k += 1
         keep[setting] = lists
-    return GroundTruth(names, faces, keep, str(mat_dir))
+    return GroundTruth(names, faces, keep, f"{mat_dir}/wider_{{face,easy,medium,hard}}_val.mat")
 
 
 def ground_truth_from_samples(samples) -> GroundTruth:
@@ -485,7 +485,7 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     preds = {n: parse_prediction_text(t, f"{n}.txt") for n, t in texts.items()}
     gt = ground_truth_from_samples(samples)
     result = report_header(str(predictions_dir or "(in memory)"), gt.source, "xywh", "written by flow eval")
-    result.update(images=len(samples), predictions=int(sum(len(p) for p in preds.values())), _curve={})
+    result.update(images=len(samples), prediction_boxes=int(sum(len(p) for p in preds.values())), _curve={})
     result.update(score(gt, [preds[n] for n in gt.names], result["_curve"]))
     result["coco_ap50"] = coco_ap50([(xywh_xyxy(preds[n][:, :4], preds[n][:, 4]), xywh_xyxy(s.boxes),
                                       xywh_xyxy(s.ignore)) for n, s in zip(gt.names, samples, strict=True)])
@@ -527,6 +527,10 @@ def score(gt: GroundTruth, predictions: list[np.ndarray | None], curves: dict) -
         curves[setting] = (r["precision"], r["recall"], r["ap"])
     if "all_faces_ap" in out:
         out["ap50"] = out["all_faces_ap"]  # the figure train.py picks best.pt by and flow demo prints
+    scores = np.concatenate([p[:, 4] for p in predictions if p is not None and len(p)] or [np.zeros(0)])
+    if len(scores) and scores.min() == scores.max():
+        out["warning"] = (f"all {len(scores)} prediction scores are {scores[0]:g}: the official min-max normalisation "
+                          "divides 0 by 0 and no detection passes any threshold (AP 0, as the official tool gives)")
     return out
 
 
@@ -602,6 +606,8 @@ def summary_lines(result: dict) -> list[str]:
         n = result["images_without_prediction_file"]
         lines.append(f"note: {n} of {result.get('images_official', result['images'])} images have no prediction "
                      f"file and were scored as having no detections (first: {result['missing_prediction_files'][0]})")
+    if result.get("warning"):
+        lines.append(f"warning: {result['warning']}")
     if result.get("unmatched_prediction_files"):
         lines.append(f"note: {result['unmatched_prediction_files']} prediction files are for images outside the "
                      "ground truth and were not read")
@@ -657,11 +663,12 @@ def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | N
     """Score any detector's WIDER-format txts against the official .mat ground truth and/or annotation txts."""
     from flow.data import load_split
 
-    truths = []
+    truths, samples = [], []
     if mat_dir:
         truths.append(load_wider_mat_ground_truth(mat_dir))
     if data:
-        truths.append(ground_truth_from_samples(load_split(Path(data), split)))
+        samples = load_split(Path(data), split)
+        truths.append(ground_truth_from_samples(samples))
     main = truths[0]
     pset = read_prediction_dir(pred_dir, main.names)
     if box_format == "auto":
@@ -669,7 +676,7 @@ def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | N
     else:
         why = "given with --box-format"
     result = report_header(str(pred_dir), "; ".join(t.source for t in truths), box_format, why)
-    result.update(images=len(main.names), predictions=int(sum(len(b) for b in pset.boxes if b is not None)),
+    result.update(images=len(main.names), prediction_boxes=int(sum(len(b) for b in pset.boxes if b is not None)),
                   _curve={})
     note_missing(result, pset.missing)
     result["unmatched_prediction_files"] = pset.unmatched
@@ -677,5 +684,10 @@ def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | N
         result["flat_layout_files"] = pset.flat
     for k, gt in enumerate(truths):
         ps = pset if k == 0 else read_prediction_dir(pred_dir, gt.names)
-        result.update(score(gt, [None if b is None else as_xywh(b, box_format) for b in ps.boxes], result["_curve"]))
+        boxes = [np.zeros((0, 5)) if b is None else as_xywh(b, box_format) for b in ps.boxes]
+        result.update(score(gt, boxes, result["_curve"]))
+    if samples:  # ps is the annotation txts' (the last truth): their faces and ignored faces, as --run scores them
+        boxes = [np.zeros((0, 5)) if b is None else as_xywh(b, box_format) for b in ps.boxes]
+        result["coco_ap50"] = coco_ap50([(xywh_xyxy(b[:, :4], b[:, 4]), xywh_xyxy(s.boxes), xywh_xyxy(s.ignore))
+                                         for b, s in zip(boxes, samples, strict=True)])
     return result
