@@ -233,6 +233,15 @@ def _mat_text(x, where: str) -> str:
     return str(x.ravel()[0])
 
 
+def _mat_boxes(x, where: str) -> np.ndarray:
+    b = _mat_unwrap(x).astype(np.float64)
+    if not b.size:
+        return np.zeros((0, 4))
+    if b.ndim != 2 or b.shape[1] < 4:
+        raise FlowError(f"{where} has shape {b.shape}, not (faces, 4)")
+    return b[:, :4]
+
+
 def _load_mat(path: Path, keys: tuple[str, ...], role: str) -> dict:
     from scipy.io import loadmat
 
@@ -274,10 +283,7 @@ def load_wider_mat_ground_truth(mat_dir: Path) -> GroundTruth:
         per_event.append(len(fl))
         for j, (f, b) in enumerate(zip(fl, bl, strict=True)):
             names.append(f"{ev}/{_mat_text(f, f'{val_path}: file_list{{{i + 1}}}{{{j + 1}}}')}")
-            b = _mat_unwrap(b).astype(np.float64)
-            if b.size and (b.ndim != 2 or b.shape[1] < 4):
-                raise FlowError(f"{val_path}: face_bbx_list for {names[-1]} has shape {b.shape}, not (faces, 4)")
-            faces.append(b[:, :4].reshape(-1, 4) if b.size else np.zeros((0, 4)))
+            faces.append(_mat_boxes(b, f"{val_path}: face_bbx_list for {names[-1]}"))
     keep = {}
     for setting in SETTINGS:
         path = mat_dir / f"wider_{setting}_val.mat"
@@ -286,7 +292,15 @@ def load_wider_mat_ground_truth(mat_dir: Path) -> GroundTruth:
         if len(gl) != len(events):
             raise FlowError(f"{path}: gt_list has {len(gl)} events, {val_path.name} has {len(events)}; the two come "
                             "from different splits or versions")
-        if "file_list" in s:  # the official setting files carry their own copy: it must name the same images
+        # evaluation.m reads images and faces from the setting file itself (`load(gt_dir)`); the official files
+        # carry the same copy as wider_face_val.mat, and the Python port reads only gt_list: take wider_face_val.mat's,
+        # and refuse a setting file whose own copy differs
+        if "face_bbx_list" in s:
+            own = [_mat_boxes(b, f"{path}: face_bbx_list") for ev in _mat_cells(s["face_bbx_list"], f"{path}: face_bbx_list")
+                   for b in _mat_cells(ev, f"{path}: face_bbx_list")]
+            if len(own) != len(faces) or not all(np.array_equal(a, f) for a, f in zip(own, faces, strict=False)):
+                raise FlowError(f"{path}: its face_bbx_list differs from {val_path.name}'s (another split or version)")
+        if "file_list" in s:
             own = [_mat_text(f, f"{path}: file_list") for ev in _mat_cells(s["file_list"], f"{path}: file_list")
                    for f in _mat_cells(ev, f"{path}: file_list")]
             if own != [n.split("/", 1)[1] for n in names]:
@@ -407,9 +421,10 @@ def as_xywh(rows: np.ndarray, box_format: str) -> np.ndarray:
 
 def detect_box_format(predictions: list[np.ndarray | None], gt: GroundTruth, source: str) -> tuple[str, str]:
     """Whether a directory's boxes are `x y w h` (the official format) or `x1 y1 x2 y2` -> (format, why).
-    Geometry first: a box with x2 < x1 cannot be corners, a negative width cannot be a size. When every box reads
-    both ways, the reading that finds at least twice as many faces (and 5 or more) at IoU 0.5 wins; otherwise
-    refuse rather than guess."""
+    Two witnesses: geometry (a box with x2 < x1 cannot be corners, a negative width cannot be a size) and the faces
+    each reading finds at IoU 0.5 (clear when one finds 5 or more and at least twice the other's). Geometry decides
+    unless the faces clearly say otherwise; when every box reads both ways the faces decide; otherwise refuse
+    rather than guess."""
     rows = [p for p in predictions if p is not None and len(p)]
     if not rows:
         return "xywh", "no boxes to tell from; the official format assumed"
@@ -419,23 +434,25 @@ def detect_box_format(predictions: list[np.ndarray | None], gt: GroundTruth, sou
     if not_corners and not_sizes:
         raise FlowError(f"{source}: boxes fit neither `x y w h` ({not_sizes} have a negative width or height) nor "
                         f"`x1 y1 x2 y2` ({not_corners} have x2 < x1 or y2 < y1)")
-    if not_corners:
-        return "xywh", f"{not_corners} of {len(b)} boxes would have x2 < x1 or y2 < y1 as corners"
-    if not_sizes:
-        return "xyxy", f"{not_sizes} of {len(b)} boxes would have a negative width or height as x y w h"
     found = {}
     for fmt in ("xywh", "xyxy"):
-        n = 0
-        for p, faces in zip(predictions, gt.faces, strict=True):
-            if p is not None and len(p) and len(faces):
-                n += int(np.sum(official_overlaps(as_xywh(p, fmt)[:, :4], faces).max(0) >= IOU_THRESH))
-        found[fmt] = n
-    best, other = sorted(found, key=found.get, reverse=True)
-    if found[best] >= 5 and found[best] >= 2 * found[other]:
-        return best, (f"every box reads both ways; as {best} they find {found[best]} faces at IoU 0.5, as {other} "
-                      f"{found[other]}")
+        found[fmt] = sum(int(np.sum(official_overlaps(as_xywh(p, fmt)[:, :4], faces).max(0) >= IOU_THRESH))
+                         for p, faces in zip(predictions, gt.faces, strict=True)
+                         if p is not None and len(p) and len(faces))
+    faces_say = next((f for f, o in (("xywh", "xyxy"), ("xyxy", "xywh")) if found[f] >= 5 and found[f] >= 2 * found[o]),
+                     None)
+    counts = f"as xywh they find {found['xywh']} faces at IoU 0.5, as xyxy {found['xyxy']}"
+    if not_corners or not_sizes:
+        fmt = "xywh" if not_corners else "xyxy"
+        why = (f"{not_corners} of {len(b)} boxes would have x2 < x1 or y2 < y1 as corners" if not_corners else
+               f"{not_sizes} of {len(b)} boxes would have a negative width or height as x y w h")
+        if faces_say not in (None, fmt):
+            raise FlowError(f"{source}: {why}, yet {counts}; pass --box-format xywh or xyxy")
+        return fmt, f"{why}; {counts}"
+    if faces_say:
+        return faces_say, f"every box reads both ways; {counts}"
     raise FlowError(f"{source}: every box reads both as `x y w h` and as `x1 y1 x2 y2`, and neither finds clearly more "
-                    f"faces (xywh {found['xywh']}, xyxy {found['xyxy']} at IoU 0.5); pass --box-format xywh or xyxy")
+                    f"faces ({counts}); pass --box-format xywh or xyxy")
 
 
 # ------------------------------------------------------------------------------------------------ prediction
@@ -486,7 +503,7 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     gt = ground_truth_from_samples(samples)
     result = report_header(str(predictions_dir or "(in memory)"), gt.source, "xywh", "written by flow eval")
     result.update(images=len(samples), prediction_boxes=int(sum(len(p) for p in preds.values())), _curve={})
-    result.update(score(gt, [preds[n] for n in gt.names], result["_curve"]))
+    result.update(setting_report(gt, [preds[n] for n in gt.names], result["_curve"]))
     result["coco_ap50"] = coco_ap50([(xywh_xyxy(preds[n][:, :4], preds[n][:, 4]), xywh_xyxy(s.boxes),
                                       xywh_xyxy(s.ignore)) for n, s in zip(gt.names, samples, strict=True)])
     if mat_dir:
@@ -497,7 +514,7 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
             raise FlowError(f"{mat_dir}: none of the {len(preds)} evaluated images (e.g. {next(iter(preds))}) is in "
                             "wider_face_val.mat; is --data the WIDER FACE val split?")
         official_preds = [preds.get(n) for n in official.names]
-        result.update(score(official, official_preds, result["_curve"]))
+        result.update(setting_report(official, official_preds, result["_curve"]))
         result["ground_truth"] = f"{official.source} (easy/medium/hard); {gt.source} (all_faces)"
         result["images_official"] = len(official.names)
         note_missing(result, [n for n, p in zip(official.names, official_preds, strict=True) if p is None])
@@ -517,7 +534,7 @@ def report_header(predictions: str, ground_truth: str, box_format: str, why: str
             "box_format": box_format, "box_format_reason": why}
 
 
-def score(gt: GroundTruth, predictions: list[np.ndarray | None], curves: dict) -> dict:
+def setting_report(gt: GroundTruth, predictions: list[np.ndarray | None], curves: dict) -> dict:
     """The protocol's numbers as eval.json keys, wider_<setting>_ap (official settings) or all_faces_ap, with the
     kept faces per setting; each setting's curve goes into curves for the plot."""
     out: dict = {}
@@ -633,6 +650,10 @@ def cli(argv: list[str]) -> int:
                    "the predictions directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an eval.json/pr_curves.png not written by us")
     a = p.parse_args(argv)
+    if a.run and a.box_format != "auto":
+        raise FlowError("--box-format is for --predictions; --run writes and reads its own txts as x y w h")
+    if a.predictions and a.limit:
+        raise FlowError("--limit is for --run; --predictions scores every image of the ground truth")
     if a.run:
         from flow.export import load_checkpoint
 
@@ -685,7 +706,7 @@ def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | N
     for k, gt in enumerate(truths):
         ps = pset if k == 0 else read_prediction_dir(pred_dir, gt.names)
         boxes = [np.zeros((0, 5)) if b is None else as_xywh(b, box_format) for b in ps.boxes]
-        result.update(score(gt, boxes, result["_curve"]))
+        result.update(setting_report(gt, boxes, result["_curve"]))
     if samples:  # ps is the annotation txts' (the last truth): their faces and ignored faces, as --run scores them
         boxes = [np.zeros((0, 5)) if b is None else as_xywh(b, box_format) for b in ps.boxes]
         result["coco_ap50"] = coco_ap50([(xywh_xyxy(b[:, :4], b[:, 4]), xywh_xyxy(s.boxes), xywh_xyxy(s.ignore))

@@ -156,6 +156,11 @@ def test_ground_truth_files_of_another_split_or_version_are_named(tmp_path):
                setting_extra={"file_list": cell([cell(["a", "c"])])})
     with pytest.raises(FlowError, match=r"file_list names other images"):
         load_wider_mat_ground_truth(tmp_path)
+    other = cell([cell([np.array([[0, 0, 10, 10.0]]), np.array([[1, 0, 5, 5.0]])])])
+    write_mats(tmp_path, {"0--E": {"a": [[0, 0, 10, 10]], "b": [[0, 0, 5, 5]]}}, {"hard": {"a": [1]}},
+               setting_extra={"face_bbx_list": other})
+    with pytest.raises(FlowError, match=r"wider_easy_val.mat: its face_bbx_list differs"):
+        load_wider_mat_ground_truth(tmp_path)
 
 
 # ------------------------------------------------------------------------------- scores, sweep and AP formula
@@ -230,9 +235,13 @@ def test_box_format_is_detected_only_when_unambiguous():
     assert detect_box_format(xywh, gt, "p")[0] == "xywh"
     xyxy = [np.array([[100 * k, 50, 100 * k + 20, 70, 0.9]]) for k in range(1, 6)]  # reads both ways; 5 faces as xyxy
     fmt, why = detect_box_format(xyxy, gt, "p")
-    assert fmt == "xyxy" and "5 faces" in why
+    assert fmt == "xyxy" and why.endswith("as xyxy 5")
     with pytest.raises(FlowError, match="pass --box-format"):  # one face only: too few to tell
         detect_box_format(xyxy[:1], GroundTruth(gt.names[:1], faces[:1], {"hard": [np.array([0])]}), "p")
+    # corners with one flipped box: the geometry says x y w h, the 5 faces found say corners -> refuse
+    flipped = [*xyxy[:4], np.array([[500, 50, 520, 70, 0.9], [30, 30, 20, 40, 0.1]])]
+    with pytest.raises(FlowError, match=r"1 of 6 boxes would have x2 < x1 .* yet as xywh they find 0 faces at IoU 0.5, as xyxy 5"):
+        detect_box_format(flipped, gt, "p")
 
 
 def test_eval_predictions_cli_scores_any_detector_and_writes_the_report(tmp_path, capsys):
