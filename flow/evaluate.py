@@ -510,7 +510,7 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
         official = load_wider_mat_ground_truth(mat_dir)
         if limit:  # a --limit run is scored on the images it predicted, not as misses on all the others
             official = official.subset(preds)
-        if not official.names:
+        if not any(n in preds for n in official.names):
             raise FlowError(f"{mat_dir}: none of the {len(preds)} evaluated images (e.g. {next(iter(preds))}) is in "
                             "wider_face_val.mat; is --data the WIDER FACE val split?")
         official_preds = [preds.get(n) for n in official.names]

@@ -272,25 +272,59 @@ def test_eval_predictions_cli_scores_any_detector_and_writes_the_report(tmp_path
 
 
 def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
-    """`flow eval --run`'s numbers are those of its own prediction txts scored as anyone's predictions."""
+    """`flow eval --run`'s numbers are those of its own prediction txts scored as anyone's predictions, and the same
+    faces given as annotation txt or as .mat files give the same AP."""
     import torch
 
-    from flow.data import synth_dataset
+    from flow.data import load_split, read_image, synth_dataset
     from flow.evaluate import evaluate_model
     from models.lpyolo import DEFAULT_ANCHORS
 
-    class Codes(torch.nn.Module):  # a stand-in network: fixed pseudo-random output codes per image
+    root = synth_dataset(tmp_path / "data", n_train=1, n_val=6, size=96)
+    samples = load_split(root, "val")
+    img, grid = 96, 3
+
+    class Oracle(torch.nn.Module):
+        """A stand-in network whose output codes put one box on each valid face (objectness 1, .85, .7, .55 in turn;
+        faces too large for an anchor come out distorted) and one box on none, images in the order evaluate_model
+        feeds them."""
+
+        def __init__(self):
+            super().__init__()
+            self.outputs, self.seen = [], 0
+            for s in samples:
+                h, w = read_image(s.path).shape[:2]
+                ratio = min(img / h, img / w)
+                px, py = (img - round(w * ratio)) // 2, (img - round(h * ratio)) // 2
+                v = np.full((3, 6, grid, grid), -1.0)  # objectness -1: probability 0, no box
+                for k, (x, y, bw, bh) in enumerate(s.boxes):
+                    cx, cy = (x + bw / 2) * ratio + px, (y + bh / 2) * ratio + py
+                    gx, gy, a = min(int(cx // 32), grid - 1), min(int(cy // 32), grid - 1), k % 3
+                    v[a, :, gy, gx] = [cx / 32 - gx - 0.5, cy / 32 - gy - 0.5, np.sqrt(bw * ratio / DEFAULT_ANCHORS[a][0]) - 1,
+                                       np.sqrt(bh * ratio / DEFAULT_ANCHORS[a][1]) - 1, 1 - 0.3 * (k % 4), 1]
+                free = np.argwhere(v[2, 4] == -1)  # and a false positive in an empty cell, ranked above most faces
+                if len(free):
+                    v[2, :, free[0][0], free[0][1]] = [0, 0, 0, 0, 0.8, 1]
+                self.outputs.append(np.clip(v, -1, 1).reshape(18, grid, grid))
+
         def output_scale(self):
             return 1 / 127
 
         def forward(self, x):
-            g = torch.Generator().manual_seed(int(x.sum()) % 1000)
-            return torch.randint(-127, 128, (len(x), 18, x.shape[2] // 32, x.shape[3] // 32), generator=g) / 127.0
+            out = torch.from_numpy(np.stack(self.outputs[self.seen : self.seen + len(x)])).float()
+            self.seen += len(x)
+            return out
 
-    root = synth_dataset(tmp_path / "data", n_train=1, n_val=4, size=96)
-    spec = SimpleNamespace(img=64, anchors=DEFAULT_ANCHORS, num_classes=1)
-    r = evaluate_model(Codes(), spec, root, "val", predictions_dir=tmp_path / "pred")
-    again = evaluate_prediction_dir(tmp_path / "pred", None, root, "val", "xywh")
-    assert r["all_faces_ap"] == again["all_faces_ap"] and r["coco_ap50"] == again["coco_ap50"]
-    assert r["ap50"] == r["all_faces_ap"]
+    # the same faces as .mat ground truth: every face listed, the valid ones kept in all three settings
+    events: dict = {}
+    keeps: dict = {"hard": {}}
+    for s in samples:
+        events.setdefault(s.path.parent.name, {})[s.path.stem] = np.concatenate([s.boxes, s.ignore]).reshape(-1, 4)
+        keeps["hard"][s.path.stem] = list(range(1, len(s.boxes) + 1))
+    write_mats(tmp_path, events, keeps)
+    spec = SimpleNamespace(img=img, anchors=DEFAULT_ANCHORS, num_classes=1)
+    r = evaluate_model(Oracle(), spec, root, "val", mat_dir=tmp_path, predictions_dir=tmp_path / "pred")
+    again = evaluate_prediction_dir(tmp_path / "pred", tmp_path, root, "val", "xywh")
+    assert 0 < r["all_faces_ap"] < 1 and r["all_faces_ap"] == again["all_faces_ap"] and r["coco_ap50"] == again["coco_ap50"]
+    assert r["wider_hard_ap"] == again["wider_hard_ap"] == r["all_faces_ap"] and r["ap50"] == r["all_faces_ap"]
     assert r["all_faces_faces"] == again["all_faces_faces"] > 0 and r["prediction_boxes"] == again["prediction_boxes"] > 0
