@@ -1,6 +1,8 @@
-"""Evaluation: WIDER FACE AP as the official eval_tools compute it (easy/medium/hard from the .mat files, for our
-models or any detector's prediction txts), the all-faces AP on annotation txts (the built-in set), and COCO AP50
-through faster-coco-eval. Decode + NMS are board/postprocess.py's, the same code the board runs.
+"""Evaluation: WIDER FACE AP as the official eval_tools compute it, for our models or any detector's txts.
+
+Easy/medium/hard from the official .mat files; without them, the same protocol over all valid faces of annotation
+txts (the built-in set: all_faces_ap, not an official setting) and COCO AP50 through faster-coco-eval. Decode + NMS
+are board/postprocess.py's, the same code the board runs.
 
 The official protocol, written from WIDER FACE's eval_tools (wider_eval.m, read_pred.m, norm_score.m,
 evaluation.m, boxoverlap.m, VOCap.m), rule by rule:
@@ -635,10 +637,10 @@ def summary_lines(result: dict) -> list[str]:
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow eval", description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", type=Path, help="run directory with best.pt (or model.pt): predict, then score")
-    what.add_argument("--predictions", type=Path,
+    what.add_argument("--run", type=Path, metavar="DIR", help="run directory with best.pt (or model.pt): predict, then score")
+    what.add_argument("--predictions", type=Path, metavar="DIR",
                       help="WIDER-format prediction txts (<event>/<image>.txt) from any detector: score only")
-    p.add_argument("--mat-dir", type=Path, help="eval_tools/ground_truth: wider_face_val.mat + "
+    p.add_argument("--mat-dir", type=Path, metavar="DIR", help="eval_tools/ground_truth: wider_face_val.mat + "
                    "wider_{easy,medium,hard}_val.mat (the official settings)")
     p.add_argument("--data", type=Path, help="dataset root with annotation txts (default for --run: the built-in "
                    "set); gives the all-faces AP")
@@ -646,7 +648,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, help="--run: only the first N images")
     p.add_argument("--box-format", choices=("auto", "xywh", "xyxy"), default="auto",
                    help="--predictions: box columns (official: xywh); auto decides when it is unambiguous")
-    p.add_argument("--out", type=Path, help="where eval.json and pr_curves.png go (default: the run, or beside "
+    p.add_argument("--out", type=Path, metavar="DIR", help="where eval.json and pr_curves.png go (default: the run, or beside "
                    "the predictions directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an eval.json/pr_curves.png not written by us")
     a = p.parse_args(argv)

@@ -193,7 +193,9 @@ def test_predictions_are_ranked_by_score_whatever_their_file_order():
 def test_voc_ap_appends_the_end_points_and_skips_nan_precision():
     # ranked TP, FP, TP over 2 faces: (r .5, p 1), (.5, .5), (1, 2/3) -> .5 * 1 + .5 * 2/3
     assert voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(5 / 6)
-    # NaN precision (nothing passed the threshold yet) is skipped by the envelope, as MATLAB's max does
+    # NaN precision (0/0) is skipped by the envelope, as MATLAB's max skips NaN: envelope 1 up to recall .5 -> AP .5
+    # (np.maximum would carry the NaN left and give NaN). On real curves NaN sits only at recall 0, where it weighs 0.
+    assert voc_ap(np.array([0.5, 0.5]), np.array([1.0, np.nan])) == pytest.approx(0.5)
     assert voc_ap(np.array([0.0, 0.0, 0.5, 0.5]), np.array([np.nan, np.nan, 1.0, 0.5])) == pytest.approx(0.5)
 
 
