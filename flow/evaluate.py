@@ -496,7 +496,13 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
             d = detect(c.transpose(1, 2, 0), scale, spec.anchors, STRIDE, spec.num_classes, EVAL_CONF, EVAL_IOU)
             d[:, :4] = unletterbox_boxes(d[:, :4], ratio, pad, im.shape[:2])
             texts[f"{s.path.parent.name}/{s.path.stem}"] = wider_prediction_text(s.path.stem, d)
+    stale = []
     if predictions_dir:
+        # the run's own folder: txts of images not predicted this time (an earlier run without --limit) would be
+        # scored by a later `flow eval --predictions` on it, so they go
+        stale = [f for f in Path(predictions_dir).glob("*/*.txt") if f"{f.parent.name}/{f.stem}" not in texts]
+        for f in stale:
+            f.unlink()
         for name, text in texts.items():
             f = Path(predictions_dir) / f"{name}.txt"
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -505,6 +511,8 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     gt = ground_truth_from_samples(samples)
     result = report_header(str(predictions_dir or "(in memory)"), gt.source, "xywh", "written by flow eval")
     result.update(images=len(samples), prediction_boxes=int(sum(len(p) for p in preds.values())), _curve={})
+    if stale:
+        result["stale_prediction_files_removed"] = len(stale)
     result.update(setting_report(gt, [preds[n] for n in gt.names], result["_curve"]))
     result["coco_ap50"] = coco_ap50([(xywh_xyxy(preds[n][:, :4], preds[n][:, 4]), xywh_xyxy(s.boxes),
                                       xywh_xyxy(s.ignore)) for n, s in zip(gt.names, samples, strict=True)])

@@ -325,7 +325,9 @@ def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
         keeps["hard"][s.path.stem] = list(range(1, len(s.boxes) + 1))
     write_mats(tmp_path, events, keeps)
     spec = SimpleNamespace(img=img, anchors=DEFAULT_ANCHORS, num_classes=1)
+    write_preds(tmp_path / "pred", {"0--Synth_val/val_09999": [[0, 0, 10, 10, 0.9]]})  # left by an earlier run
     r = evaluate_model(Oracle(), spec, root, "val", mat_dir=tmp_path, predictions_dir=tmp_path / "pred")
+    assert r["stale_prediction_files_removed"] == 1 and not (tmp_path / "pred" / "0--Synth_val" / "val_09999.txt").exists()
     again = evaluate_prediction_dir(tmp_path / "pred", tmp_path, root, "val", "xywh")
     assert 0 < r["all_faces_ap"] < 1 and r["all_faces_ap"] == again["all_faces_ap"] and r["coco_ap50"] == again["coco_ap50"]
     assert r["wider_hard_ap"] == again["wider_hard_ap"] == r["all_faces_ap"] and r["ap50"] == r["all_faces_ap"]
