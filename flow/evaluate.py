@@ -603,16 +603,20 @@ def _written_by_us(path: Path) -> bool:
         return False
 
 
+def refuse_foreign_report(out_dir: Path, overwrite: bool = False) -> None:
+    foreign = [out_dir / f for f in REPORT_FILES if (out_dir / f).exists() and not _written_by_us(out_dir / f)]
+    if foreign and not overwrite:
+        raise FlowError(f"{foreign[0]} exists and was not written by flow eval; choose another --out or pass "
+                        "--overwrite to replace it")
+
+
 def finish_report(result: dict, out_dir: Path, title: str, overwrite: bool = False) -> dict:
     """Write eval.json (curves included) and pr_curves.png into out_dir. A file of those names that flow eval did
     not write is not replaced unless overwrite is given."""
     from flow.export import atomic_write_json
 
     out_dir = Path(out_dir)
-    foreign = [out_dir / f for f in REPORT_FILES if (out_dir / f).exists() and not _written_by_us(out_dir / f)]
-    if foreign and not overwrite:
-        raise FlowError(f"{foreign[0]} exists and was not written by flow eval; choose another --out or pass "
-                        "--overwrite to replace it")
+    refuse_foreign_report(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = result.pop("_curve")
     plot_pr_curves(curves, out_dir / "pr_curves.png", title)
@@ -671,6 +675,7 @@ def cli(argv: list[str]) -> int:
         if ckpt is None:
             raise FlowError(f"{a.run}: no best.pt or model.pt to evaluate")
         out = a.out or a.run
+        refuse_foreign_report(out, a.overwrite)  # before the predictions, not after them
         model, spec = load_checkpoint(ckpt)
         r = evaluate_model(model, spec, a.data, a.split, a.limit, a.mat_dir, a.run / "wider_predictions")
         r = finish_report(r, out, f"{spec.name} on {a.data or 'built-in'} {a.split}", a.overwrite)
