@@ -20,7 +20,7 @@ PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
         bench fifos rtlsim synth data clean $(addprefix train-,$(PRESETS))
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
-# (its runtime dependencies come from the `finn` extra; see flow/finn_compat.py).
+# (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY_SYS) -m venv $(VENV)

@@ -29,7 +29,7 @@ RUN git clone --quiet https://github.com/Xilinx/finn-hlslib.git "$FINN_DEPS/finn
     && rm /tmp/pynq-z2.zip
 
 # Same install as `make install`, in a venv at /opt/venv: CPU torch (no multi-GB CUDA wheel in a build image),
-# the project with its finn extra, then finn-plus without its brevitas==0.13.0 pin (see flow/finn_compat.py).
+# the project with its finn extra, then finn-plus without its brevitas==0.13.0 pin (see flow/hw/compat.py).
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md /opt/lpyolo-flow/
 COPY flow /opt/lpyolo-flow/flow

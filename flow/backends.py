@@ -2,13 +2,12 @@
 
 A backend takes the network input (N, 3, H, W) float32 pixel values 0..255 and returns the output's integer codes
 (N, C, H/32, W/32) int32 — the accelerator's integer domain (HardTanh value = code * manifest scale).
-Other stages add backends through PROVIDERS: `module:function(run_dir, options) -> list[Backend]`, returning []
+Other stages add backends through the cross-check's PROVIDERS: `module:function(run_dir, options) -> list[Backend]`, returning []
 when the run holds none of their artifacts (e.g. no FINN build yet).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from flow.errors import FlowError
-
-PROVIDERS = [
-    "flow.finn_build:crosscheck_backends",  # FINN intermediate models (python execution)
-    "flow.rtlsim:crosscheck_backends",  # the generated RTL in Verilator
-    "board.sim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
-]
 
 
 def load_manifest(run_dir: Path) -> dict:
@@ -245,17 +238,3 @@ def load_onnx_model(path: Path, wrapper=None):
     if not proto.graph.node:
         raise FlowError(f"{path}: ONNX model has no nodes")
     return wrapper(proto) if wrapper else proto
-
-
-def provided_backends(run_dir: Path, options: dict) -> list[Backend]:
-    out = []
-    for target in PROVIDERS:
-        module, func = target.split(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # that stage is not in this checkout
-            raise
-        out += getattr(mod, func)(Path(run_dir), options)
-    return out

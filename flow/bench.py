@@ -8,10 +8,10 @@ import sys
 
 BENCHES = {
     "crosscheck": "flow.crosscheck:bench",  # backend throughput vs float ORT; 416 cross-check verdict
-    "train": "flow.train:bench_train",  # QAT step vs float step images/s
-    "accuracy": "flow.train:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
-    "finn": "flow.finn_build:bench",  # best estimated FPS per preset that fits the Z2
-    "rtlsim": "flow.rtlsim:bench",  # all-RTL 4w4a at 416: simulated FPS on the RTL vs the estimate
+    "train": "flow.train.loop:bench_train",  # QAT step vs float step images/s
+    "accuracy": "flow.train.loop:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
+    "finn": "flow.hw.commands:bench_finn",  # best estimated FPS per preset that fits the Z2
+    "rtlsim": "flow.hw.commands:bench_rtlsim",  # all-RTL 4w4a at 416: simulated FPS on the RTL vs the estimate
 }
 
 

@@ -10,6 +10,7 @@ two graphs diverge and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,6 @@ from flow.backends import (
     ORTBackend,
     QONNXBackend,
     load_manifest,
-    provided_backends,
 )
 from flow.errors import FlowError
 from flow.samples import sample_images, to_nchw_float
@@ -32,6 +32,11 @@ from flow.samples import sample_images, to_nchw_float
 # Largest distance (in output codes) from a .5 boundary that float summation order can plausibly bridge. The
 # pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes).
 # Measured on 4w4a/8w8a at 416: layer-isolated tie flips sit within 1e-6 codes of the boundary (CPU and CUDA).
+PROVIDERS = [
+    "flow.hw.finn_backend:crosscheck_backends",  # FINN intermediate models (python execution)
+    "flow.hw.rtlsim:crosscheck_backends",  # the generated RTL in Verilator
+    "board.sim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
+]
 TIE_TOL = 2.0**-10
 
 
@@ -228,6 +233,20 @@ def explained_by_ties(iso: dict | None) -> bool:
             and sum(r["tie_flips"] for r in iso.values()) > 0)
 
 
+def provided_backends(run_dir: Path, options: dict) -> list[Backend]:
+    out = []
+    for target in PROVIDERS:
+        module, func = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue  # that stage is not in this checkout
+            raise
+        out += getattr(mod, func)(Path(run_dir), options)
+    return out
+
+
 def pick_device(device: str, allow_cpu_fallback: bool) -> str:
     import onnxruntime as ort
 
@@ -249,7 +268,7 @@ def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[
     img = manifest["input"]["shape"][2]
     source = "skimage photos"
     try:
-        from flow.data import val_images
+        from flow.train.data import val_images
 
         real = val_images(img, n_real) if n_real else np.zeros((0, img, img, 3), np.uint8)
         source = "built-in val split"
@@ -294,7 +313,7 @@ def _row(c: Comparison, info: dict) -> dict:
 def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool = False, layers: bool = False,
                    n_real: int = 4, n_random: int = 2, seed: int = 0, board_outputs: Path | None = None,
                    extra_backends: list[Backend] | None = None) -> dict:
-    from flow.export import atomic_write_json
+    from flow.files import atomic_write_json
     from flow.qcdq import lower_to_qcdq
 
     run_dir = Path(run_dir)

@@ -57,7 +57,7 @@ def find_bitfile(run_dir: Path) -> Path | None:
 
 
 def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
-    from flow.export import atomic_write_json
+    from flow.files import atomic_write_json
     from flow.qcdq import lower_to_qcdq
 
     run_dir = Path(run_dir)

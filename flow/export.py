@@ -7,9 +7,6 @@ so FINN sees integer input and the ARM only letterboxes.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +17,7 @@ import torch
 
 from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
+from flow.files import atomic_write_bytes, atomic_write_json, sha256
 from flow.samples import sample_images, to_nchw_float
 from models import QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
@@ -29,24 +27,6 @@ INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
 
 class ExportError(FlowError):
     pass
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_checkpoint(path: Path, variant: str | None = None, img: int | None = None):

@@ -107,7 +107,7 @@ class LowerQuantToQCDQ(Transformation):
 
 
 def lower_to_qcdq(in_path: Path, out_path: Path) -> Path:
-    from flow.export import atomic_write_bytes
+    from flow.files import atomic_write_bytes
 
     model = load_onnx_model(in_path, ModelWrapper)
     try:

@@ -5,7 +5,7 @@ finn-plus builds a 2x2/2 max pool as a sliding-window generator (ConvolutionInpu
 that pair with one `StreamMaxPool2x2` node, which FINN's own SpecializeLayers turns into `StreamMaxPool2x2_rtl`
 (it prefers an `_rtl` variant when one is registered). The generic op executes in python (the cross-check's FINN
 backends run it), the RTL variant generates `lpyolo_maxpool.sv` plus a wrapper named after the node, as FINN's RTL
-nodes do. `register()` adds both to FINN's op registries; `flow.finn_compat.init_finn` calls it.
+nodes do. `register()` adds both to FINN's op registries; `flow.hw.compat.init_finn` calls it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
-from flow.rtl.maxpool import SOURCE, MaxPool
+from flow.hw.rtl.maxpool import SOURCE, MaxPool
 
 
 class StreamMaxPool2x2(HWCustomOp):
@@ -130,7 +130,7 @@ class StreamMaxPool2x2_rtl(StreamMaxPool2x2, RTLBackend):  # noqa: N801 - FINN's
                 f"create_bd_cell -type module -reference {self.get_nodeattr('gen_top_module')} {self.onnx_node.name}"]
 
     def execute_node(self, context, graph):
-        StreamMaxPool2x2.execute_node(self, context, graph)  # python model; Verilator runs go through flow.rtl
+        StreamMaxPool2x2.execute_node(self, context, graph)  # python model; Verilator runs go through flow.hw.rtl
 
 
 def register() -> None:

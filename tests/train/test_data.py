@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flow.data import AnnotationError, read_wider_annotations, synth_dataset
+from flow.train.data import AnnotationError, read_wider_annotations, synth_dataset
 
 
 def _tree(tmp_path, text, images=("0--Parade/a.jpg", "0--Parade/b.jpg", "0--Parade/c.jpg")):
@@ -61,7 +61,7 @@ def test_skip_bad_warns_with_a_count_and_keeps_the_rest(tmp_path):
 
 
 def test_builtin_set_is_deterministic_and_in_wider_format(tmp_path):
-    from flow.data import load_split
+    from flow.train.data import load_split
 
     a = synth_dataset(tmp_path / "a", seed=3, n_train=6, n_val=3, size=96)
     b = synth_dataset(tmp_path / "b", seed=3, n_train=6, n_val=3, size=96)

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from flow.errors import FlowError
+from flow.hw.foldings import write_meta
 
 TARGETS = (18, 36, 60, 100, 125, 150, 175, 200, 225, 250, 300, 400)
 WWIDTHS = (36, 1024)  # 256 gave the same foldings as 1024 on every preset
@@ -35,8 +36,8 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
     """Estimate every (target, width) pair once; return the fitting summary with the highest FPS (None if none).
     rtlsim: the fitting foldings are then simulated on their RTL, highest estimate first, and the simulated FPS
     decides (`settle_by_simulation`); all-RTL builds only."""
-    from flow.export import atomic_write_json
-    from flow.finn_build import FinnConfig, run_estimate
+    from flow.files import atomic_write_json
+    from flow.hw.build import FinnConfig, run_estimate
 
     run_dir = Path(run_dir)
     if rtlsim and not standalone_thresholds:
@@ -88,8 +89,8 @@ def settle_by_simulation(run_dir: Path, fitting: dict[str, dict], quiet: bool) -
     (folding JSON -> estimate summary) from the highest estimate down, until the next estimate cannot beat the
     best simulated FPS. Returns the simulated summaries (fps_simulated, cycles_simulated, folding_json added).
     A folding whose RTL is not bit-exact stops the search: that is a hardware bug, not a slower candidate."""
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.rtlsim import run_rtlsim
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.rtlsim import run_rtlsim
 
     done: list[dict] = []
     for folding, est in sorted(fitting.items(), key=lambda kv: -kv[1]["fps"]):
@@ -119,8 +120,9 @@ def use_hard_blocks(build_dir: Path, out: Path) -> list[str]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from flow.export import atomic_write_json
-    from flow.finn_build import PART, PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES, intermediate_model
+    from flow.files import atomic_write_json
+    from flow.hw.build import intermediate_model
+    from flow.hw.z2 import PART, PLANNING_LIMITS, SHELL_OVERHEAD, Z2_RESOURCES
 
     # the folded model before FIFOs exist: the same nodes, by name, that folding_used.json configures
     model = ModelWrapper(str(intermediate_model(build_dir, "minimize_bit_width")))
@@ -181,7 +183,7 @@ def pack_dsp_lanes(inst, model) -> bool:
 
     from qonnx.custom_op.registry import getCustomOp
 
-    from flow.finn_compat import dsp_lanes
+    from flow.hw.compat import dsp_lanes
 
     mw, mh = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
     pe, simd = inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")
@@ -205,38 +207,6 @@ def pack_dsp_lanes(inst, model) -> bool:
     inst.set_nodeattr("PE", best[0])
     inst.set_nodeattr("SIMD", best[1])
     return True
-
-
-def committed_folding(variant: str, img: int, standalone_thresholds: bool) -> Path:
-    """flow/foldings/<variant>_<img>[_rtl].json: the all-RTL build has other nodes, so its own folding."""
-    return Path(__file__).parent / "foldings" / f"{variant}_{img}{'_rtl' if standalone_thresholds else ''}.json"
-
-
-def fifos_beside(folding: Path) -> Path:
-    """<folding>.fifos.json: the FIFO depths sized for that folding (`python -m flow fifos`)."""
-    return Path(folding).with_suffix(".fifos.json")
-
-
-def meta_path(folding: Path) -> Path:
-    return Path(folding).with_suffix(".meta.json")
-
-
-def write_meta(folding: Path, summary: dict, standalone_thresholds: bool) -> None:
-    """What a folding was made with and what it gave: the build mode must match for its node names to exist."""
-    from importlib.metadata import version
-
-    from flow.export import atomic_write_json
-
-    atomic_write_json(meta_path(folding), {
-        "variant": summary["variant"], "img": summary["img"], "standalone_thresholds": standalone_thresholds,
-        "fps": summary["fps"], "fps_simulated": summary.get("fps_simulated"),
-        "total_with_overhead": summary["total_with_overhead"], "fits": summary["fits"],
-        "finn_plus": version("finn-plus")})
-
-
-def read_meta(folding: Path) -> dict:
-    p = meta_path(folding)
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def cli(argv: list[str]) -> int:

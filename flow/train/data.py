@@ -26,7 +26,7 @@ import numpy as np
 
 from flow.errors import FlowError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUILTIN = REPO / "data" / "builtin"
 BUILTIN_VERSION = 2
 

@@ -34,8 +34,8 @@ SHIFT_FIFO_MAX = 33  # fifo.sv builds every FIFO up to this depth as a shift reg
 def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost=None) -> dict[str, tuple[int, str]]:
     """{FIFO: (stream width in bits, highest fill with unbounded FIFOs)} -> {FIFO: (depth, ram_style)}.
     cost(depth, width, style) -> (BRAM18, LUT): FINN's model of fifo.sv by default."""
-    from flow.finn_build import FIFO_DEPTH
-    from flow.folding import best_per_block
+    from flow.hw.build import FIFO_DEPTH
+    from flow.hw.fold import best_per_block
 
     if cost is None:
         from finn.util.resource_models import _fifo_cost  # what FINN's StreamingFIFO estimates are made of
@@ -60,9 +60,11 @@ def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost
 def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool = False) -> dict:
     """Size the FIFOs of DIR's all-RTL estimate build (steps 1-4 above); returns the sizing report, also written
     to DIR/finn/report/fifo_sizing.json."""
-    from flow.export import atomic_write_json
-    from flow.finn_build import PLANNING_LIMITS, Z2_RESOURCES, FinnConfig, fifo_config_of, run_estimate
-    from flow.rtlsim import load_hw_model, run_rtlsim
+    from flow.files import atomic_write_json
+    from flow.hw.build import FinnConfig, fifo_config_of, run_estimate
+    from flow.hw.rtlgen import load_hw_model
+    from flow.hw.rtlsim import run_rtlsim
+    from flow.hw.z2 import PLANNING_LIMITS, Z2_RESOURCES
 
     run_dir, out = Path(run_dir), Path(out)
     build = run_dir / "finn"

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flow.augment import AugmentConfig, augment, xywh_to_xyxy
 from flow.errors import FlowError
-from flow.loss import LossConfig, YoloLoss
+from flow.train.augment import AugmentConfig, augment, xywh_to_xyxy
+from flow.train.loss import LossConfig, YoloLoss
 
 
 @dataclass
@@ -63,7 +63,7 @@ class TrainSet(torch.utils.data.Dataset):
     """Images decoded once and cached (the built-in set is small; WIDER fits in RAM at train sizes too)."""
 
     def __init__(self, samples, img: int, aug: AugmentConfig, seed: int):
-        from flow.data import read_image
+        from flow.train.data import read_image
 
         self.img, self.aug, self.seed, self.epoch = img, aug, seed, 0
         self.items = []
@@ -159,7 +159,7 @@ def set_rng_state(s: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    from flow.export import atomic_write_bytes
+    from flow.files import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -176,7 +176,7 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
 
 def build_spec(cfg: TrainConfig):
     """The run's QuantSpec, with anchors from k-means on its training boxes at its input size."""
-    from flow.anchors import dataset_wh, kmeans_anchors
+    from flow.train.anchors import dataset_wh, kmeans_anchors
     from models import spec_for
 
     anchors = kmeans_anchors(dataset_wh(cfg.data, cfg.img), 3)
@@ -188,8 +188,8 @@ def build_spec(cfg: TrainConfig):
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train (or resume) one run. stop_after: end after that many epochs of this call, checkpoint written, as a
     kill between epochs would (time-boxed chunks on shared machines; the resume test)."""
-    from flow.data import load_split, resolve_data
-    from flow.evaluate import evaluate_model
+    from flow.train.data import load_split, resolve_data
+    from flow.train.evaluate import evaluate_model
     from models import QuantSpec, build_model
 
     out = Path(cfg.out)
@@ -376,8 +376,8 @@ def _log(out: Path, row: dict, writer) -> None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
-    from flow.evaluate import evaluate_model, finish_report
     from flow.export import export_run, load_checkpoint
+    from flow.train.evaluate import evaluate_model, finish_report
 
     p = argparse.ArgumentParser(prog="python -m flow train", description=__doc__.splitlines()[0])
     p.add_argument("--variant", default="4w4a")

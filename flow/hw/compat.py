@@ -8,7 +8,7 @@
    the real situation, from the PATH, not from the variable.
 4. Specialised `*_hls` / `*_rtl` nodes only execute as cppsim/rtlsim; `to_python_exec` renames them back to the
    generic op, which executes in python — how the HW-layer model becomes a cross-check backend without Vivado.
-5. finn-plus has no RTL max pool: ours (flow/rtl) is registered as a FINN op at init.
+5. finn-plus has no RTL max pool: ours (flow/hw/rtl) is registered as a FINN op at init.
 6. `MVAU_rtl.dsp_estimation` counts 4 products per DSP48E1 for every width; finn-rtllib's mvu.sv packs
    `dsp_lanes(W, A)` (4 for 4x4, 2 for 8-bit activations or weights), so for PE > 2 on an 8-bit layer FINN's
    estimate was half of what the RTL instantiates (Yosys counts them). Replaced at init by the RTL's own rule.
@@ -47,7 +47,7 @@ def init_finn(build_dir: Path) -> None:
     import finn.xsi
 
     finn.xsi.SimEngine = None
-    from flow.rtl.finn_op import register
+    from flow.hw.rtl.finn_op import register
 
     register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
     from finn.custom_op.fpgadataflow.rtl.matrixvectoractivation_rtl import MVAU_rtl

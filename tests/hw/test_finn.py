@@ -12,7 +12,8 @@ import pytest
 from flow.crosscheck import run_crosscheck
 from flow.errors import FlowError
 from flow.export import export_run
-from flow.finn_build import ESTIMATE_STEPS, FinnConfig, FoldingError, over_budget_message, prefolding_key, run_estimate
+from flow.hw.build import ESTIMATE_STEPS, FinnConfig, FoldingError, prefolding_key, run_estimate
+from flow.hw.report import over_budget_message
 from models import SpecError
 
 FINN_PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"]
@@ -86,7 +87,7 @@ def plant_threshold(ref, path: Path, manifest: dict, x: np.ndarray, layer: int, 
     from finn.core.onnx_exec import execute_onnx
 
     from flow.crosscheck import layer_boundaries
-    from flow.finn_build import FinnPythonBackend
+    from flow.hw.finn_backend import FinnPythonBackend
 
     fb = FinnPythonBackend(path, "planted", manifest)
     cut = layer_boundaries(ref)[layer]
@@ -116,7 +117,7 @@ def test_finn_layers_alone_tell_a_tie_from_a_fault(finn_run, tmp_path):
     the same codes as the explained model inherits the explanation."""
     from flow.backends import Backend, QONNXBackend, load_manifest
     from flow.crosscheck import TIE_TOL, input_batch, isolated_layers
-    from flow.finn_build import FinnPythonBackend
+    from flow.hw.finn_backend import FinnPythonBackend
 
     d = copy_run(finn_run[0], tmp_path / "run")
     manifest = load_manifest(d)
@@ -186,8 +187,8 @@ def test_folding_config_must_apply(finn_run, tmp_path):
     assert key != prefolding_key(FinnConfig(run_dir=str(d), standalone_thresholds=True), d / "model.qonnx.onnx",
                                  manifest)
     # its meta file records the build mode, and the CLI's config follows it (the node names depend on it)
-    from flow.finn_build import _config, _parser
-    from flow.folding import read_meta, write_meta
+    from flow.hw.commands import _config, _parser
+    from flow.hw.foldings import read_meta, write_meta
 
     write_meta(good, s, standalone_thresholds=True)
     assert read_meta(good)["fps"] == s["fps"] and read_meta(good)["variant"] == "4w4a"

@@ -90,8 +90,8 @@ def converted(path: Path) -> str:
     for pattern, replacement, why in SOURCE_FIXES.get(Path(path).name, ()):
         text, n = re.subn(pattern, f"{replacement} /* lpyolo-flow: {why} */", text, flags=re.M | re.S)
         if not n:
-            raise FlowError(f"{path}: this finn-rtllib version no longer has the construct flow.synth converts "
-                            f"({why}); update flow.synth.SOURCE_FIXES")
+            raise FlowError(f"{path}: this finn-rtllib version no longer has the construct flow.hw.synth converts "
+                            f"({why}); update flow.hw.synth.SOURCE_FIXES")
     return text
 
 
@@ -99,7 +99,7 @@ def synthesis_sources(model, synth_dir: Path) -> tuple[list, list[str], dict[str
     """Generate every node's RTL, copy it and the files it reads into synth_dir/src, and write one top per node
     (`node_<name>`) and the whole chain (`lpyolo_accel`). Returns (instances, source paths as Yosys sees them,
     node -> the first node whose generated files are the same but for the name: synthesised once)."""
-    from flow.rtlsim import generate_rtl, stitch
+    from flow.hw.rtlgen import generate_rtl, stitch
 
     rtl = synth_dir.parent / "rtl"
     insts, files = generate_rtl(model, rtl)
@@ -196,9 +196,9 @@ def run_yosys(synth_dir: Path, files: list[str], buckets: list[list[str]]) -> No
 def run_synth(run_dir: Path, nodes: list[str] | None = None, jobs: int | None = None) -> dict:
     """Synthesise the whole chain and each distinct node (or only `nodes`, without the whole); writes
     finn/report/synth.json for a whole run."""
-    from flow.export import atomic_write_json
-    from flow.finn_build import z2_fit
-    from flow.rtlsim import load_hw_model
+    from flow.files import atomic_write_json
+    from flow.hw.rtlgen import load_hw_model
+    from flow.hw.z2 import z2_fit
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()

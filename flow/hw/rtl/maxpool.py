@@ -58,7 +58,7 @@ class MaxPool:
     def simulate(self, x: np.ndarray, stall_pct: int = 0, seed: int = 0, sim: Path | None = None) -> tuple[np.ndarray, dict]:
         """Run (N, H, W, C) frames through the RTL in Verilator (this module built with params(), or `sim`, e.g. the
         wrapper FINN's flow generates); returns (output, report with cycles per frame)."""
-        from flow.rtl.verilator import build, run_frames
+        from flow.hw.rtl.verilator import build, run_frames
 
         sim = sim or build("lpyolo_maxpool", [SOURCE], self.params())
         y, report = run_frames(sim, x, self.BITS, self.PE, self.BITS, self.PE, (self.H // 2, self.W // 2, self.C),

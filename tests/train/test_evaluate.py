@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flow.errors import FlowError
-from flow.evaluate import (
+from flow.train.evaluate import (
     GroundTruth,
     coco_ap50,
     detect_box_format,
@@ -278,8 +278,8 @@ def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
     faces given as annotation txt or as .mat files give the same AP."""
     import torch
 
-    from flow.data import load_split, read_image, synth_dataset
-    from flow.evaluate import evaluate_model
+    from flow.train.data import load_split, read_image, synth_dataset
+    from flow.train.evaluate import evaluate_model
     from models.lpyolo import DEFAULT_ANCHORS
 
     root = synth_dataset(tmp_path / "data", n_train=1, n_val=6, size=96)

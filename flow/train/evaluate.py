@@ -478,8 +478,8 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     from board.pipeline import wider_prediction_text
     from board.postprocess import detect
     from board.preprocess import letterbox, unletterbox_boxes
-    from flow.data import load_split, read_image, resolve_data
     from flow.samples import to_nchw_float
+    from flow.train.data import load_split, read_image, resolve_data
     from models.lpyolo import STRIDE
 
     samples = load_split(resolve_data(data), split)[:limit]
@@ -613,7 +613,7 @@ def refuse_foreign_report(out_dir: Path, overwrite: bool = False) -> None:
 def finish_report(result: dict, out_dir: Path, title: str, overwrite: bool = False) -> dict:
     """Write eval.json (curves included) and pr_curves.png into out_dir. A file of those names that flow eval did
     not write is not replaced unless overwrite is given."""
-    from flow.export import atomic_write_json
+    from flow.files import atomic_write_json
 
     out_dir = Path(out_dir)
     refuse_foreign_report(out_dir, overwrite)
@@ -697,7 +697,7 @@ def cli(argv: list[str]) -> int:
 def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | None, split: str = "val",
                             box_format: str = "auto") -> dict:
     """Score any detector's WIDER-format txts against the official .mat ground truth and/or annotation txts."""
-    from flow.data import load_split
+    from flow.train.data import load_split
 
     truths, samples = [], []
     if mat_dir:

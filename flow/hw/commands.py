@@ -1,0 +1,161 @@
+"""`python -m flow estimate` and `python -m flow bitstream`, and the hardware benchmarks (`bench finn`, `bench
+rtlsim`): the top of `flow/hw/`, above the build, the folding search, the simulation and the Vivado half."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from flow.backends import load_manifest
+from flow.errors import FlowError
+from flow.hw import build
+from flow.hw.build import FinnConfig, run_estimate
+from flow.hw.report import over_budget_message, print_summary
+from flow.hw.rtlsim import run_rtlsim
+from flow.hw.vivado import VIVADO_STEPS, run_vivado_steps
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=build.__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="run directory (model.qonnx.onnx + manifest.json)")
+    p.add_argument("--folding", type=Path, help="folding JSON (from `python -m flow fold` or flow/hw/foldings/)")
+    p.add_argument("--target-fps", type=int, default=60, help="FINN heuristic target when no --folding is given")
+    p.add_argument("--mvau-wwidth-max", type=int, default=36)
+    p.add_argument("--standalone-thresholds", action="store_true", help="MVAU_rtl + Thresholding_rtl (all-RTL)")
+    p.add_argument("--no-committed-folding", action="store_true",
+                   help="ignore flow/hw/foldings/<variant>_<img>.json and use --folding or FINN's heuristic")
+    p.add_argument("--fifos", type=Path, help="FIFO config (`python -m flow fifos`); default: RUN/fifos.json, else "
+                   "the folding's own <folding>.fifos.json, else every FIFO 32 deep")
+    return p
+
+
+def _config(a) -> FinnConfig:
+    from flow.hw.foldings import committed_folding, fifos_beside, read_meta
+
+    folding = a.folding
+    if folding is None and not a.no_committed_folding:
+        m = load_manifest(a.run)
+        committed = committed_folding(m["variant"], m["input"]["shape"][2], a.standalone_thresholds)
+        folding = committed if committed.exists() else None
+    # a folding names the nodes of the build mode it was made in; its meta file says which
+    standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
+    # FIFO sizes: given, or this run's own (`python -m flow fifos`), or those sized with the folding
+    found = [p for p in (Path(a.run) / "fifos.json", folding and fifos_beside(folding)) if p and p.exists()]
+    fifos = a.fifos or (found[0] if found else None)
+    return FinnConfig(run_dir=str(a.run), folding=str(folding) if folding else None, target_fps=a.target_fps,
+                      mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone,
+                      fifo_config=str(fifos) if fifos else None)
+
+
+def cli_estimate(argv: list[str]) -> int:
+    a = _parser("python -m flow estimate").parse_args(argv)
+    s = run_estimate(_config(a))
+    print_summary(s)
+    print(f"written {Path(a.run) / 'finn/report/estimate.json'}")
+    if not s["fits"]:
+        print("error: " + over_budget_message(s))
+        return 1
+    return 0
+
+
+def cli_bitstream(argv: list[str]) -> int:
+    from flow.hw.compat import vivado_available
+
+    a = _parser("python -m flow bitstream").parse_args(argv)
+    tools = vivado_available()
+    s = run_estimate(_config(a))
+    print_summary(s)
+    if not s["fits"]:
+        raise FlowError(over_budget_message(s) + "; no bitstream attempted")
+    if not tools["usable"]:
+        print("error: Vivado/Vitis HLS not found (vivado: {vivado}, vitis_hls: {vitis_hls}). Estimates are written to "
+              "{run}/finn/report/estimate.json. Still to run, with Xilinx tools: {steps}.\n"
+              "Run them in the FINN container with Vivado mounted from the host:\n"
+              "  FINN_XILINX_PATH=/tools/Xilinx FINN_XILINX_VERSION=2024.2 make docker-bitstream RUN={run}"
+              .format(**tools, run=a.run, steps=", ".join(VIVADO_STEPS)))
+        return 2
+    if tools["version"] is None:
+        raise FlowError(f"Vivado at {tools['vivado']} is not a version FINN 1.6 supports "
+                        f"({', '.join(('2022.2', '2024.2'))} are tested); set up a supported one")
+    return run_vivado_steps(Path(a.run))
+
+
+def bench_finn(argv: list[str]) -> int:
+    """Best estimated FPS per preset at 416x416 and 100 MHz that fits the Z2 planning limits."""
+    import tempfile
+
+    from flow.export import export_run
+    from flow.hw.fold import search_folding
+
+    p = argparse.ArgumentParser(prog="python -m flow bench finn", description=bench_finn.__doc__)
+    p.add_argument("--img", type=int, default=416)
+    p.add_argument("--variants", default="4w4a,2w4a,3w5a,4w2a,6w4a,8w3a,8w8a")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--standalone-thresholds", action="store_true", help="search the all-RTL build mode")
+    p.add_argument("--write-foldings", action="store_true",
+                   help="store each winner as flow/hw/foldings/<variant>_<img>.json (+ .meta.json): the committed configs")
+    a = p.parse_args(argv)
+    from flow.hw.foldings import committed_folding, write_meta
+
+    root = Path(a.out or tempfile.mkdtemp(prefix="bench-finn-"))
+    for v in a.variants.split(","):
+        d = root / v
+        if not (d / "manifest.json").exists():
+            export_run(d, v, a.img)
+        t0 = time.perf_counter()
+        best = search_folding(d, standalone_thresholds=a.standalone_thresholds, quiet=True)
+        tried = json.loads((d / "folding_search.json").read_text())["tried"]
+        # baseline, same process: FINN's own heuristic with its default 36-bit weight streams, best that fits
+        base = max((t["fps"] for t in tried if t["mvau_wwidth_max"] == 36 and t["how"] == "heuristic" and t["fits"]),
+                   default=None)
+        ratio = f"{best['fps'] / base:.2f}x FINN's default heuristic ({base} FPS)" if best and base else "no baseline fits"
+        print(f"{v}: {best['fps'] if best else 'nothing fits'} FPS, {best and best['total_with_overhead']}, "
+              f"{ratio}; search {time.perf_counter() - t0:.0f} s")
+        if best and a.write_foldings:
+            target = committed_folding(v, a.img, a.standalone_thresholds)
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy(d / "folding.best.json", target)
+            write_meta(target, best, a.standalone_thresholds)
+    return 0
+
+
+def bench_rtlsim(argv: list[str]) -> int:
+    """4w4a at 416x416, all-RTL, committed folding and FIFO sizes: simulated FPS on the RTL (FIFOs unbounded, then
+    bounded at their sized depths: the hardware's) and Yosys's resource counts beside FINN's estimates."""
+    import tempfile
+
+    from flow.export import export_run
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.foldings import committed_folding, fifos_beside
+
+    p = argparse.ArgumentParser(prog="python -m flow bench rtlsim", description=bench_rtlsim.__doc__)
+    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--img", type=int, default=416)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    d = Path(a.out or tempfile.mkdtemp(prefix="bench-rtlsim-"))
+    if not (d / "manifest.json").exists():
+        export_run(d, a.variant, a.img)
+    committed = committed_folding(a.variant, a.img, standalone_thresholds=True)
+    fifos = fifos_beside(committed)
+    t0 = time.perf_counter()
+    est = run_estimate(FinnConfig(run_dir=str(d), standalone_thresholds=True,
+                                  folding=str(committed) if committed.exists() else None,
+                                  fifo_config=str(fifos) if fifos.exists() else None), quiet=True)
+    free = run_rtlsim(d, frames=3)
+    r = run_rtlsim(d, frames=3, bounded_fifos=True)
+    print(f"{a.variant} {a.img}x{a.img} all-RTL: estimate {est['fps']} FPS, RTL simulated {free['fps_at_clock']} FPS "
+          f"with unbounded FIFOs (ratio {free['sim_vs_estimate']} in cycles), {r['fps_at_clock']} FPS with the "
+          f"FIFOs at their {'sized' if fifos.exists() else 'default'} depths; bit_exact={free['bit_exact'] and r['bit_exact']}, "
+          f"{r['nodes_rtl']} RTL nodes; {time.perf_counter() - t0:.0f} s total ({r['seconds']})")
+    from flow.hw.synth import run_synth
+
+    s = run_synth(d)
+    fin = s["finn_estimate_total"]
+    print("Yosys synth_xilinx (pre-place-and-route) vs FINN's estimate, whole chain without shell: "
+          + ", ".join(f"{k} {v} vs {fin.get(k, '-')}" for k, v in s["total"].items())
+          + f"; with the shell allowance fits the Z2's planning limits: {s['fits']} ({s['seconds']})")
+    return 0 if free["bit_exact"] and r["bit_exact"] else 1
