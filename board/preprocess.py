@@ -71,12 +71,18 @@ def resize_bilinear_fixed(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return _lerp(np.take(rows, x0, axis=1), np.take(rows, x1, axis=1), wx[None, :, None])
 
 
-def resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+def resize_into(img: np.ndarray, out: np.ndarray) -> None:
+    """Resize img into the (h, w, 3) view `out`. OpenCV writes straight into it (no intermediate copy of the
+    resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
+    h, w = out.shape[:2]
     if (img.shape[0], img.shape[1]) == (h, w):
-        return img
-    if cv2 is not None:
-        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-    return resize_bilinear_fixed(img, h, w)
+        out[...] = img
+    elif cv2 is not None:
+        got = cv2.resize(img, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(got, out):
+            out[...] = got
+    else:
+        out[...] = resize_bilinear_fixed(img, h, w)
 
 
 def letterbox_geometry(shape: tuple[int, int], size: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
@@ -102,7 +108,7 @@ def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None) -> tupl
     canvas[py + nh :] = PAD_VALUE
     canvas[py : py + nh, :px] = PAD_VALUE
     canvas[py : py + nh, px + nw :] = PAD_VALUE
-    canvas[py : py + nh, px : px + nw] = resize(img, nh, nw)
+    resize_into(img, canvas[py : py + nh, px : px + nw])
     return canvas, ratio, (px, py)
 
 
