@@ -212,6 +212,9 @@ class Pipeline:
                         return
             except BoardError as e:
                 source_error.append(e)
+            finally:
+                if hasattr(source, "close"):  # a camera generator releases the device now, in the thread reading it
+                    source.close()
             put(q_pre, _END)
 
         def accelerate():
