@@ -13,6 +13,10 @@ pipeline already uses), and pynq's MMIO register reads cost more than the simula
 the status register ~2-3 times a frame). The accelerator's own frame time (3.97 ms, Verilator simulation of the
 416x416 design with its sized FIFOs) is taken as is, not scaled.
 
+The x86 side should run the board's libraries: the JPEG decode, most of a frame's CPU, is ~1.6x faster here
+with libjpeg-turbo 3.1 (opencv-python 4.13 wheels) than with 2.1.2 (opencv-python 4.5.5 wheels, and the PYNQ
+3.0.1 image's OpenCV 4.5.4), and numpy 1.x costs more per call than 2.x; the report names what it ran with.
+
 The stages include the pipeline's own per-frame hand-offs between threads (a future and two queues), which run
 Python and hold the GIL. On the board itself the measured column is the A9's and the ratios do not apply.
 
@@ -288,8 +292,22 @@ def estimate(m: dict) -> dict:
         "stages": stages,
         "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
         "letterbox": "OpenCV" if cv2 is not None else "numpy fixed point (no cv2)",
+        "software": software(),
         "method": "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring, FACTS.md)",
     }
+
+
+def software() -> dict:
+    """What the x86 figures were measured with: the JPEG decoder above all (the board's OpenCV 4.5.4 decodes with
+    libjpeg-turbo 2.1.2; opencv-python 4.5.5 wheels bundle the same, 4.13 wheels bundle 3.1, ~1.6x faster here)."""
+    import platform
+
+    jpeg = "PIL"
+    if cv2 is not None:
+        jpeg = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
+                     if line.strip().startswith("JPEG:")), "?")
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "opencv": None if cv2 is None else cv2.__version__, "jpeg_decoder": jpeg}
 
 
 def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
@@ -308,6 +326,9 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
 
 def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40) -> dict:
     r = estimate(measure(deploy, reps))
+    sw = r["software"]
+    print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "
+          "(the PYNQ 3.0.1 image: Python 3.10, numpy 1.21.5, OpenCV 4.5.4, libjpeg-turbo 2.1.2)")
     print(f"{'stage':<34} {'here ms':>8} {'ratio':>8} {'A9 ms (low-high)':>22}")
     for name, s in r["stages"].items():
         if name == "accelerator":
