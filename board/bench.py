@@ -10,7 +10,7 @@ The low/high ends are the spread of those measurements, widened where our stage 
 python 30-45x, memory 55-90x, c_image 14-28x (central 20x). Further error the ratios cannot see: OpenCV on x86
 uses AVX2 where the A9 has NEON (both SIMD; OpenCV runs single-threaded here, as it effectively does on a core the
 pipeline already uses), and pynq's MMIO register reads cost more than the simulated overlay's (the wait reads
-the status register ~2-3 times a frame). The accelerator's own frame time (3.97 ms, Verilator simulation of the
+the status register a few times a frame). The accelerator's own frame time (3.97 ms, Verilator simulation of the
 416x416 design with its sized FIFOs) is taken as is, not scaled.
 
 The x86 side should run the board's libraries: the JPEG decode, most of a frame's CPU, is ~1.6x faster here
