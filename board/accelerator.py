@@ -4,6 +4,11 @@ Works with a real pynq Overlay (imported lazily: this module imports on any host
 which has the same interface. The DMA protocol is FINN's zynq-iodma shell: the input and output IODMA IPs take a
 buffer address at register 0x10 and a batch size at 0x1C, start on a write of 1 to 0x00; the output IODMA sets bit
 0x2 of register 0x00 when done and bit 0x4 when idle.
+
+Buffers are cacheable, as FINN's drivers allocate them: the ARM writes and reads them at cache speed and
+`flush()` / `invalidate()` move them to and from DRAM around each transfer (reading a non-cacheable buffer costs an
+uncached DDR access per word). Waiting for the accelerator sleeps between register reads, so the GIL is free for
+the capture, letterbox and decode threads while a frame is in flight.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from board.packing import pack, unpack, word_bytes
 
 BITFILE, HWH, MANIFEST = "finn-accel.bit", "finn-accel.hwh", "manifest.json"
 REG_CTRL, REG_ADDR, REG_BATCH = 0x00, 0x10, 0x1C
-DONE, IDLE = 0x2, 0x4
+START, DONE, IDLE, READY = 0x1, 0x2, 0x4, 0x8
+POLL_S = 0.0002  # between status reads once the expected frame time has passed: ~5 % of a 4 ms frame
 
 
 class BoardError(RuntimeError):
@@ -53,7 +59,7 @@ def stream_geometry(manifest: dict) -> dict:
 class Accelerator:
     """One overlay, one set of buffers, batch size fixed at construction (allocation happens once)."""
 
-    def __init__(self, deploy_dir, overlay=None, batch: int = 1, timeout_s: float = 2.0):
+    def __init__(self, deploy_dir, overlay=None, batch: int = 1, timeout_s: float = 1.0):
         self.deploy_dir = Path(deploy_dir)
         self.manifest = load_manifest(self.deploy_dir)
         self.geom = stream_geometry(self.manifest)
@@ -70,8 +76,10 @@ class Accelerator:
         self.out_elems = int(np.prod(oshape[1:]))
         in_bytes = self.in_elems // g["in_fold"] * word_bytes(g["in_fold"], g["in_bits"])
         out_bytes = self.out_elems // g["out_fold"] * word_bytes(g["out_fold"], g["out_bits"])
-        self.ibuf = overlay.allocate((batch, in_bytes), np.uint8)
-        self.obuf = overlay.allocate((batch, out_bytes), np.uint8)
+        self.ibuf = overlay.allocate((batch, in_bytes), np.uint8, cacheable=True)
+        self.obuf = overlay.allocate((batch, out_bytes), np.uint8, cacheable=True)
+        # 8-bit pixels one per byte (FINN's layout for a UINT8 input): packing is one copy into the DMA buffer
+        self.copy_in = g["in_bits"] == 8 and g["in_fold"] == ishape[-1]
         self.timings: list[float] = []
 
     def _load_overlay(self):
@@ -88,7 +96,7 @@ class Accelerator:
         except ImportError as e:
             raise BoardError("pynq is not installed: run on the board's Python, or use --sim on a host") from e
         ov = Overlay(str(bit))
-        ov.allocate = lambda shape, dtype: allocate(shape=shape, dtype=dtype)
+        ov.allocate = lambda shape, dtype, cacheable: allocate(shape=shape, dtype=dtype, cacheable=cacheable)
         return ov
 
     # -- the three stages, separately callable so the pipeline can overlap them
@@ -98,23 +106,42 @@ class Accelerator:
         if frames.dtype != np.uint8 or frames.shape[1:] != want or len(frames) != self.batch:
             raise BoardError(f"input must be uint8 {(self.batch, *want)}, got {frames.dtype}{frames.shape}")
         g = self.geom
-        flat = frames.reshape(self.batch, -1, g["in_fold"])
-        self.ibuf[:] = pack(flat, g["in_bits"], g["in_fold"]).reshape(self.batch, -1)
+        if self.copy_in:
+            np.copyto(self.ibuf, frames.reshape(self.batch, -1))
+        else:
+            flat = frames.reshape(self.batch, -1, g["in_fold"])
+            self.ibuf[:] = pack(flat, g["in_bits"], g["in_fold"]).reshape(self.batch, -1)
         self.ibuf.flush()
 
+    def dma_state(self) -> str:
+        """Both IODMAs' ap_ctrl registers, decoded: what a stalled or wrong accelerator looks like."""
+        def state(name, dma):
+            v = dma.read(REG_CTRL)
+            bits = [n for n, b in (("start", START), ("done", DONE), ("idle", IDLE), ("ready", READY)) if v & b]
+            return f"{name} ap_ctrl=0x{v:02x} ({', '.join(bits) or 'busy'})"
+        return f"{state('idma0 (input IODMA)', self.idma)}, {state('odma0 (output IODMA)', self.odma)}"
+
     def execute(self) -> float:
-        """Start both IODMAs and wait for the output one; returns seconds. Times out instead of hanging."""
+        """Start both IODMAs and wait for the output one; returns seconds. Times out instead of hanging.
+
+        The wait sleeps (which releases the GIL): first most of the previous frame's time (a dataflow accelerator
+        takes the same time every frame), then POLL_S between status reads."""
         t0 = time.perf_counter()
         if not self.odma.read(REG_CTRL) & IDLE:
-            raise BoardError("output DMA is not idle: a previous run did not finish (reload the overlay)")
+            raise BoardError(f"output DMA is not idle: a previous run did not finish; {self.dma_state()} "
+                             "(reload the overlay)")
         for dma, buf in ((self.odma, self.obuf), (self.idma, self.ibuf)):
             dma.write(REG_ADDR, buf.device_address)
             dma.write(REG_BATCH, self.batch)
-            dma.write(REG_CTRL, 1)
+            dma.write(REG_CTRL, START)
+        if self.timings:
+            time.sleep(0.8 * min(self.timings[-8:]))
         while not self.odma.read(REG_CTRL) & DONE:
             if time.perf_counter() - t0 > self.timeout_s:
-                raise BoardError(f"DMA did not complete within {self.timeout_s} s: the accelerator stalled or the "
-                                 "bitfile does not match the manifest (wrong input size/packing)")
+                raise BoardError(f"DMA did not complete within {self.timeout_s} s: {self.dma_state()}; the accelerator "
+                                 "stalled or the bitfile does not match the manifest (wrong input size/packing): "
+                                 "reload the overlay, and rebuild the deploy folder if it happens again")
+            time.sleep(POLL_S)
         dt = time.perf_counter() - t0
         self.timings.append(dt)
         return dt

@@ -1,5 +1,12 @@
-"""Threaded capture -> letterbox -> accelerate -> decode/NMS -> draw/sink, overlapping the ARM's work with the
-accelerator's. Reports accelerator-only FPS and end-to-end FPS separately."""
+"""Threaded capture -> decode + letterbox -> accelerate -> decode/NMS -> sink, overlapping the ARM's work with the
+accelerator's. Reports accelerator-only FPS, end-to-end FPS and each stage's mean time.
+
+Four kinds of thread share the PYNQ-Z2's two A9 cores: the source (a camera read waits in the kernel), two
+preprocess workers (JPEG decode and resize are C code that releases the GIL, so two frames decode at once), the
+accelerator thread (one copy into the DMA buffer, then it sleeps until the IODMA is done) and the caller's thread
+(decode + NMS, then the sink). Every queue wait is bounded and watches a stop flag: whichever stage fails, the
+error reaches the caller at once and no thread is left blocked on a full queue.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +14,52 @@ import queue
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from board.accelerator import BoardError
 from board.postprocess import detect_with_manifest
-from board.preprocess import letterbox, unletterbox_boxes
+from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _END = object()
+_WAIT_S = 0.05  # longest a queue wait blocks before it looks at the stop flag again
 
 
-def read_image(path: Path) -> np.ndarray:
+def decode_image(data, name: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG/PNG/BMP, e.g. a camera's MJPEG frame) -> HxWx3 RGB uint8; 16-bit files scaled to 8 bits.
+
+    OpenCV's decoder where cv2 imports (libjpeg-turbo, releases the GIL), PIL's otherwise; EXIF orientation is
+    ignored by both, so the two agree."""
+    buf = np.frombuffer(data, np.uint8)
+    if cv2 is not None:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is None:
+            raise BoardError(f"{name}: cannot decode image (not a readable JPEG/PNG/BMP)")
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        return to_rgb8(img)
+    import io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(buf)) as im:
+            if im.mode.startswith("I"):  # 16-bit grey ("I;16") or PIL's 32-bit container for it ("I")
+                return to_rgb8(np.asarray(im).clip(0, 65535).astype(np.uint16))
             return np.asarray(im.convert("RGB"))
     except Exception as e:  # noqa: BLE001 - PIL raises several types for broken files
-        raise BoardError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+        raise BoardError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BoardError(f"{path}: cannot read ({e.strerror})") from e
+    return decode_image(data, str(path))
 
 
 def image_files(path) -> list[Path]:
@@ -42,22 +75,32 @@ def image_files(path) -> list[Path]:
 
 
 def image_source(path):
-    """Yields (name, RGB array); an undecodable image is skipped with a warning (counted in the stats)."""
-    for f in image_files(path):
+    """Yields (name, encoded bytes) for an image or every image under a folder; the pipeline decodes them.
+
+    The name is the path relative to the folder (`a/x.jpg`, `b/x.jpg`), so same-named images in different folders
+    keep apart; a file that cannot be read yields None (warned about and counted by the pipeline)."""
+    root = Path(path)
+    for f in image_files(root):
+        name = f.name if f == root else f.relative_to(root).as_posix()
         try:
-            yield f.name, read_image(f)
-        except BoardError as e:
-            warnings.warn(str(e), stacklevel=2)
-            yield f.name, None
+            yield name, f.read_bytes()
+        except OSError as e:
+            yield name, BoardError(f"{f}: cannot read ({e.strerror})")
 
 
 def camera_source(device=0, max_frames: int | None = None):
-    """USB webcam (or a video file path) through OpenCV, as on PYNQ images."""
-    import cv2
-
+    """USB webcam (V4L2) or a video file through OpenCV. A webcam is asked for MJPEG and for the frames undecoded,
+    so the pipeline's two workers decode them on both cores; a backend that decodes anyway gives RGB arrays."""
+    if cv2 is None:
+        raise BoardError("OpenCV (cv2) is not installed: the camera needs it (the PYNQ image ships it: use its Python)")
     cap = cv2.VideoCapture(device)
     if not cap.isOpened():
-        raise BoardError(f"camera/video {device!r} could not be opened")
+        raise BoardError(f"camera/video {device!r} could not be opened (plugged in? /dev/video* present? in use?)")
+    if isinstance(device, int):
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, 640)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, 480)
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # V4L2: hand over the MJPEG bytes
     n = 0
     try:
         while max_frames is None or n < max_frames:
@@ -67,12 +110,29 @@ def camera_source(device=0, max_frames: int | None = None):
                     return  # end of the video file
                 raise BoardError(f"camera {device!r} stopped delivering frames after {n} frames (unplugged?)")
             n += 1
-            yield f"frame{n:06d}", frame[:, :, ::-1]
+            if frame.ndim == 2 and frame.shape[0] == 1:  # undecoded MJPEG
+                yield f"frame{n:06d}", frame.tobytes()
+            elif frame.ndim == 3 and frame.shape[2] == 2:  # a camera that only does YUYV, unconverted
+                yield f"frame{n:06d}", cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_YUYV)
+            else:
+                yield f"frame{n:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         cap.release()
 
 
 def draw(image: np.ndarray, dets: np.ndarray, classes) -> np.ndarray:
+    """The image with boxes and scores drawn. With OpenCV on the image itself when it is a writable contiguous
+    array (the pipeline hands each sink its own decoded frame: copying a 640x480 frame costs the A9 ~3 ms);
+    otherwise, and with PIL, on a copy."""
+    if cv2 is not None:
+        ok = image.flags.writeable and image.flags.c_contiguous and image.dtype == np.uint8
+        out = image if ok else np.array(image, np.uint8, order="C")
+        for x1, y1, x2, y2, score, cls in dets:
+            p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+            cv2.rectangle(out, p1, p2, (0, 255, 0), 2)
+            cv2.putText(out, f"{classes[int(cls)]} {score:.2f}", (p1[0] + 2, max(10, p1[1] - 3)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 0), 1)
+        return out
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(image)
@@ -84,17 +144,53 @@ def draw(image: np.ndarray, dets: np.ndarray, classes) -> np.ndarray:
 
 
 class Pipeline:
-    """Three stages in three threads joined by bounded queues; the accelerator is only ever called from one."""
+    """Capture, two preprocess workers, the accelerator thread and the caller's decode/NMS + sink, joined by
+    bounded queues; the accelerator is only ever called from its own thread."""
 
-    def __init__(self, accel, conf_thresh: float | None = None, iou_thresh: float | None = None, depth: int = 2):
+    def __init__(self, accel, conf_thresh: float | None = None, iou_thresh: float | None = None, depth: int = 2,
+                 workers: int = 2):
         self.accel, self.manifest = accel, accel.manifest
         self.size = self.manifest["input"]["accel_shape"][1]
-        self.conf, self.iou, self.depth = conf_thresh, iou_thresh, depth
+        self.conf, self.iou, self.depth, self.workers = conf_thresh, iou_thresh, depth, workers
+
+    def _prepare(self, name: str, data):
+        """Decode (if encoded) and letterbox one frame -> (img, canvas, ratio, pad, seconds), or a BoardError that
+        skips just this frame (a corrupt JPEG, an image of an unusable shape)."""
+        t0 = time.perf_counter()
+        try:
+            if isinstance(data, BaseException):
+                raise data
+            img = decode_image(data, name) if isinstance(data, (bytes, bytearray, memoryview)) else to_rgb8(data)
+            t1 = time.perf_counter()
+            canvas, ratio, pad = letterbox(img, self.size)
+        except (BoardError, ValueError) as e:
+            return BoardError(f"{name}: {e}" if not str(e).startswith(name) else str(e))
+        return img, canvas, ratio, pad, (t1 - t0, time.perf_counter() - t1)
 
     def run(self, source, sink=None, max_frames: int | None = None) -> dict:
-        q_pre, q_post = queue.Queue(self.depth), queue.Queue(self.depth)
-        errors, stats = [], {"frames": 0, "undecodable": 0, "detections": 0}
-        accel_time = [0.0]
+        q_pre, q_post = queue.Queue(self.depth + self.workers), queue.Queue(self.depth)
+        stop = threading.Event()
+        errors: list[BaseException] = []  # fatal: from the accelerator or a thread's own bug
+        source_error: list[BaseException] = []  # the source ended badly: frames already read still finish
+        stats = {"frames": 0, "undecodable": 0, "detections": 0}
+        stage_s = dict.fromkeys(("decode", "letterbox", "accelerator", "postprocess", "sink"), 0.0)
+
+        def put(q, item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=_WAIT_S)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def get(q):
+            while not stop.is_set():
+                try:
+                    return q.get(timeout=_WAIT_S)
+                except queue.Empty:
+                    pass
+            return _END
 
         def guard(fn):
             def run():
@@ -102,50 +198,77 @@ class Pipeline:
                     fn()
                 except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                     errors.append(e)
-                    for q in (q_pre, q_post):
-                        q.put(_END)
+                    stop.set()
             return run
 
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="preprocess")
+
         def produce():
-            for i, (name, img) in enumerate(source):
-                if max_frames is not None and i >= max_frames:
-                    break
-                if img is None:
-                    stats["undecodable"] += 1
-                    continue
-                canvas, ratio, pad = letterbox(img, self.size)
-                q_pre.put((name, img, canvas, ratio, pad))
-            q_pre.put(_END)
+            try:
+                for i, (name, data) in enumerate(source):
+                    if (max_frames is not None and i >= max_frames) or stop.is_set():
+                        break
+                    if not put(q_pre, (name, pool.submit(self._prepare, name, data))):
+                        return
+            except BoardError as e:
+                source_error.append(e)
+            finally:
+                if hasattr(source, "close"):  # a camera generator releases the device now, in the thread reading it
+                    source.close()
+            put(q_pre, _END)
 
         def accelerate():
-            while (item := q_pre.get()) is not _END:
-                name, img, canvas, ratio, pad = item
-                t0 = time.perf_counter()
-                codes = self.accel(canvas[None])[0]
-                accel_time[0] += time.perf_counter() - t0
-                q_post.put((name, img, codes, ratio, pad))
-            q_post.put(_END)
+            while (item := get(q_pre)) is not _END:
+                name, future = item
+                prepared = future.result()
+                if not isinstance(prepared, BoardError):
+                    img, canvas, ratio, pad, (t_dec, t_lb) = prepared
+                    stage_s["decode"] += t_dec
+                    stage_s["letterbox"] += t_lb
+                    t0 = time.perf_counter()
+                    codes = self.accel(canvas[None])[0]
+                    stage_s["accelerator"] += time.perf_counter() - t0
+                    prepared = (img, codes, ratio, pad)
+                if not put(q_post, (name, prepared)):
+                    return
+            put(q_post, _END)
 
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=guard(f), daemon=True) for f in (produce, accelerate)]
+        threads = [threading.Thread(target=guard(f), name=f.__name__, daemon=True) for f in (produce, accelerate)]
         for t in threads:
             t.start()
-        while (item := q_post.get()) is not _END:
-            name, img, codes, ratio, pad = item
-            dets = detect_with_manifest(codes, self.manifest, self.conf, self.iou)
-            dets[:, :4] = unletterbox_boxes(dets[:, :4], ratio, pad, img.shape[:2])
-            stats["frames"] += 1
-            stats["detections"] += len(dets)
-            if sink is not None:
-                sink(name, img, dets)
-        for t in threads:
-            t.join(timeout=5)
-        if errors:
-            raise errors[0]
+        try:
+            while (item := get(q_post)) is not _END:
+                name, prepared = item
+                if isinstance(prepared, BoardError):
+                    warnings.warn(str(prepared), stacklevel=2)
+                    stats["undecodable"] += 1
+                    continue
+                img, codes, ratio, pad = prepared
+                t1 = time.perf_counter()
+                dets = detect_with_manifest(codes, self.manifest, self.conf, self.iou)
+                dets[:, :4] = unletterbox_boxes(dets[:, :4], ratio, pad, img.shape[:2])
+                t2 = time.perf_counter()
+                stats["frames"] += 1
+                stats["detections"] += len(dets)
+                if sink is not None:
+                    sink(name, img, dets)
+                stage_s["postprocess"] += t2 - t1
+                stage_s["sink"] += time.perf_counter() - t2
+        finally:
+            stop.set()  # whatever ended the loop (the end, an error, the sink raising), every thread now leaves
+            for t in threads:
+                t.join(timeout=1)
+            pool.shutdown(wait=False, cancel_futures=True)
+        if errors or source_error:
+            raise (errors or source_error)[0]
         wall = time.perf_counter() - t0
+        n = max(stats["frames"], 1)
         stats.update({"seconds": round(wall, 4), "end_to_end_fps": round(stats["frames"] / wall, 2) if wall else 0.0,
                       "accelerator_fps": round(self.accel.fps(), 2),
-                      "accelerator_call_fps": round(stats["frames"] / accel_time[0], 2) if accel_time[0] else 0.0})
+                      "accelerator_call_fps": round(stats["frames"] / stage_s["accelerator"], 2)
+                      if stage_s["accelerator"] else 0.0,
+                      "stage_ms": {k: round(v / n * 1e3, 3) for k, v in stage_s.items()}})
         return stats
 
 

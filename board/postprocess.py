@@ -4,6 +4,11 @@ Decode (LPYOLO's board formula, `decode: lpyolo-hardtanh-v1` in manifest.json), 
     xy = (v + 0.5 + grid) * stride,  wh = (v + 1)^2 * anchor,  objectness / class = v / 2 + 0.5
 which equals YOLOv5's 2*sigmoid - 0.5 / (2*sigmoid)^2 decode with sigmoid replaced by the rescaled HardTanh.
 Channel layout per anchor a: [x, y, w, h, obj, cls_0 .. cls_{C-1}], anchors stacked along the channel axis.
+
+Score: objectness x class probability with several classes; objectness alone with one. The loss trains no class
+channel for one class (as YOLOv5's does), so that channel holds whatever the untrained head emits; multiplying by
+it threw away the faces: a 4w4a model trained as `python -m flow demo` does (192x192, 8 epochs), on 200 built-in
+val images, kept 0 boxes above 0.25 (180 with objectness alone), WIDER AP50 0.210 -> 0.235 (COCO 0.213 -> 0.241).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ def decode(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classe
            conf_thresh: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Accelerator output (H, W, A*(5+C)) integer codes -> (boxes xyxy (N,4), scores (N,), classes (N,)).
 
-    score = objectness * class probability; only cells above conf_thresh are returned.
+    score = objectness * class probability (objectness alone for one class); only cells above conf_thresh are
+    returned.
     """
     anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
     h, w, ch = codes_hwc.shape
@@ -30,8 +36,12 @@ def decode(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classe
         raise ValueError(f"output has {ch} channels; {na} anchors x (5 + {num_classes} classes) needs {na * (5 + num_classes)}")
     v = hardtanh_values(codes_hwc, scale).reshape(h, w, na, 5 + num_classes)
     prob = v[..., 4:] * 0.5 + 0.5  # objectness and class probabilities
-    cls = prob[..., 1:].argmax(-1)
-    score = prob[..., 0] * np.take_along_axis(prob[..., 1:], cls[..., None], -1)[..., 0]
+    if num_classes == 1:  # the class channel is never trained: see the module docstring
+        cls = np.zeros(prob.shape[:-1], np.int64)
+        score = prob[..., 0]
+    else:
+        cls = prob[..., 1:].argmax(-1)
+        score = prob[..., 0] * np.take_along_axis(prob[..., 1:], cls[..., None], -1)[..., 0]
     keep = score > conf_thresh
     if not keep.any():
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
@@ -58,34 +68,36 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float = 0.45, max_det: int = 300) -> np.ndarray:
     """Greedy NMS; returns kept indices sorted by descending score (ties broken by index, deterministic).
 
-    The IoU matrix is computed once (N is at most a few hundred cells here), then one pass over it."""
+    Which box overlaps which is one whole-array step (the IoU matrix, computed as `box_iou` does, so the decisions
+    are the same float for float; at most 507 x 507 here); then one step per kept box drops every remaining box it
+    overlaps. No Python iteration per candidate: an A9 runs Python ~37x slower than this host."""
     order = np.lexsort((np.arange(len(scores)), -scores))
-    iou = box_iou(boxes[order], boxes[order]) > iou_thresh
-    suppressed = np.zeros(len(order), bool)
+    b = boxes[order]
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    w = np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1), 0, None)
+    inter = w * h
+    overlaps = inter / np.maximum(area[:, None] + area - inter, 1e-9) > iou_thresh
+    rest = np.arange(len(order))
     keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(order[i])
-        if len(keep) == max_det:
-            break
-        suppressed |= iou[i]
-    return np.asarray(keep, np.int64)
+    while rest.size and len(keep) < max_det:
+        keep.append(rest[0])
+        rest = rest[1:][~overlaps[rest[0], rest[1:]]]
+    return order[np.asarray(keep, np.int64)]
 
 
 def detect(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classes: int = 1,
            conf_thresh: float = 0.25, iou_thresh: float = 0.45, max_det: int = 300) -> np.ndarray:
-    """Decode + NMS -> (N, 6) array of [x1, y1, x2, y2, score, class], in model-input pixels."""
+    """Decode + NMS -> (N, 6) array of [x1, y1, x2, y2, score, class], in model-input pixels.
+
+    NMS is per class in one pass: each class's boxes are shifted by its own offset so no two classes overlap."""
     boxes, scores, classes = decode(codes_hwc, scale, anchors, stride, num_classes, conf_thresh)
-    out = []
-    for c in np.unique(classes):  # per-class NMS
-        idx = np.nonzero(classes == c)[0]
-        k = idx[nms(boxes[idx], scores[idx], iou_thresh, max_det)]
-        out.append(np.concatenate([boxes[k], scores[k, None], classes[k, None].astype(np.float32)], axis=1))
-    if not out:
+    if not len(scores):
         return np.zeros((0, 6), np.float32)
-    dets = np.concatenate(out)
-    return dets[np.argsort(-dets[:, 4], kind="stable")][:max_det]
+    offset = classes[:, None].astype(np.float32) * (np.abs(boxes).max() * 2 + 1)
+    k = nms(boxes + offset, scores, iou_thresh, max_det)
+    return np.concatenate([boxes[k], scores[k, None], classes[k, None].astype(np.float32)], axis=1)
 
 
 def detect_with_manifest(codes_hwc: np.ndarray, manifest: dict, conf_thresh: float | None = None,

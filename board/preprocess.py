@@ -1,47 +1,114 @@
-"""Letterboxing: the only image work the ARM does before the accelerator (its input is raw UINT8 pixels)."""
+"""Letterboxing: the only image work the ARM does before the accelerator (its input is raw UINT8 pixels).
+
+OpenCV's fixed-point bilinear resize where cv2 imports (the PYNQ 3.0.1 image ships OpenCV 4.5.4); otherwise the same
+sampling in 7-bit fixed point with numpy. Neither converts the frame as a whole (a float32 copy of a 48 MP photo is
+576 MB, more than a PYNQ-Z2 has). Against the old float32 bilinear path: OpenCV within 1 LSB, the numpy fallback
+within 2 (tests/test_board_host_path.py). The golden model and the board are always compared on the same
+letterboxed canvas, so either path keeps the cross-check exact.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+try:  # C image code releases the GIL and costs ~0.2 ms here per 640x480 frame
+    import cv2
+except ImportError:  # a bare board image without OpenCV
+    cv2 = None
+
 PAD_VALUE = 114  # YOLOv5's grey
+_FRAC_BITS = 7  # fallback weights in 1/128 steps: (b - a) * w stays within int16 (255 * 128 < 32767)
 
 
-def _resize_bilinear(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Vectorised bilinear resize of an HxWxC uint8 image (no OpenCV on a bare board image)."""
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Any HxW, HxWx1, HxWx3 or HxWx4 image of uint8, uint16 (16-bit PNG/TIFF) or float in [0, 1] -> HxWx3 uint8.
+
+    A view when the input already is HxWx3 (or HxWx4) uint8; otherwise the conversion touches each pixel once."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or 0 in img.shape[:2]:
+        raise ValueError(f"expected an HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA) image, got shape {img.shape}")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)  # 16-bit full scale is 65535, not 255 (clipping made it 90 % white)
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"expected uint8, uint16 or float pixels in [0, 1], got {img.dtype}")
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    return img[:, :, :3]
+
+
+def _taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear source indices and fixed-point weights for one axis (half-pixel centres, edges clamped: cv2's)."""
+    pos = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = pos.astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = np.round((pos - i0) * (1 << _FRAC_BITS)).astype(np.int16)
+    return i0, i1, w
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """a + (b - a) * w / 128, rounded, on int16 (uint8 inputs), in place; w broadcasts along the interpolated axis."""
+    d = np.subtract(b, a, dtype=np.int16)
+    d *= w
+    d += 1 << (_FRAC_BITS - 1)
+    d >>= _FRAC_BITS
+    d += a
+    return d.astype(np.uint8)
+
+
+def resize_bilinear_fixed(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of an HxWxC uint8 image in 7-bit fixed point, rows first: only the 2*h source rows the
+    output samples are read, so memory grows with the output height times the frame width, never the frame."""
     ih, iw = img.shape[:2]
     if (ih, iw) == (h, w):
         return img
-    ys = (np.arange(h, dtype=np.float32) + 0.5) * (ih / h) - 0.5
-    xs = (np.arange(w, dtype=np.float32) + 0.5) * (iw / w) - 0.5
-    ys, xs = np.clip(ys, 0, ih - 1), np.clip(xs, 0, iw - 1)
-    y0, x0 = ys.astype(np.int32), xs.astype(np.int32)
-    y1, x1 = np.minimum(y0 + 1, ih - 1), np.minimum(x0 + 1, iw - 1)
-    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-    f = img.astype(np.float32)
-    top = f[y0][:, x0] * (1 - wx) + f[y0][:, x1] * wx
-    bot = f[y1][:, x0] * (1 - wx) + f[y1][:, x1] * wx
-    return np.clip(top * (1 - wy) + bot * wy + 0.5, 0, 255).astype(np.uint8)
+    y0, y1, wy = _taps(h, ih)
+    x0, x1, wx = _taps(w, iw)
+    rows = _lerp(img[y0], img[y1], wy[:, None, None])
+    return _lerp(np.take(rows, x0, axis=1), np.take(rows, x1, axis=1), wx[None, :, None])
 
 
-def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Fit an HxWx3 uint8 image into size x size keeping its aspect ratio, padded with grey.
+def resize_into(img: np.ndarray, out: np.ndarray) -> None:
+    """Resize img into the (h, w, 3) view `out`. OpenCV writes straight into it (no intermediate copy of the
+    resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
+    h, w = out.shape[:2]
+    if (img.shape[0], img.shape[1]) == (h, w):
+        out[...] = img
+    elif cv2 is not None:
+        got = cv2.resize(img, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(got, out):
+            out[...] = got
+    else:
+        out[...] = resize_bilinear_fixed(img, h, w)
 
-    Returns (canvas HxWx3 uint8, ratio, (pad_x, pad_y)); box_in_original = (box_in_canvas - pad) / ratio.
-    """
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 image, got shape {img.shape}")
-    img = img[:, :, :3]
-    if img.dtype != np.uint8:
-        img = np.clip(img * (255 if img.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-    h, w = img.shape[:2]
+
+def letterbox_geometry(shape: tuple[int, int], size: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """(ratio, (resized h, resized w), (pad_x, pad_y)) for an image of shape (h, w) into size x size."""
+    h, w = shape
     ratio = min(size / h, size / w)
     nh, nw = max(1, round(h * ratio)), max(1, round(w * ratio))
-    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    py, px = (size - nh) // 2, (size - nw) // 2
-    canvas[py : py + nh, px : px + nw] = _resize_bilinear(img, nh, nw)
+    return ratio, (nh, nw), ((size - nw) // 2, (size - nh) // 2)
+
+
+def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Fit an image into size x size RGB uint8 keeping its aspect ratio, padded with grey.
+
+    `img`: anything `to_rgb8` takes. `out`: an optional (size, size, 3) uint8 array to write into (reused per frame).
+    Returns (canvas, ratio, (pad_x, pad_y)); box_in_original = (box_in_canvas - pad) / ratio.
+    """
+    img = to_rgb8(img)
+    ratio, (nh, nw), (px, py) = letterbox_geometry(img.shape[:2], size)
+    canvas = np.empty((size, size, 3), np.uint8) if out is None else out
+    if canvas.shape != (size, size, 3) or canvas.dtype != np.uint8:
+        raise ValueError(f"letterbox output must be uint8 ({size}, {size}, 3), got {canvas.dtype}{canvas.shape}")
+    canvas[:py] = PAD_VALUE
+    canvas[py + nh :] = PAD_VALUE
+    canvas[py : py + nh, :px] = PAD_VALUE
+    canvas[py : py + nh, px + nw :] = PAD_VALUE
+    resize_into(img, canvas[py : py + nh, px : px + nw])
     return canvas, ratio, (px, py)
 
 

@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("flow.train.data:cli", "build/inspect datasets (`data synth` makes the built-in WIDER-format set)"),
     "anchors": ("flow.train.anchors:cli", "k-means anchors from a dataset's training boxes"),
     "train": ("flow.train.loop:cli", "Brevitas QAT training (checkpoints, --resume, ends with export)"),
-    "eval": ("flow.train.evaluate:cli", "WIDER FACE protocol AP (easy/medium/hard or all faces) + COCO AP50"),
+    "eval": ("flow.train.evaluate:cli", "WIDER FACE AP as eval_tools computes it, for a run or any detector's prediction txts"),
     "export": ("flow.export:cli", "Brevitas -> QONNX (cleaned) + manifest.json"),
     "qcdq": ("flow.qcdq:cli", "lower a QONNX file to QuantizeLinear/Clip/DequantizeLinear for ONNX Runtime"),
     "crosscheck": ("flow.crosscheck:cli", "run every backend on the same inputs and compare integer outputs"),

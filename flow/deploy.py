@@ -17,21 +17,21 @@ from pathlib import Path
 from flow.backends import load_manifest
 from flow.errors import FlowError
 
-BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "packing.py", "pipeline.py", "postprocess.py",
+BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "packing.py", "pipeline.py", "postprocess.py",
                "preprocess.py", "sim.py", "README.md")
-BOARD_PYPROJECT = """[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
+# setup.py, not pyproject.toml: PYNQ 3.0.1 has pip 22.0.2 and setuptools 59.6 and no internet. A pyproject.toml makes
+# pip build in an isolated environment, which downloads setuptools; setuptools 59 cannot read a [project] table.
+# `pip3 install --no-index --no-build-isolation .` with this file uses the board's own setuptools, offline.
+BOARD_SETUP_PY = """from setuptools import setup
 
-[project]
-name = "lpyolo-board"
-version = "0.1.0"
-description = "LPYOLO face detector runtime for the PYNQ-Z2 (numpy + pynq)"
-requires-python = ">=3.8"
-dependencies = ["numpy"]
-
-[tool.setuptools]
-packages = ["board"]
+setup(
+    name="lpyolo-board",
+    version="0.1.0",
+    description="LPYOLO face detector runtime for the PYNQ-Z2 (numpy + pynq; OpenCV used where present)",
+    python_requires=">=3.8",
+    packages=["board"],
+    install_requires=["numpy"],
+)
 """
 
 
@@ -89,7 +89,8 @@ def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
         shutil.copy(src / f, pkg / f)
     shutil.copytree(src / "notebooks", out / "notebooks", dirs_exist_ok=True)
     shutil.copy(src / "README.md", out / "README.md")
-    (out / "pyproject.toml").write_text(BOARD_PYPROJECT)
+    (out / "pyproject.toml").unlink(missing_ok=True)  # an older package's: it would turn build isolation on
+    (out / "setup.py").write_text(BOARD_SETUP_PY)
     write_samples(out / "samples")
     archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
     return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}

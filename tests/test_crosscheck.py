@@ -110,7 +110,7 @@ def test_8w8a_tie_flips_are_ties_layer_by_layer(tmp_path):
     land on either side (FACTS.md). Seed 0 at 128x128 shows such flips; each layer run alone must differ only at
     ties, which proves the end-to-end +-1 differences are propagated ties, not a fault."""
     export_run(tmp_path, "8w8a", 128)
-    r = run_crosscheck(tmp_path, device="cpu", n_real=4, n_random=2)
+    r = run_crosscheck(tmp_path, device="cpu", n_real=4, n_random=4)  # OpenCV's letterbox left the photos tie-free
     row = r["backends"]["brevitas"]
     assert not r["any_mismatch"] and not r["all_bit_exact"] and not row["bit_exact"]
     assert row["propagated_tie_flips"] > 0 and row["max_abs_diff"] == 1

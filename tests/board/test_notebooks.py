@@ -25,7 +25,15 @@ def test_notebook_runs_on_simulated_overlay(deploy_dir, name):
                                cwd=str(nb_dir), kernel_name="python3", progress_bar=False)
     text = out.read_text()
     assert '"ename"' not in text  # no cell raised
-    if name == "inference":
-        assert (nb_dir / "out" / "astronaut.png").exists()
+    if name == "inference":  # boxes drawn on the sample photos, shown in the notebook
+        assert (nb_dir / "out" / "astronaut.png").exists() and text.count('"image/png"') >= 3
+    if name == "video":  # annotated frames: shown live, and written to a clip on the host
+        from PIL import Image
+
+        with Image.open(nb_dir / "annotated.gif") as clip:
+            assert clip.n_frames == 30
+        assert '"image/png"' in text and "30 frames: accelerator" in text
+    if name == "benchmark":  # per-stage time and FPS plotted
+        assert (nb_dir / "benchmark.png").exists() and '"image/png"' in text and "A9 estimate" in text
     if name == "evaluate":
         assert (nb_dir / "wider_predictions" / "astronaut.txt").read_text().startswith("astronaut\n")
