@@ -121,3 +121,15 @@ def test_a_worker_killed_mid_epoch_is_a_clear_error():
     with pytest.raises(FlowError, match=r"epoch 3: DataLoader worker .*killed.*--cache none.*--resume"):
         for _ in batches(loader, 2):
             pass
+
+
+def test_hsv_jitter_computes_what_it_computed_before_it_was_made_fast():
+    """The digest is the former, temporary-per-step implementation's output on this input (the speed-up must not
+    change a single training pixel, or resumed and older runs stop being comparable)."""
+    import hashlib
+
+    from flow.train.augment import hsv_jitter
+
+    img = np.random.default_rng(7).integers(0, 256, (64, 48, 3)).astype(np.uint8)
+    out = hsv_jitter(img, np.random.default_rng(8), 0.015, 0.7, 0.4)
+    assert hashlib.sha256(out.tobytes()).hexdigest() == "7debbe2002f33401834bcd4ea2fc0319422b2db5388a2499500605814874b27c"
