@@ -11,8 +11,8 @@ trailing output scale and layout change to the host. The board's facts come from
 from __future__ import annotations
 
 import json
-import sys
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

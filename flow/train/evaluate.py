@@ -153,14 +153,17 @@ def predict_codes(model, images_nchw, scale: float, batch: int = 16):
 
 
 def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: int | None = None,
-                   mat_dir: Path | None = None, predictions_dir: Path | None = None) -> dict:
-    """Letterbox each val image, run the model, decode with the board's code, evaluate in original pixels."""
+                   mat_dir: Path | None = None, predictions_dir: Path | None = None, skip_bad: bool = False) -> dict:
+    """Letterbox each val image, run the model, decode with the board's code, evaluate in original pixels.
+    skip_bad: drop malformed entries and undecodable images (with a count), as `train --skip-bad` does."""
     from board.preprocess import letterbox, unletterbox_boxes
     from flow.samples import to_nchw_float
-    from flow.train.data import load_split, read_image, resolve_data
+    from flow.train.data import decodable, load_split, read_image, resolve_data
     from models.lpyolo import STRIDE
 
-    samples = load_split(resolve_data(data), split)[:limit]
+    samples = load_split(resolve_data(data), split, skip_bad=skip_bad)[:limit]
+    if skip_bad:
+        samples = decodable(samples, skip_bad=True)
     if not samples:
         raise FlowError(f"{data}: the {split} split has no images")
     scale = model.output_scale()
