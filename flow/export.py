@@ -188,6 +188,7 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
         model = fresh_model(spec, seed=seed)
         source = f"calibrated:seed={seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.qcdq.onnx").unlink(missing_ok=True)  # the replaced model's lowering: stale, never cross-checked
     qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
     # The exact torch model behind the export, so the cross-check's Brevitas backend runs the same weights.
     buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})

@@ -16,6 +16,7 @@ as `model.original.onnx` and the cross-check runs it too (backend `original`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 from pathlib import Path
 
@@ -239,6 +240,7 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
     if decode != DECODE_VERSION:
         raise ImportError_(f"--decode {decode!r}: this flow's board decodes {DECODE_VERSION} only")
     proto = load_onnx_model(path)
+    source = path.read_bytes()  # before anything is written: the model may be imported in place
     mappable(proto, path)
     original = cleaned(proto, path)
     img = input_shape(original, path)
@@ -280,9 +282,10 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
     out.mkdir(parents=True, exist_ok=True)
     qonnx_path = out / "model.qonnx.onnx"
     atomic_write_bytes(qonnx_path, data.SerializeToString())
-    atomic_write_bytes(out / ORIGINAL, path.read_bytes())
-    for stale in ("model.pt", "model.qcdq.onnx"):  # another model's: the cross-check would run them as this one
-        (out / stale).unlink(missing_ok=True)
+    atomic_write_bytes(out / ORIGINAL, source)
+    removed = [n for n in ("model.pt", "model.qcdq.onnx") if (out / n).exists()]
+    for stale in removed:  # the replaced model's: the cross-check would run them as this one
+        (out / stale).unlink()
     notes = t.notes or ["the input is used as it is (raw pixels)"]
     manifest = {
         "format": MANIFEST_FORMAT, "version": 1,
@@ -301,10 +304,11 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
         "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
                   "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
         "source": f"imported:{path.name}",
-        "import": {"from": str(path.resolve()), "sha256": sha256(path), "input_domain": why,
+        "import": {"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
                    "pixel_factor": float(factor), "input_rewrite": notes,
                    "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
-                   "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"}},
+                   "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
+                   "removed": removed},
     }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
@@ -375,4 +379,6 @@ def cli(argv: list[str]) -> int:
     c = imp["check"]
     print(f"  checked: {c['codes']} output codes on {c['images']} images equal the original's on its own inputs "
           f"(pixels x {imp['pixel_factor']:.6g}); {c['distinct_codes']} distinct codes")
+    if imp["removed"]:
+        print(f"  removed the replaced model's {', '.join(imp['removed'])} from {a.out}")
     return 0
