@@ -1,6 +1,6 @@
 # lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
 # Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN, MODEL (import),
-# FORCE=1 (replace what a command would otherwise refuse to overwrite).
+# FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries).
 SHELL := /bin/bash
 PY_SYS ?= python3
 VENV ?= .venv
@@ -16,6 +16,7 @@ DATA ?=
 DEVICE ?= auto
 RUN ?= runs/$(VARIANT)
 FORCE ?=
+SKIP_BAD ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
@@ -47,7 +48,7 @@ demo: install
 # to be done"): a static pattern rule names each preset's target. RUN= given on the command line or in the
 # environment is the run folder, else runs/<preset>.
 $(TRAIN_TARGETS): train-%: install
-	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(FORCE), --force)
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
 
 data: install
 	$(PY) -m flow data synth

@@ -19,7 +19,8 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
     # -o: never (re)install from a test, whatever the stamp's age; VENV: this interpreter's environment
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), *(["-n"] if dry else []), "-o", f"{VENV}/.installed",
            f"VENV={VENV}", *map(str, args)]
-    env = {k: v for k, v in os.environ.items() if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE", "SKIP_BAD", "MODEL", "DEVICE", "PYNQ_IP")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -84,8 +85,8 @@ def test_dry_run_shows_the_command(target):
 def test_train_defaults_to_the_presets_run_folder_and_forwards_force():
     r = make("train-2w4a", dry=True)
     assert " ".join(r.stdout.split()) == f"{PY} -m flow train --variant 2w4a --device auto --out runs/2w4a", r.stdout
-    r = make("train-4w4a", "FORCE=1", dry=True)
-    assert r.stdout.strip().endswith("--out runs/4w4a --force"), r.stdout
+    r = make("train-4w4a", "FORCE=1", "SKIP_BAD=1", dry=True)
+    assert r.stdout.strip().endswith("--out runs/4w4a --skip-bad --force"), r.stdout
     r = make("export", f"RUN={R}", "FORCE=1", dry=True)
     assert r.stdout.strip().endswith("--force"), r.stdout
 

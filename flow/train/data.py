@@ -76,7 +76,7 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
 
     def fail(lineno: int, msg: str):
         if not skip_bad:
-            raise AnnotationError(f"{txt}:{lineno}: {msg} (pass --skip-bad to skip such entries with a count)")
+            raise AnnotationError(f"{txt}:{lineno}: {msg} (pass --skip-bad, make: SKIP_BAD=1, to skip such entries with a count)")
         bad.append(f"{lineno}: {msg}")
 
     while i < len(lines):
@@ -157,7 +157,7 @@ def decodable(samples: list[Sample], skip_bad: bool = False) -> list[Sample]:
             good.append(s)
         except FlowError as e:
             if not skip_bad:
-                raise FlowError(f"{e} (or pass --skip-bad to skip such images with a count)") from e
+                raise FlowError(f"{e} (or pass --skip-bad, make: SKIP_BAD=1, to skip such images with a count)") from e
             bad.append(str(e))
     if bad:
         warnings.warn(f"skipped {len(bad)} undecodable image{'s' * (len(bad) != 1)} (first: {bad[0]})", stacklevel=2)

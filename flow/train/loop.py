@@ -221,9 +221,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     from models import QuantSpec, build_model
 
     out = Path(cfg.out)
-    refuse_to_replace_a_run(out, resume, force)
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # under torchrun the other ranks would see rank 0's fresh config.json as an old run
+        refuse_to_replace_a_run(out, resume, force)
     if ddp:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = pick_device(cfg.device)
@@ -244,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if ckpt is None:
         spec = build_spec(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a forced restart leaves nothing of the old run to be mistaken for this one's
+    if not resume and rank == 0:  # a forced restart leaves nothing of the old run to be mistaken for this one's
         for stale in ("metrics.csv", "best.pt"):
             (out / stale).unlink(missing_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "spec": spec.to_json()}, indent=2, default=str))
