@@ -182,7 +182,9 @@ class PixelInput(Transformation):
             q, node = quant_params(model, consumers[0]), consumers[0]
             s = np.asarray(q["scale"], np.float32).reshape(-1)
             p = np.arange(256, dtype=np.float32)
-            lo, hi = (-(2 ** (int(q["bits"]) - 1)), 2 ** (int(q["bits"]) - 1) - 1) if q["signed"] else (0, 2 ** int(q["bits"]) - 1)
+            from qonnx.custom_op.general.intquant import max_int, min_int
+
+            lo, hi = (f(q["signed"], q["narrow"], int(q["bits"])) for f in (min_int, max_int))
             codes = np.clip(np.round(p * self.factor / s[0]), lo, hi) if s.size == 1 else None
             if codes is None or np.any(q["zero_point"] != 0) or not np.array_equal(codes, p):
                 first_off = int(np.argmax(codes != p)) if codes is not None else 0

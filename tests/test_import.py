@@ -160,21 +160,6 @@ def test_a_bad_model_is_a_clear_error_that_writes_nothing(tmp_path, capsys, make
     assert not (tmp_path / "run").exists()
 
 
-def test_an_input_quantizer_that_is_not_the_identity_on_pixels_is_refused_with_the_reason(user_model, tmp_path, capsys):
-    import onnx
-    from onnx import numpy_helper
-
-    m = onnx.load(str(user_model))
-    q = next(n for n in m.graph.node if n.op_type == "Quant" and n.input[0] == "images")
-    init = next(t for t in m.graph.initializer if t.name == q.input[1])
-    init.CopyFrom(numpy_helper.from_array(np.asarray(1 / 256, np.float32).reshape(numpy_helper.to_array(init).shape),
-                                          init.name))
-    onnx.save(m, str(tmp_path / "pow2.onnx"))
-    rc, err = in_process(capsys, "import", tmp_path / "pow2.onnx", "--out", tmp_path / "run")
-    assert rc == 1 and "is not the identity" in err and q.name in err, err
-    assert not (tmp_path / "run").exists()
-
-
 def test_nothing_the_user_made_is_overwritten(user_model, run_4w4a, tmp_path, capsys):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -213,3 +198,23 @@ def test_export_of_another_variants_run_folder_and_a_bad_size_write_nothing(run_
     rc, err = in_process(capsys, "export", "--variant", "4w4a", "--img", 50, "--out", tmp_path / "y")
     assert rc == 1 and "not a positive multiple of 32" in err, err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("scale, narrow", [(1 / 256, 0), (1 / 255, 1)])
+def test_an_input_quantizer_that_is_not_the_identity_on_pixels_is_refused(user_model, tmp_path, capsys, scale, narrow):
+    """A power-of-two scale, or a narrow range (code 255 clipped to 254): the accelerator cannot take pixels."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(user_model))
+    q = next(n for n in m.graph.node if n.op_type == "Quant" and n.input[0] == "images")
+    init = next(t for t in m.graph.initializer if t.name == q.input[1])
+    shape = numpy_helper.to_array(init).shape
+    init.CopyFrom(numpy_helper.from_array(np.asarray(scale, np.float32).reshape(shape), init.name))
+    for a in q.attribute:
+        if a.name == "narrow":
+            a.CopyFrom(helper.make_attribute("narrow", narrow))
+    onnx.save(m, str(tmp_path / "theirs.onnx"))
+    rc, err = in_process(capsys, "import", tmp_path / "theirs.onnx", "--out", tmp_path / "run")
+    assert rc == 1 and "is not the identity" in err and q.name in err, err
+    assert not (tmp_path / "run").exists()
