@@ -126,3 +126,16 @@ def test_the_cheap_targets_run_for_real_on_a_tiny_run_folder(tmp_path):
     assert (sorted(p.name for p in runs.iterdir()) if runs.exists() else None) == before, "wrote into the repo's runs/"
     r = make("train-4w4a", f"RUN={run}", "EPOCHS=1", "IMG=64", f"DATA={data}")  # a second time: refused, kept
     assert r.returncode != 0 and "already holds a training run" in r.stderr
+
+
+def test_demo_retrains_only_in_its_own_folder(tmp_path):
+    """`make demo` twice retrains in runs/demo (its marker), but `flow demo --out` a user's run does not start over."""
+    from flow.demo import cli, steps
+
+    assert "--force" in dict((n, a) for n, a, _ in steps(tmp_path, 64, 1, "4w4a", again=True))["train"]
+    assert "--force" not in dict((n, a) for n, a, _ in steps(tmp_path, 64, 1, "4w4a"))["train"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"mine": true}')
+    assert cli(["--out", str(theirs), "--quiet"]) == 1
+    assert (theirs / "config.json").read_text() == '{"mine": true}' and not (theirs / "demo.json").exists()
