@@ -1,5 +1,6 @@
 # lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
-# Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN.
+# Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN, MODEL (import),
+# FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries).
 SHELL := /bin/bash
 PY_SYS ?= python3
 VENV ?= .venv
@@ -14,10 +15,13 @@ EPOCHS ?=
 DATA ?=
 DEVICE ?= auto
 RUN ?= runs/$(VARIANT)
+FORCE ?=
+SKIP_BAD ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
-.PHONY: install test lint demo export qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
-        bench fifos rtlsim synth data clean $(addprefix train-,$(PRESETS))
+TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
+.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+        bench fifos rtlsim synth data clean $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
@@ -40,14 +44,22 @@ lint: install
 demo: install
 	$(PY) -m flow demo --out runs/demo
 
-train-%: install
-	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out runs/$*
+# GNU make never searches pattern rules for a phony target (so a plain `train-%:` made `make train-4w4a` "Nothing
+# to be done"): a static pattern rule names each preset's target. RUN= given on the command line or in the
+# environment is the run folder, else runs/<preset>.
+$(TRAIN_TARGETS): train-%: install
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
 
 data: install
 	$(PY) -m flow data synth
 
 export: install
-	$(PY) -m flow export --variant $(VARIANT) $(if $(IMG),--img $(IMG)) --out $(RUN) $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt)
+	$(PY) -m flow export $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt $(if $(filter-out file,$(origin VARIANT)),--variant $(VARIANT)),--variant $(VARIANT)) $(if $(IMG),--img $(IMG)) --out $(RUN)$(if $(FORCE), --force)
+
+# a QONNX/FINN-ONNX model from elsewhere becomes a run folder: make import MODEL=their.onnx RUN=runs/theirs
+import: install
+	@test -n "$(MODEL)" || { echo "set MODEL=<your model.onnx> (and RUN=<run folder>)"; exit 2; }
+	$(PY) -m flow import $(MODEL) --out $(RUN)$(if $(FORCE), --force)
 
 qcdq: install
 	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx

@@ -284,7 +284,8 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
     manifest = load_manifest(run_dir)
     from models import QuantSpec
 
-    QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
+    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
+        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
     qonnx_path = run_dir / "model.qonnx.onnx"
     key = prefolding_key(cfg, qonnx_path, manifest)
     d = cfg.build_dir
