@@ -168,35 +168,36 @@ def run_vivado_steps(run_dir: Path) -> dict:
     d = Path(run_dir) / "finn"
     cfg = FinnConfig(**json.loads((d / "build_config.json").read_text()))
     init_finn(d / "tmp")
-    out = d / "vivado"
-    if out.exists():  # a previous attempt: kept aside, never mixed into this one
-        aside = d / f"vivado.previous-{int(out.stat().st_mtime)}"
-        out.rename(aside)
-        print(f"note: the previous Vivado attempt moved to {aside}")
+    out = d / "vivado"  # fresh: the estimate before it (prepare_build_dir) cleared finn/
     dcfg = DataflowBuildConfig(
         output_dir=str(out), synth_clk_period_ns=cfg.clk_ns, board=cfg.board, fpga_part=cfg.part,
         shell_flow_type="vivado_zynq", auto_fifo_depths=False, fifo_config_file=d / "report" / "fifo_config.json",
         steps=["step_" + s for s in VIVADO_STEPS],
         generate_outputs=[DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER,
                           DataflowOutputType.DEPLOYMENT_PACKAGE])
+    import sys
+
+    streams = sys.stdout, sys.stderr  # FINN's builder swaps in its loggers and does not always put them back
     try:
         rc = build_dataflow_cfg(str(intermediate_model(d, "generate_estimate_reports")), dcfg)
     except Exception as e:  # noqa: BLE001 - FINN re-raises anything under pytest; same message as its return code
         raise _failed_step(out, f"{type(e).__name__}: {e}") from e
+    finally:
+        sys.stdout, sys.stderr = streams
     if rc != 0:
         raise _failed_step(out, f"build_dataflow_cfg returned {rc}")
     bit, hwh = out / "bitfile" / "finn-accel.bit", out / "bitfile" / "finn-accel.hwh"
     for f in (bit, hwh):
         if not f.is_file():
             raise FlowError(f"FINN's bitfile step finished without {f}; see {out / 'build_dataflow.log'}")
-    deploy = Path(run_dir) / "deploy"
-    deploy.mkdir(exist_ok=True)
-    shutil.copy(bit, deploy / "finn-accel.bit")
-    shutil.copy(hwh, deploy / "finn-accel.hwh")
-    shutil.copy(Path(run_dir) / "manifest.json", deploy / "manifest.json")
+    standin = is_standin(bit)
+    if not standin:  # a stand-in's files stay where FINN put them: RUN/deploy only ever gets Vivado's
+        deploy = Path(run_dir) / "deploy"
+        deploy.mkdir(exist_ok=True)
+        bit, hwh = Path(shutil.copy(bit, deploy / "finn-accel.bit")), Path(shutil.copy(hwh, deploy / "finn-accel.hwh"))
+        shutil.copy(Path(run_dir) / "manifest.json", deploy / "manifest.json")
     reports = {name: str(out / "report" / name) for name in ("post_synth_resources.json", "post_route_timing.rpt",
                                                              "post_synth_report.xml")
                if (out / "report" / name).exists()}
-    return {"bitfile": str(deploy / "finn-accel.bit"), "hwh": str(deploy / "finn-accel.hwh"),
-            "driver": str(out / "deploy" / "driver"), "stitched_ip": str(out / "stitched_ip"), "reports": reports,
-            "standin": is_standin(bit)}
+    return {"bitfile": str(bit), "hwh": str(hwh), "driver": str(out / "deploy" / "driver"),
+            "stitched_ip": str(out / "stitched_ip"), "reports": reports, "standin": standin}

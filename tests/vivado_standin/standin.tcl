@@ -46,8 +46,12 @@ proc standin::fail {msg} {
     return -code error "stand-in $tool: $msg"
 }
 
+# like Vivado and Vitis HLS: a log in the working directory (vivado.log, vitis_hls.log), where FINN points the user
 proc standin::note {msg} {
     puts "INFO: \[stand-in\] $msg"
+    set log [open $standin::tool.log a]
+    puts $log "INFO: \[stand-in\] $msg"
+    close $log
 }
 
 # positional arguments of a command, leaving out -options (and the values of those in `valued`)
@@ -533,7 +537,6 @@ proc standin::run {tool argv} {
     if {[catch {uplevel #0 [list source $script]} err]} {
         puts stderr "ERROR: $err"
         puts stderr $::errorInfo
-        # like Vivado: the log beside the script's working directory, where FINN points the user
         set log [open $tool.log a]
         puts $log "ERROR: $err\n$::errorInfo"
         close $log
