@@ -245,3 +245,19 @@ def test_fetch_deps_takes_finns_pinned_sources(tmp_path):
         assert ensure_finn_deps() == deps
     finally:
         del os.environ["FINN_DEPS"]
+
+
+def test_finn_worker_processes_find_our_max_pool(tmp_path):
+    """FINN's worker pools (IP generation, ZynqBuild's partitions) look our op up in the child's registry: a `spawn`ed
+    child has none, so init_finn keeps `fork`."""
+    import multiprocessing
+
+    from flow.hw.compat import init_finn
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        init_finn(tmp_path / "tmp")
+        assert multiprocessing.get_start_method() == "fork"
+    finally:
+        multiprocessing.set_start_method(before, force=True)
