@@ -261,3 +261,25 @@ def test_finn_worker_processes_find_our_max_pool(tmp_path):
         assert multiprocessing.get_start_method() == "fork"
     finally:
         multiprocessing.set_start_method(before, force=True)
+
+
+def test_bitstream_without_vitis_hls_names_it_after_the_estimate(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "vivado").symlink_to(STANDIN / "vivado")  # Vivado alone, no Vitis HLS
+    export_run(tmp_path / "run", "4w4a", 64)
+    p = bitstream(tmp_path / "run", standin_env(None, tmp_path / "bin"))
+    assert p.returncode == 2, (p.stdout + p.stderr)[-2000:]
+    assert "vitis_hls not on the PATH" in p.stdout and (tmp_path / "run/finn/report/estimate.json").exists()
+
+
+def test_deploy_takes_only_a_vivado_bitfile(tmp_path):
+    from flow.deploy import BIT_HEADER, check_bitfile
+
+    (tmp_path / "real.bit").write_bytes(BIT_HEADER + b"\x00\x12top_wrapper;UserID=0XFFFFFFFF\x00")
+    check_bitfile(tmp_path / "real.bit")
+    (tmp_path / "other.bit").write_bytes(b"PK\x03\x04 a zip, renamed")
+    with pytest.raises(FlowError, match="not a .bit from write_bitstream"):
+        check_bitfile(tmp_path / "other.bit")
+    (tmp_path / "standin.bit").write_text("LPYOLO-FLOW VIVADO STAND-IN OUTPUT: not made by Xilinx tools\n")
+    with pytest.raises(FlowError, match="Vivado stand-in"):
+        check_bitfile(tmp_path / "standin.bit")
