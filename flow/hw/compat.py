@@ -113,8 +113,10 @@ def patched_rtllib() -> Path:
         from flow.errors import FlowError
 
         raise FlowError(f"FINN_RTLLIB={src} is not a finn-rtllib (no mvu/ in it); unset it to use finn-plus's own")
-    key = hashlib.sha256(f"{src}|{version('finn-plus')}|{MVU_QUEUE_FIX}".encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpyolo-flow"
+    if src.parent == cache.resolve() and (src / ".complete").exists():  # inherited from a parent process: ours
+        return src
+    key = hashlib.sha256(f"{src}|{version('finn-plus')}|{MVU_QUEUE_FIX}".encode()).hexdigest()[:12]
     dest = cache / f"finn-rtllib-{key}"
     if not (dest / ".complete").exists():
         cache.mkdir(parents=True, exist_ok=True)

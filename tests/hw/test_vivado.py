@@ -283,3 +283,26 @@ def test_deploy_takes_only_a_vivado_bitfile(tmp_path):
     (tmp_path / "standin.bit").write_text("LPYOLO-FLOW VIVADO STAND-IN OUTPUT: not made by Xilinx tools\n")
     with pytest.raises(FlowError, match="Vivado stand-in"):
         check_bitfile(tmp_path / "standin.bit")
+
+
+def test_exported_finn_rtllib_gets_the_mvu_fix_in_a_copy(tmp_path, monkeypatch):
+    """compat item 8 reaches what FINN reads (FINN_RTLLIB) without writing to it: a user's finn-rtllib, here one
+    with finn-plus 1.6.1's original lines, stays as it is; FINN is pointed at a fixed copy in the cache."""
+    import finn
+
+    from flow.hw import compat
+
+    theirs = Path(shutil.copytree(Path(finn.__file__).parent / "finn-rtllib", tmp_path / "their-rtllib"))
+    sv = theirs / "mvu" / "mvu_vvu_axi.sv"
+    original = sv.read_text()
+    for old, new in compat.MVU_QUEUE_FIX:
+        original = original.replace(new, old)
+    sv.write_text(original)
+    monkeypatch.setattr(compat, "_RTLLIB_SOURCE", [])
+    monkeypatch.setenv("FINN_RTLLIB", str(theirs))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy = compat.patched_rtllib()
+    assert copy.is_relative_to(tmp_path / "cache") and sv.read_text() == original
+    fixed = (copy / "mvu" / "mvu_vvu_axi.sv").read_text()
+    assert all(new in fixed and old not in fixed for old, new in compat.MVU_QUEUE_FIX)
+    assert compat.patched_rtllib() == copy  # made once
