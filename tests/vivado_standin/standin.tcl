@@ -2,16 +2,18 @@
 # executables beside it. It runs the Tcl FINN writes in a real Tcl interpreter: Tcl itself resolves every
 # variable (an unset `$::env(X)` fails as it would in Vivado), and each Vivado / HLS command is a stub that
 # checks what it is given, then writes the least FINN reads next. Nothing here synthesises anything: every file it
-# writes carries STANDIN_MARKER, and `python -m flow deploy` refuses such a bitfile.
+# writes carries the marker below (flow.hw.vivado.STANDIN_MARKER), and `python -m flow deploy` refuses such a
+# bitfile. `vivado -version` answers 2024.2, or STANDIN_VIVADO_VERSION.
 #
 # What the stubs check (each a defect class a real build would stop on):
 #   - every file added, sourced or listed as an IP repository exists; C++ includes given in quotes resolve
-#   - no HDL module is defined twice in one project (Vivado: "module X is already defined")
+#   - no HDL module is defined twice in one project (FINN references shared sources in place for this reason)
 #   - the part is the Pynq-Z2's xc7z020clg400-1, the board part tul.com.tw:pynq-z2:part0:1.0 and its board.xml
 #     is found in the project's board repository paths
 #   - every IP cell's VLNV is in an IP repository or Vivado's catalog; every module-reference cell's module was
-#     added, and carries X_INTERFACE_INFO / X_INTERFACE_PARAMETER for its clock (ASSOCIATED_BUSIF/RESET) and the
-#     polarity of its active-low reset, as every finn-rtllib wrapper does
+#     added and, where it has streams or a reset, carries X_INTERFACE_INFO / X_INTERFACE_PARAMETER for its clock
+#     (ASSOCIATED_BUSIF, ASSOCIATED_RESET) and its active-low reset's POLARITY, as every finn-rtllib wrapper does
+#     (finn-rtllib's convention; whether Vivado would infer them without is not decided here)
 #   - every block-design pin or port named belongs to a cell or port that was created
 # An unknown command fails: a FINN version that writes new Tcl needs the stand-in extended, not ignored.
 
@@ -271,7 +273,7 @@ proc version {args} { return "stand-in" }
 foreach cmd {set_msg_config reset_msg_config update_ip_catalog update_compile_order save_bd_design validate_bd_design
              regenerate_bd_layout config_ip_cache export_ip_user_files generate_target close_project close_design
              wait_on_run open_run write_checkpoint write_xdc opt_design place_design route_design report_power
-             write_bd_tcl upgrade_ip reset_run puts_standin_ok} {
+             write_bd_tcl upgrade_ip reset_run} {
     proc $cmd {args} {}
 }
 
