@@ -3,7 +3,8 @@
 # FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries).
 SHELL := /bin/bash
 PY_SYS ?= python3
-VENV ?= .venv
+# LPYOLO_VENV: a prepared environment used as it is (the FINN image's /opt/venv), never reinstalled
+VENV ?= $(or $(LPYOLO_VENV),.venv)
 PY := $(VENV)/bin/python
 # On this project's machines `pip install torch==2.13.0` takes a local CPU wheel; elsewhere point pip at the CPU
 # index (TORCH_INDEX=https://download.pytorch.org/whl/cpu) or a multi-GB CUDA build is downloaded.
@@ -25,7 +26,12 @@ TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
+ifdef LPYOLO_VENV
+install:
+	@test -x $(PY) || { echo "error: LPYOLO_VENV=$(LPYOLO_VENV) has no bin/python"; exit 2; }
+else
 install: $(VENV)/.installed
+endif
 $(VENV)/.installed: pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -70,8 +76,9 @@ crosscheck: install
 estimate: install
 	$(PY) -m flow estimate --run $(RUN)
 
+# the all-RTL design (simulated bit-exact and sized by Yosys here); HLS=1 for FINN's HLS layers
 bitstream: install
-	$(PY) -m flow bitstream --run $(RUN)
+	$(PY) -m flow bitstream --run $(RUN) $(if $(HLS),--hls)
 
 docker-bitstream:
 	docker/run.sh make bitstream RUN=$(RUN)
