@@ -1,8 +1,10 @@
 # lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
-# Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN.
+# Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN, MODEL (import),
+# FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries).
 SHELL := /bin/bash
 PY_SYS ?= python3
-VENV ?= .venv
+# LPYOLO_VENV: a prepared environment used as it is (the FINN image's /opt/venv), never reinstalled
+VENV ?= $(or $(LPYOLO_VENV),.venv)
 PY := $(VENV)/bin/python
 # On this project's machines `pip install torch==2.13.0` takes a local CPU wheel; elsewhere point pip at the CPU
 # index (TORCH_INDEX=https://download.pytorch.org/whl/cpu) or a multi-GB CUDA build is downloaded.
@@ -14,14 +16,22 @@ EPOCHS ?=
 DATA ?=
 DEVICE ?= auto
 RUN ?= runs/$(VARIANT)
+FORCE ?=
+SKIP_BAD ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
-.PHONY: install test lint demo export qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
-        bench fifos rtlsim synth data clean $(addprefix train-,$(PRESETS))
+TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
+.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+        bench fifos rtlsim synth data clean $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
+ifdef LPYOLO_VENV
+install:
+	@test -x $(PY) || { echo "error: LPYOLO_VENV=$(LPYOLO_VENV) has no bin/python"; exit 2; }
+else
 install: $(VENV)/.installed
+endif
 $(VENV)/.installed: pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -40,14 +50,22 @@ lint: install
 demo: install
 	$(PY) -m flow demo --out runs/demo
 
-train-%: install
-	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out runs/$*
+# GNU make never searches pattern rules for a phony target (so a plain `train-%:` made `make train-4w4a` "Nothing
+# to be done"): a static pattern rule names each preset's target. RUN= given on the command line or in the
+# environment is the run folder, else runs/<preset>.
+$(TRAIN_TARGETS): train-%: install
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
 
 data: install
 	$(PY) -m flow data synth
 
 export: install
-	$(PY) -m flow export --variant $(VARIANT) $(if $(IMG),--img $(IMG)) --out $(RUN) $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt)
+	$(PY) -m flow export $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt $(if $(filter-out file,$(origin VARIANT)),--variant $(VARIANT)),--variant $(VARIANT)) $(if $(IMG),--img $(IMG)) --out $(RUN)$(if $(FORCE), --force)
+
+# a QONNX/FINN-ONNX model from elsewhere becomes a run folder: make import MODEL=their.onnx RUN=runs/theirs
+import: install
+	@test -n "$(MODEL)" || { echo "set MODEL=<your model.onnx> (and RUN=<run folder>)"; exit 2; }
+	$(PY) -m flow import $(MODEL) --out $(RUN)$(if $(FORCE), --force)
 
 qcdq: install
 	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx
@@ -58,8 +76,9 @@ crosscheck: install
 estimate: install
 	$(PY) -m flow estimate --run $(RUN)
 
+# the all-RTL design (simulated bit-exact and sized by Yosys here); HLS=1 for FINN's HLS layers
 bitstream: install
-	$(PY) -m flow bitstream --run $(RUN)
+	$(PY) -m flow bitstream --run $(RUN) $(if $(HLS),--hls)
 
 docker-bitstream:
 	docker/run.sh make bitstream RUN=$(RUN)

@@ -24,6 +24,4 @@ for hls in "$FINN_XILINX_PATH/Vitis_HLS/$FINN_XILINX_VERSION/settings64.sh" \
     fi
 done
 set -u
-export FINN_BUILD_DIR="${FINN_HOST_BUILD_DIR:-/tmp/finn_build}"
-mkdir -p "$FINN_BUILD_DIR"
 exec "$@"

@@ -11,10 +11,12 @@ ARG PYNQ_Z2_BOARD_FILES=https://dpoauwgwqsy2x.cloudfront.net/Download/pynq-z2.zi
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Vivado 2022.2-2024.2 on Ubuntu 22.04 needs libtinfo5/libncurses5 and the X libraries even in batch mode.
+# Vivado 2022.2-2024.2 on Ubuntu 22.04 needs libtinfo5/libncurses5 and the X libraries even in batch mode, and
+# libudev, which docker/run.sh preloads (Vivado's licence code crashes in containers without it, as FINN's
+# run-docker.sh knows).
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential ca-certificates git locales make unzip wget zip \
-        libglib2.0-0 libsm6 libtinfo5 libncurses5 libx11-6 libxext6 libxi6 libxrender1 libxtst6 \
+        libglib2.0-0 libsm6 libtinfo5 libncurses5 libudev1 libx11-6 libxext6 libxi6 libxrender1 libxtst6 \
         python3.11 python3.11-dev python3.11-venv \
     && locale-gen en_US.UTF-8 \
     && rm -rf /var/lib/apt/lists/*
@@ -30,7 +32,8 @@ RUN git clone --quiet https://github.com/Xilinx/finn-hlslib.git "$FINN_DEPS/finn
 
 # Same install as `make install`, in a venv at /opt/venv: CPU torch (no multi-GB CUDA wheel in a build image),
 # the project with its finn extra, then finn-plus without its brevitas==0.13.0 pin (see flow/hw/compat.py).
-ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# LPYOLO_VENV tells the Makefile to use this environment as it is (no .venv, no install from the network).
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH LPYOLO_VENV=/opt/venv
 COPY pyproject.toml README.md /opt/lpyolo-flow/
 COPY flow /opt/lpyolo-flow/flow
 COPY models /opt/lpyolo-flow/models

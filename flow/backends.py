@@ -16,15 +16,40 @@ import numpy as np
 
 from flow.errors import FlowError
 
+# What every stage reads from a manifest (export and `flow import` write them all).
+MANIFEST_KEYS = ("variant", "input.shape", "input.accel_shape", "input.datatype", "output.shape", "output.accel_shape",
+                 "output.datatype", "output.bits", "output.scale", "anchors", "stride", "classes", "decode", "packing")
+
 
 def load_manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / "manifest.json"
+    """run_dir/manifest.json, with every key the stages read; a missing file or key is named with what to run."""
+    run_dir = Path(run_dir)
+    path = run_dir / "manifest.json"
     if not path.is_file():
-        raise FlowError(f"{path}: no manifest; run `python -m flow export --out {run_dir}` first")
+        if (run_dir / "model.qonnx.onnx").is_file():
+            raise FlowError(f"{path}: no manifest beside {run_dir / 'model.qonnx.onnx'}; if that model was made "
+                            f"elsewhere, `python -m flow import {run_dir / 'model.qonnx.onnx'} --out NEW_RUN` makes a "
+                            "run folder of it (shapes, scales and anchors, checked)")
+        raise FlowError(f"{path}: no manifest; `python -m flow export --out {run_dir}` (our models) or "
+                        f"`python -m flow import MODEL.onnx --out {run_dir}` (a QONNX model from elsewhere) first")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise FlowError(f"{path}: not valid JSON ({e})") from e
+
+    def has(key: str) -> bool:
+        d = manifest
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return False
+            d = d[part]
+        return True
+
+    missing = [k for k in MANIFEST_KEYS if not has(k)]
+    if missing:
+        raise FlowError(f"{path}: missing {', '.join(missing)}; rewrite it with `python -m flow export` or "
+                        "`python -m flow import` rather than by hand")
+    return manifest
 
 
 def to_codes(values: np.ndarray, scale: float) -> np.ndarray:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("flow.train.loop:cli", "Brevitas QAT training (checkpoints, --resume, ends with export)"),
     "eval": ("flow.train.evaluate:cli", "WIDER FACE AP as eval_tools computes it, for a run or any detector's prediction txts"),
     "export": ("flow.export:cli", "Brevitas -> QONNX (cleaned) + manifest.json"),
+    "import": ("flow.importer:cli", "a QONNX model exported elsewhere -> a run folder (pixel input, manifest.json)"),
     "qcdq": ("flow.qcdq:cli", "lower a QONNX file to QuantizeLinear/Clip/DequantizeLinear for ONNX Runtime"),
     "crosscheck": ("flow.crosscheck:cli", "run every backend on the same inputs and compare integer outputs"),
     "estimate": ("flow.hw.commands:cli_estimate", "FINN steps up to the estimate reports (no Vivado needed)"),

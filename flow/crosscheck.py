@@ -33,6 +33,7 @@ from flow.samples import sample_images, to_nchw_float
 # pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes).
 # Measured on 4w4a/8w8a at 416: layer-isolated tie flips sit within 1e-6 codes of the boundary (CPU and CUDA).
 PROVIDERS = [
+    "flow.importer:crosscheck_backends",  # an imported run: the user's original file on its own inputs
     "flow.hw.finn_backend:crosscheck_backends",  # FINN intermediate models (python execution)
     "flow.hw.rtlsim:crosscheck_backends",  # the generated RTL in Verilator
     "board.sim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
@@ -191,9 +192,13 @@ def layer_boundaries(ref: QONNXBackend) -> list[LayerCut]:
         if node is None:
             raise FlowError(f"{ref.path}: no activation quantizer after {conv.name}; not an lpyolo-flow graph")
         src = m.find_producer(conv.input[0])  # the max pool or quantizer before the conv; None: raw pixels
+        pixels = 1.0  # or, in an imported model trained on pixels / 255, the Mul that scales them (flow/importer.py)
         while src is not None and src.op_type != "Quant":
+            init = m.get_initializer(src.input[1]) if src.op_type == "Mul" else None
+            if init is not None and np.size(init) == 1 and m.find_producer(src.input[0]) is None:
+                pixels = float(np.asarray(init).reshape(-1)[0])
             src = m.find_producer(src.input[0])
-        out.append(LayerCut(i, conv.input[0], node.output[0], 1.0 if src is None else scale_of(src), scale_of(node)))
+        out.append(LayerCut(i, conv.input[0], node.output[0], pixels if src is None else scale_of(src), scale_of(node)))
     return out
 
 

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 
-def steps(out: Path, img: int, epochs: int, variant: str) -> list[tuple[str, list[str], str]]:
-    """(name, argv of `python -m flow` — or of `python -m board` after "board" —, file the step must leave)."""
+def steps(out: Path, img: int, epochs: int, variant: str, again: bool = False) -> list[tuple[str, list[str], str]]:
+    """(name, argv of `python -m flow` — or of `python -m board` after "board" —, file the step must leave).
+    again: the folder is the demo's own from an earlier run, which training may start over in."""
     return [
         ("data", ["data", "synth"], ""),
         ("train", ["train", "--variant", variant, "--img", str(img), "--epochs", str(epochs), "--out", str(out),
-                   "--eval-every", str(epochs)], "model.qonnx.onnx"),
+                   "--eval-every", str(epochs)] + ["--force"] * again, "model.qonnx.onnx"),
         ("qcdq", ["qcdq", str(out / "model.qonnx.onnx"), str(out / "model.qcdq.onnx")], "model.qcdq.onnx"),
         ("crosscheck", ["crosscheck", "--run", str(out)], "crosscheck.json"),
         ("estimate", ["estimate", "--run", str(out)], "finn/report/estimate.json"),
@@ -65,7 +66,15 @@ def cli(argv: list[str]) -> int:
     a = p.parse_args(argv)
     console = Console()
     results, ok = [], True
-    for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant):
+    # The demo marks its folder; a second `make demo` may retrain there, but a folder the demo did not make (a
+    # user's run given as --out) keeps train's refusal to start over in it.
+    marker = a.out / "demo.json"
+    again = marker.is_file()
+    if again or not a.out.exists():
+        from flow.files import atomic_write_json
+
+        atomic_write_json(marker, {"made_by": "python -m flow demo", "variant": a.variant, "img": a.img})
+    for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant, again):
         cmd = "python -m " + (" ".join(args) if args[0] == "board" else "flow " + " ".join(args))
         console.rule(f"[bold]{name}[/]: {cmd}")
         t0 = time.perf_counter()

@@ -56,6 +56,23 @@ def find_bitfile(run_dir: Path) -> Path | None:
     return None
 
 
+BIT_HEADER = bytes.fromhex("00090ff00ff00ff00ff000000161")  # every Vivado .bit opens so (its header's first field)
+
+
+def check_bitfile(bit: Path) -> None:
+    """A bitfile only if Vivado wrote it: the test suite's stand-in marks its outputs, and anything else must open
+    with the .bit header."""
+    from flow.hw.vivado import is_standin
+
+    if is_standin(bit):
+        raise FlowError(f"{bit} was written by the test suite's Vivado stand-in (tests/vivado_standin), not by "
+                        "Vivado: it is not a bitstream. Run `make bitstream` with Vivado on the PATH (or `make "
+                        "docker-bitstream`), or remove the file to package for the simulated overlay")
+    with open(bit, "rb") as f:
+        if f.read(len(BIT_HEADER)) != BIT_HEADER:
+            raise FlowError(f"{bit} does not open with a Vivado bitfile header; it is not a .bit from write_bitstream")
+
+
 def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
     from flow.files import atomic_write_json
     from flow.qcdq import lower_to_qcdq
@@ -64,6 +81,8 @@ def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
     out = Path(out or run_dir / "deploy")
     manifest = load_manifest(run_dir)
     bit = find_bitfile(run_dir)
+    if bit is not None:
+        check_bitfile(bit)
     out.mkdir(parents=True, exist_ok=True)
     if bit is not None and bit.parent != out:
         shutil.copy(bit, out / "finn-accel.bit")

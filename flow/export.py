@@ -23,15 +23,54 @@ from models import QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
+MANIFEST_FORMAT = "lpyolo-flow-manifest"
+RUN_FILES = ("model.qonnx.onnx", "manifest.json", "model.pt")  # what export and import write into a run folder
 
 
 class ExportError(FlowError):
     pass
 
 
+def written_by_flow(run_dir: Path) -> set[str]:
+    """The files of run_dir the flow wrote itself and nobody changed since: manifest.json (if it is ours) and every
+    file it records whose content still has the recorded hash."""
+    import json
+
+    path = Path(run_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return set()
+    ours = {"manifest.json"}
+    for entry in (manifest.get("files") or {}).values():
+        f = Path(run_dir) / str(entry.get("path", ""))
+        if isinstance(entry, dict) and f.is_file() and entry.get("sha256") == sha256(f):
+            ours.add(f.name)
+    return ours
+
+
+def refuse_to_overwrite(run_dir: Path, names=RUN_FILES, force: bool = False) -> None:
+    """Before anything is written: a model, checkpoint or manifest in run_dir that the flow did not write itself
+    (or that changed since) is the user's, and is not replaced unless force."""
+    present = [n for n in names if (Path(run_dir) / n).exists()]
+    foreign = sorted(set(present) - written_by_flow(run_dir))
+    if foreign and not force:
+        raise ExportError(f"{run_dir}: {', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not the flow's own "
+                          "output (not recorded with this content in the run's manifest.json), so nothing was written; "
+                          "choose another --out, or pass --force (make: FORCE=1) to replace "
+                          f"{'it' if len(foreign) == 1 else 'them'}")
+
+
 def load_checkpoint(path: Path, variant: str | None = None, img: int | None = None):
     """A training checkpoint -> (model in eval mode, spec). A checkpoint of another variant is refused."""
     path = Path(path)
+    if path.is_dir():  # a run folder: its best checkpoint
+        found = [path / n for n in ("best.pt", "last.pt", "model.pt") if (path / n).is_file()]
+        if not found:
+            raise ExportError(f"{path}: a folder without best.pt, last.pt or model.pt; give the checkpoint file")
+        path = found[0]
     if not path.is_file():
         raise ExportError(f"{path}: checkpoint not found")
     try:
@@ -126,19 +165,21 @@ def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source
         "decode": DECODE_VERSION,
         "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
         "packing": {"input_bits": 8, "output_bits": spec.output_bits, "output_container": "int8"},
-        "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)}},
+        "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
+                  "torch": {"path": "model.pt", "sha256": sha256(qonnx_path.parent / "model.pt")}},
         "source": source,
     }
 
 
 def export_run(out_dir: Path, variant: str | None = None, img: int | None = None, checkpoint: Path | None = None,
-               overrides=None, seed: int = 0) -> dict:
+               overrides=None, seed: int = 0, force: bool = False) -> dict:
     """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}.
 
     A checkpoint brings its own variant and input size; variant/img given with one are checks (img: re-size,
-    the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416."""
+    the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416. Files in out_dir that
+    the flow did not write are refused (`refuse_to_overwrite`) unless force."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    refuse_to_overwrite(out_dir, force=force)
     if checkpoint:
         model, spec = load_checkpoint(checkpoint, variant=None if overrides else variant, img=img)
         source = f"checkpoint:{Path(checkpoint).name}"
@@ -146,6 +187,8 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
         spec = spec_for(variant or "4w4a", img=img or 416, overrides=overrides)
         model = fresh_model(spec, seed=seed)
         source = f"calibrated:seed={seed}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.qcdq.onnx").unlink(missing_ok=True)  # the replaced model's lowering: stale, never cross-checked
     qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
     # The exact torch model behind the export, so the cross-check's Brevitas backend runs the same weights.
     buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})
@@ -174,7 +217,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--override", action="append", help="per-layer bits, e.g. conv3.w=2,conv5.a=3 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="run directory to write model.qonnx.onnx + manifest.json")
+    p.add_argument("--force", action="store_true", help="replace a model/manifest in --out that the flow did not write")
     a = p.parse_args(argv)
-    m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed)
+    m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed, force=a.force)
     print(f"exported {m['variant']} ({m['source']}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
     return 0

@@ -17,7 +17,7 @@ LAYERS = [
     # the training wing, below the export it ends with
     "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
     # the spine
-    "flow.export", "flow.backends", "flow.qcdq",
+    "flow.export", "flow.backends", "flow.qcdq", "flow.importer",
     "flow.train.evaluate", "flow.train.loop",
     # the hardware wing, bottom to top
     "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.compat", "flow.hw.foldings",

@@ -39,6 +39,7 @@ class FinnConfig:
     standalone_thresholds: bool = False
     clk_ns: float = CLK_NS
     part: str = PART
+    board: str = BOARD  # FINN's board name: its PYNQ shell and board files, in the Vivado half
     fifo_depth: int = FIFO_DEPTH
     fifo_config: str | None = None  # per-FIFO depth and RAM style (FINN's format, `python -m flow fifos`)
     steps: list[str] = field(default_factory=list)
@@ -63,7 +64,7 @@ def _dataflow_cfg(cfg: FinnConfig, target_fps: int | None):
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
 
     return DataflowBuildConfig(
-        output_dir=str(cfg.build_dir), synth_clk_period_ns=cfg.clk_ns, fpga_part=cfg.part, board=BOARD,
+        output_dir=str(cfg.build_dir), synth_clk_period_ns=cfg.clk_ns, fpga_part=cfg.part, board=cfg.board,
         generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS], target_fps=target_fps,
         mvau_wwidth_max=cfg.mvau_wwidth_max, standalone_thresholds=cfg.standalone_thresholds, verify_steps=[],
         auto_fifo_depths=False, save_intermediate_models=False)
@@ -284,7 +285,8 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
     manifest = load_manifest(run_dir)
     from models import QuantSpec
 
-    QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
+    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
+        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
     qonnx_path = run_dir / "model.qonnx.onnx"
     key = prefolding_key(cfg, qonnx_path, manifest)
     d = cfg.build_dir

@@ -4,8 +4,8 @@
    --no-deps and its runtime dependencies through our `finn` extra (it also forgets to declare psutil).
 2. `finn.builder` loads Vivado's simulator interface (finn.xsi) when imported: SimEngine is set to None first.
 3. The builder and several helpers read XILINX_VIVADO and FINN_BUILD_DIR; without Vivado a version-shaped
-   placeholder path is set so that the pre-Vivado steps run (they never call Vivado). `vivado_available()` tells
-   the real situation, from the PATH, not from the variable.
+   placeholder path is set so that the pre-Vivado steps run (they never call Vivado). `flow.hw.vivado.vivado_tools()`
+   tells the real situation, from the PATH and `vivado -version`, not from the variable.
 4. Specialised `*_hls` / `*_rtl` nodes only execute as cppsim/rtlsim; `to_python_exec` renames them back to the
    generic op, which executes in python — how the HW-layer model becomes a cross-check backend without Vivado.
 5. finn-plus has no RTL max pool: ours (flow/hw/rtl) is registered as a FINN op at init.
@@ -22,9 +22,20 @@
    and its lock on backpressure is registered, so one more input enters the cycle it is taken. An MVU with one
    input per output (SIMD = MW, e.g. the 8-bit first layer at SIMD 27) then overflows the queue under output
    backpressure: "Overflowing output queue" in simulation, outputs overwritten in hardware (the assertion is not
-   synthesised). `fix_mvu_output_queue` gives the queue the core's real latency + 1 in the installed finn-rtllib,
-   which every later consumer copies (our Verilator/Yosys runs, FINN's IP generation for Vivado): one more SRL
-   slot per MVU. Found with `rtlsim --node MVAU_rtl_0 --stall 50`; bit-exact with the fix at 30/50/80 % stalls.
+   synthesised). `fix_mvu_output_queue` gives the queue the core's real latency + 1 in the finn-rtllib every later
+   consumer reads (our Verilator/Yosys runs, FINN's IP generation for Vivado): one more SRL slot per MVU. Found
+   with `rtlsim --node MVAU_rtl_0 --stall 50`; bit-exact with the fix at 30/50/80 % stalls.
+   FINN reads finn-rtllib from `get_settings().finn_rtllib` (FINN_RTLLIB), so the fix goes into a copy of the
+   finn-rtllib FINN would read (the exported FINN_RTLLIB, else the installed one) in the user's cache, and
+   FINN_RTLLIB points at that copy: an exported FINN_RTLLIB no longer bypasses it, site-packages may be read-only
+   (the docker image's /opt/venv run as a non-root user), and a process FINN starts inherits it.
+9. The `finn` CLI's start-up (`finn/interface/run_finn.py: prepare_finn`) exports FINN_RTLLIB, FINN_CUSTOM_HLS and
+   XILINX_LOCAL_USER_DATA=no; FINN's generated Tcl reads the first two (`$::env(FINN_CUSTOM_HLS)` in every HLS IP's
+   script, the IODMAs included; `$::env(FINN_RTLLIB)` in every stitched IP). We call the builder directly, so
+   `init_finn` exports them and drops FINN's cached settings, which then re-read the environment (FINN_DEPS too).
+10. Our max pool is registered in FINN's op registries of this process only; FINN's worker pools (IP generation,
+   ZynqBuild's per-partition builds) would not find it in a `spawn`ed child. `init_finn` keeps `fork`, the Linux
+   default before Python 3.14, for the processes FINN starts.
 """
 
 from __future__ import annotations
@@ -34,7 +45,6 @@ import shutil
 from pathlib import Path
 
 PLACEHOLDER_VIVADO = "/opt/Xilinx/Vivado/2024.2"  # version-shaped: finn parses the version from the path
-SUPPORTED_VIVADO = ("2022.2", "2023.1", "2023.2", "2024.1", "2024.2")
 
 
 def init_finn(build_dir: Path) -> None:
@@ -44,7 +54,18 @@ def init_finn(build_dir: Path) -> None:
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
     os.environ.setdefault("XILINX_VIVADO", PLACEHOLDER_VIVADO)
     os.environ.setdefault("NUM_DEFAULT_WORKERS", "1")
+    os.environ.setdefault("XILINX_LOCAL_USER_DATA", "no")  # as prepare_finn: Vivado's Tcl store in a shared home
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) != "fork":  # item 10
+        multiprocessing.set_start_method("fork", force=True)
+    import finn
+    import finn.util.settings
     import finn.xsi
+
+    os.environ["FINN_CUSTOM_HLS"] = str(Path(finn.__file__).parent / "custom_hls")  # item 9
+    os.environ["FINN_RTLLIB"] = str(patched_rtllib())  # items 8 and 9
+    finn.util.settings._SETTINGS = None  # rebuilt from the environment at the next get_settings()
 
     finn.xsi.SimEngine = None
     from flow.hw.rtl.finn_op import register
@@ -53,7 +74,6 @@ def init_finn(build_dir: Path) -> None:
     from finn.custom_op.fpgadataflow.rtl.matrixvectoractivation_rtl import MVAU_rtl
 
     if not hasattr(MVAU_rtl, "finn_dsp_estimation"):  # init_finn runs more than once per process
-        fix_mvu_output_queue()  # before any RTL is generated or copied: once per process is enough
         MVAU_rtl.finn_dsp_estimation = MVAU_rtl.dsp_estimation
         MVAU_rtl.dsp_estimation = _mvau_rtl_dsps
         MVAU_rtl.lut_estimation = lambda self, fpgapart: mvau_rtl_luts(
@@ -75,12 +95,45 @@ MVU_QUEUE_FIX = (  # (finn-plus 1.6.1's line, ours) in finn-rtllib/mvu/mvu_vvu_a
 )
 
 
-def fix_mvu_output_queue() -> bool:
-    """Item 8, applied once to the installed finn-rtllib (idempotent); returns whether the file was changed. A
-    finn-rtllib without the lines (changed upstream) is left alone; the backpressure test says if it still fails."""
+_RTLLIB_SOURCE: list[Path] = []  # the finn-rtllib FINN would read before init_finn pointed FINN_RTLLIB at the copy
+
+
+def patched_rtllib() -> Path:
+    """Item 8: a copy of the finn-rtllib FINN would read (an exported FINN_RTLLIB, else the installed one) with the
+    MVU queue fix, in the user's cache (XDG_CACHE_HOME, else ~/.cache), made once per source and finn-plus version."""
+    import hashlib
+    from importlib.metadata import version
+
     import finn
 
-    path = Path(finn.__file__).parent / "finn-rtllib" / "mvu" / "mvu_vvu_axi.sv"
+    if not _RTLLIB_SOURCE:
+        _RTLLIB_SOURCE.append(Path(os.environ.get("FINN_RTLLIB") or Path(finn.__file__).parent / "finn-rtllib"))
+    src = _RTLLIB_SOURCE[0].resolve()
+    if not (src / "mvu").is_dir():
+        from flow.errors import FlowError
+
+        raise FlowError(f"FINN_RTLLIB={src} is not a finn-rtllib (no mvu/ in it); unset it to use finn-plus's own")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpyolo-flow"
+    if src.parent == cache.resolve() and (src / ".complete").exists():  # inherited from a parent process: ours
+        return src
+    key = hashlib.sha256(f"{src}|{version('finn-plus')}|{MVU_QUEUE_FIX}".encode()).hexdigest()[:12]
+    dest = cache / f"finn-rtllib-{key}"
+    if not (dest / ".complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(shutil.copytree(src, cache / f".finn-rtllib-{key}-{os.getpid()}"))
+        fix_mvu_output_queue(tmp)
+        (tmp / ".complete").write_text(f"copy of {src} with lpyolo-flow's MVU output-queue fix (flow/hw/compat.py item 8)\n")
+        try:
+            os.rename(tmp, dest)  # atomic: a concurrent run sees no copy or a whole one
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def fix_mvu_output_queue(rtllib: Path) -> bool:
+    """Item 8 on a finn-rtllib folder (idempotent); returns whether the file was changed. A finn-rtllib without the
+    lines (changed upstream) is left alone; the backpressure test says if it still fails."""
+    path = Path(rtllib) / "mvu" / "mvu_vvu_axi.sv"
     text = path.read_text()
     fixed = text
     for old, new in MVU_QUEUE_FIX:
@@ -130,15 +183,6 @@ def dwc_rtl_luts(in_width: int, out_width: int, finn_estimate: int) -> int:
     stream) hold and shift the whole input word, about 3.3 LUT per input bit by Yosys (52->13: 192, 64->16: 231);
     up-converters are about FINN's estimate."""
     return round(20 + 3.3 * in_width) if in_width > out_width else finn_estimate
-
-
-def vivado_available() -> dict:
-    """Which Xilinx tools are really on this machine (PATH), and whether the version is one FINN supports."""
-    tools = {t: shutil.which(t) for t in ("vivado", "vitis_hls")}
-    env = os.environ.get("XILINX_VIVADO", "")
-    version = next((v for v in SUPPORTED_VIVADO if v in (tools["vivado"] or "") + env), None)
-    return {"vivado": tools["vivado"], "vitis_hls": tools["vitis_hls"], "version": version,
-            "usable": bool(tools["vivado"] and tools["vitis_hls"])}
 
 
 def to_python_exec(model):

@@ -10,8 +10,9 @@ CLK_NS = 10.0  # 100 MHz, the clock every estimate, simulation and build here as
 # The xc7z020 and FINN's planning limits (FACTS.md)
 Z2_RESOURCES = {"LUT": 53200, "FF": 106400, "BRAM_18K": 280, "DSP": 220}
 PLANNING_LIMITS = {"LUT": 0.70, "FF": 0.50, "BRAM_18K": 0.80, "DSP": 0.80}
-# What FINN's per-layer estimates leave out, sized from FINN's Zynq shell (two AXI DMAs + interconnect) and
-# counted explicitly so the fit is not flattered. An assumption until a Vivado build replaces it.
+# What FINN's per-layer estimates leave out: its Zynq shell (ZynqBuild: two HLS IODMAs, an AXI interconnect and a
+# smartconnect, a clock wizard, a reset block), counted explicitly so the fit is not flattered. An assumption until
+# a Vivado build's post-route utilisation replaces it.
 SHELL_OVERHEAD = {"LUT": 4200, "BRAM_18K": 6, "DSP": 0}
 
 

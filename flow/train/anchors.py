@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.errors import FlowError
+
 
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
@@ -19,7 +21,7 @@ def kmeans_anchors(wh: np.ndarray, k: int = 3, iters: int = 100, seed: int = 0) 
     wh = np.asarray(wh, np.float64)
     wh = wh[(wh > 1).all(1)]
     if len(wh) < k:
-        raise ValueError(f"need at least {k} boxes for {k} anchors, got {len(wh)}")
+        raise FlowError(f"need at least {k} face boxes larger than 1 px for {k} anchors, got {len(wh)}")
     rng = np.random.default_rng(seed)
     centres = wh[rng.choice(len(wh), k, replace=False)]
     for _ in range(iters):
@@ -31,16 +33,24 @@ def kmeans_anchors(wh: np.ndarray, k: int = 3, iters: int = 100, seed: int = 0) 
     return centres[np.argsort(centres.prod(1))]
 
 
-def dataset_wh(data: Path | None, img: int) -> np.ndarray:
+def dataset_wh(data: Path | None, img: int, skip_bad: bool = False) -> np.ndarray:
     """Training face sizes after letterboxing to img."""
-    from flow.train.data import load_split, read_image, resolve_data
+    from PIL import Image
+
+    from flow.train.data import load_split, resolve_data, split_paths
 
     out = []
-    for s in load_split(resolve_data(data), "train"):
+    root = resolve_data(data)
+    for s in load_split(root, "train", skip_bad=skip_bad):
         if len(s.boxes):
-            h, w = read_image(s.path).shape[:2]
+            with Image.open(s.path) as im:  # the header's size: decoding is checked elsewhere (`decodable`)
+                w, h = im.size
             out.append(s.boxes[:, 2:] * min(img / h, img / w))
-    return np.concatenate(out)
+    wh = np.concatenate(out)
+    if ((wh > 1).all(1)).sum() < 3:
+        raise FlowError(f"{split_paths(root, 'train')[0]}: {len(wh)} face box(es), fewer than 3 larger than 1 px "
+                        "at this input size: too few for the 3 k-means anchors")
+    return wh
 
 
 def cli(argv: list[str]) -> int:
@@ -49,8 +59,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--img", type=int, default=416)
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--out", type=Path, help="write the anchors as JSON here")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed annotation entries (with a count)")
     a = p.parse_args(argv)
-    wh = dataset_wh(a.data, a.img)
+    wh = dataset_wh(a.data, a.img, a.skip_bad)
     anchors = kmeans_anchors(wh, a.k)
     fit = wh_iou(wh, anchors).max(1)
     print(f"anchors at {a.img}: {np.round(anchors, 1).tolist()}  (mean best IoU {fit.mean():.3f} over {len(wh)} faces)")

@@ -44,11 +44,30 @@ class Sample:
 
 
 # ------------------------------------------------------------------------------------------------------ reader
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FACE_FIELDS = "x1 y1 w h blur expression illumination invalid occlusion pose"
+
+
+def _face_numbers(row: str) -> list[float] | None:
+    parts = row.split()
+    try:
+        nums = [float(p) for p in parts[:10]] if len(parts) >= 4 else None
+    except ValueError:
+        return None
+    return None if nums is None else nums + [0.0] * (10 - len(nums))
+
+
+def _looks_like_image(row: str) -> bool:
+    return Path(row.strip()).suffix.lower() in IMAGE_SUFFIXES or "/" in row
+
+
 def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False, min_size: float = 0.0,
                            check_images: bool = True) -> list[Sample]:
     """Parse an official `wider_face_*_bbx_gt.txt`. Malformed lines or missing images raise AnnotationError naming
-    file and line; with skip_bad they are skipped with one warning that counts them. Faces marked invalid, with
-    zero size, or smaller than min_size pixels go to `ignore` (neither matched nor penalised in evaluation)."""
+    file and line; with skip_bad they are skipped with one warning that counts them. A face count larger than the
+    face lines that follow is reported at the count, and reading goes on at the next image, so it loses nothing
+    else. Faces marked invalid, with zero size, or smaller than min_size pixels go to `ignore` (neither matched nor
+    penalised in evaluation). A file with no image entries is an error."""
     txt, images_root = Path(txt), Path(images_root)
     if not txt.is_file():
         raise AnnotationError(f"{txt}: annotation file not found")
@@ -57,7 +76,7 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
 
     def fail(lineno: int, msg: str):
         if not skip_bad:
-            raise AnnotationError(f"{txt}:{lineno}: {msg} (pass --skip-bad to skip such entries with a count)")
+            raise AnnotationError(f"{txt}:{lineno}: {msg} (pass --skip-bad, make: SKIP_BAD=1, to skip such entries with a count)")
         bad.append(f"{lineno}: {msg}")
 
     while i < len(lines):
@@ -65,43 +84,46 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
         if not name:
             i += 1
             continue
-        start = i + 1
+        count_line = i + 2  # 1-based line of the face count
         if i + 1 >= len(lines):
-            fail(start, f"image {name!r} has no face count")
+            fail(i + 1, f"image {name!r} has no face count")
             break
         try:
             n = int(lines[i + 1].strip())
             if n < 0:
                 raise ValueError
         except ValueError:
-            fail(i + 2, f"expected a face count after {name!r}, got {lines[i + 1].strip()!r}")
+            fail(count_line, f"expected a face count after {name!r}, got {lines[i + 1].strip()!r}")
             i += 2
             continue
-        rows = lines[i + 2 : i + 2 + max(n, 1)]  # a 0-face image is followed by one dummy line
-        i += 2 + max(n, 1)
-        if len(rows) < max(n, 1):
-            fail(start, f"{name!r} announces {n} faces but the file ends after {len(rows)}")
-            continue
-        vals, ok = [], True
-        for k, row in enumerate(rows[:n]):
-            parts = row.split()
-            try:
-                if len(parts) < 4:
-                    raise ValueError
-                nums = [float(p) for p in parts[:10]]
-            except ValueError:
-                fail(i - max(n, 1) + k + 1, f"face line {row.strip()!r} is not `x1 y1 w h blur expression "
-                     "illumination invalid occlusion pose`")
-                ok = False
+        want = max(n, 1)  # a 0-face image is followed by one dummy line
+        rows = lines[i + 2 : i + 2 + want]
+        vals, stop = [], None
+        for k, row in enumerate(rows):
+            nums = _face_numbers(row)
+            if nums is None:
+                stop = k
                 break
-            vals.append(nums + [0.0] * (10 - len(nums)))
-        if not ok:
+            vals.append(nums)
+        if stop is not None and _looks_like_image(rows[stop]):  # the count is too large: the next image starts
+            what = (f"announces {n} face{'s' * (n != 1)} but only {stop} face line{'s' * (stop != 1)} follow"
+                    if n else "has 0 faces but is not followed by WIDER's line of zeros")
+            fail(count_line, f"{name!r} {what} (line {i + 3 + stop} is the next image, {rows[stop].strip()!r})")
+            i += 2 + stop
             continue
+        if stop is not None:
+            fail(i + 3 + stop, f"face line {rows[stop].strip()!r} is not `{FACE_FIELDS}`")
+            i += 2 + want
+            continue
+        if len(rows) < want:
+            fail(count_line, f"{name!r} announces {n} faces but the file ends after {len(rows)}")
+            break
+        i += 2 + want
         path = images_root / name
         if check_images and not path.is_file():
-            fail(start, f"image {path} not found")
+            fail(i - want - 1, f"image {path} not found")
             continue
-        arr = np.asarray(vals, np.float32).reshape(-1, 10)
+        arr = np.asarray(vals[:n], np.float32).reshape(-1, 10)
         boxes, attrs = arr[:, :4], arr[:, 4:].astype(np.int32)
         invalid = (attrs[:, 3] == 1) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (
             np.minimum(boxes[:, 2], boxes[:, 3]) < min_size)
@@ -109,7 +131,39 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
     if bad:
         warnings.warn(f"{txt}: skipped {len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'} (first: line {bad[0]})",
                       stacklevel=2)
+    if not samples:
+        raise AnnotationError(f"{txt}: no usable image entries" + (f" (all {len(bad)} skipped as bad)" if bad else
+                              " (the file is empty); expected WIDER's `path`, `face count`, face lines"))
     return samples
+
+
+def require_faces(samples: list[Sample], txt: Path) -> list[Sample]:
+    """A split without a single valid face can neither train anchors and a detector nor be evaluated."""
+    if not any(len(s.boxes) for s in samples):
+        ignored = sum(len(s.ignore) for s in samples)
+        raise AnnotationError(f"{txt}: none of its {len(samples)} images has a valid face"
+                              + (f" ({ignored} marked invalid, zero-size or below the minimum face size)" if ignored
+                                 else "") + "; a detector cannot be trained or evaluated on it")
+    return samples
+
+
+def decodable(samples: list[Sample], skip_bad: bool = False) -> list[Sample]:
+    """Decode every image once (a truncated or corrupt file is found now, not mid-training); with skip_bad, the
+    undecodable are dropped with one warning that counts them."""
+    good, bad = [], []
+    for s in samples:
+        try:
+            read_image(s.path)
+            good.append(s)
+        except FlowError as e:
+            if not skip_bad:
+                raise FlowError(f"{e} (or pass --skip-bad, make: SKIP_BAD=1, to skip such images with a count)") from e
+            bad.append(str(e))
+    if bad:
+        warnings.warn(f"skipped {len(bad)} undecodable image{'s' * (len(bad) != 1)} (first: {bad[0]})", stacklevel=2)
+    if not good:
+        raise FlowError(f"no decodable image among {len(samples)}")
+    return good
 
 
 def split_paths(root: Path, split: str) -> tuple[Path, Path]:
@@ -123,8 +177,9 @@ def split_paths(root: Path, split: str) -> tuple[Path, Path]:
 
 
 def load_split(root: Path, split: str, skip_bad: bool = False, min_size: float = 0.0) -> list[Sample]:
+    """One split's samples; an empty split or one without a valid face is an error naming its annotation file."""
     txt, images = split_paths(root, split)
-    return read_wider_annotations(txt, images, skip_bad=skip_bad, min_size=min_size)
+    return require_faces(read_wider_annotations(txt, images, skip_bad=skip_bad, min_size=min_size), txt)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -356,7 +411,7 @@ def cli(argv: list[str]) -> int:
         a.data = root
         a.skip_bad = False
     for split in ("train", "val"):
-        samples = load_split(resolve_data(a.data), split, skip_bad=a.skip_bad)
+        samples = decodable(load_split(resolve_data(a.data), split, skip_bad=a.skip_bad), skip_bad=a.skip_bad)
         faces = sum(len(x.boxes) for x in samples)
         ignored = sum(len(x.ignore) for x in samples)
         sizes = np.concatenate([x.boxes[:, 2] for x in samples if len(x.boxes)]) if faces else np.zeros(1)

@@ -471,18 +471,21 @@ def predict_codes(model, images_nchw, scale: float, batch: int = 16):
 
 
 def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: int | None = None,
-                   mat_dir: Path | None = None, predictions_dir: Path | None = None) -> dict:
+                   mat_dir: Path | None = None, predictions_dir: Path | None = None, skip_bad: bool = False) -> dict:
     """Letterbox each image, run the model, decode with the board's code, write the detections as WIDER prediction
     text (in original pixels) and score exactly that text: `flow eval --run` and `flow eval --predictions` on the
-    txts it wrote give the same numbers."""
+    txts it wrote give the same numbers. skip_bad: drop malformed entries and undecodable images (with a count), as
+    `train --skip-bad` does."""
     from board.pipeline import wider_prediction_text
     from board.postprocess import detect
     from board.preprocess import letterbox, unletterbox_boxes
     from flow.samples import to_nchw_float
-    from flow.train.data import load_split, read_image, resolve_data
+    from flow.train.data import decodable, load_split, read_image, resolve_data
     from models.lpyolo import STRIDE
 
-    samples = load_split(resolve_data(data), split)[:limit]
+    samples = load_split(resolve_data(data), split, skip_bad=skip_bad)[:limit]
+    if skip_bad:
+        samples = decodable(samples, skip_bad=True)
     if not samples:
         raise FlowError(f"{data}: the {split} split has no images")
     scale = model.output_scale()
@@ -658,6 +661,7 @@ def cli(argv: list[str]) -> int:
                    "set); gives the all-faces AP")
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, help="--run: only the first N images")
+    p.add_argument("--skip-bad", action="store_true", help="--run: skip malformed entries and undecodable images (counted)")
     p.add_argument("--box-format", choices=("auto", "xywh", "xyxy"), default="auto",
                    help="--predictions: box columns (official: xywh); auto decides when it is unambiguous")
     p.add_argument("--out", type=Path, metavar="DIR", help="where eval.json and pr_curves.png go (default: the run, or beside "
@@ -677,7 +681,7 @@ def cli(argv: list[str]) -> int:
         out = a.out or a.run
         refuse_foreign_report(out, a.overwrite)  # before the predictions, not after them
         model, spec = load_checkpoint(ckpt)
-        r = evaluate_model(model, spec, a.data, a.split, a.limit, a.mat_dir, a.run / "wider_predictions")
+        r = evaluate_model(model, spec, a.data, a.split, a.limit, a.mat_dir, a.run / "wider_predictions", a.skip_bad)
         r = finish_report(r, out, f"{spec.name} on {a.data or 'built-in'} {a.split}", a.overwrite)
         written = f"{a.run / 'wider_predictions'}/, "
     else:

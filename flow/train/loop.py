@@ -53,6 +53,7 @@ class TrainConfig:
     init_from: str | None = None
     overrides: list[str] = field(default_factory=list)
     min_face: float = 2.0
+    skip_bad: bool = False  # malformed annotation entries and undecodable images skipped (with a count), not fatal
     limit_train: int | None = None
     limit_val: int | None = None
     eval_every: int = 5
@@ -140,23 +141,51 @@ def build_spec(cfg: TrainConfig):
     from flow.train.anchors import dataset_wh, kmeans_anchors
     from models import spec_for
 
-    anchors = kmeans_anchors(dataset_wh(cfg.data, cfg.img), 3)
+    anchors = kmeans_anchors(dataset_wh(cfg.data, cfg.img, cfg.skip_bad), 3)
     return spec_for(cfg.variant, img=cfg.img, overrides=cfg.overrides or None,
                     anchors=[[round(float(a), 2) for a in an] for an in anchors])
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+TRAIN_FILES = ("config.json", "last.pt", "best.pt")
+
+
+def refuse_to_replace_a_run(out: Path, resume: bool, force: bool) -> None:
+    """Training writes config.json, checkpoints and metrics, then exports: a folder that already holds a run (or a
+    model the flow did not write) is not written over unless force; resume continues a run instead."""
+    from flow.export import refuse_to_overwrite
+
+    there = [n for n in TRAIN_FILES if (out / n).exists()]
+    if there and not resume and not force:
+        raise FlowError(f"{out} already holds a training run ({', '.join(there)}), so nothing was written: "
+                        "--resume continues it, --force (make: FORCE=1) starts over in it, or choose another --out")
+    refuse_to_overwrite(out, force=force or resume)
+
+
+def read_splits(cfg: TrainConfig) -> tuple[list, list]:
+    """Both splits read and every image decoded before the first epoch, so a broken val file costs no training."""
+    from flow.train.data import decodable, load_split
+
+    samples = decodable(load_split(cfg.data, "train", skip_bad=cfg.skip_bad, min_size=cfg.min_face)[: cfg.limit_train],
+                        skip_bad=cfg.skip_bad)
+    val = decodable(load_split(cfg.data, "val", skip_bad=cfg.skip_bad)[: cfg.limit_val], skip_bad=cfg.skip_bad)
+    return samples, val
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          force: bool = False) -> dict:
     """Train (or resume) one run. stop_after: end after that many epochs of this call, checkpoint written, as a
-    kill between epochs would (time-boxed chunks on shared machines; the resume test)."""
-    from flow.train.data import load_split, resolve_data
+    kill between epochs would (time-boxed chunks on shared machines; the resume test). force: start over in a
+    folder that already holds a run."""
+    from flow.train.data import resolve_data
     from flow.train.evaluate import evaluate_model
     from models import QuantSpec, build_model
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp, rank, local_ranks = world > 1, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if rank == 0:  # under torchrun the other ranks would see rank 0's fresh config.json as an old run
+        refuse_to_replace_a_run(out, resume, force)
     if ddp:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = pick_device(cfg.device)
@@ -172,9 +201,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         cfg = replace(config_from_dict(ckpt["config"]), workers=cfg.workers, cache=cfg.cache)  # results unchanged
         spec = QuantSpec.from_json(ckpt["spec"])
-    else:
-        spec = build_spec(cfg)
     cfg.data = str(resolve_data(cfg.data))
+    samples, _ = read_splits(cfg)  # a bad dataset fails here, naming the file, before anything is written
+    if ckpt is None:
+        spec = build_spec(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume and rank == 0:  # a forced restart leaves nothing of the old run to be mistaken for this one's
+        for stale in ("metrics.csv", "best.pt"):
+            (out / stale).unlink(missing_ok=True)
     if rank == 0:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "spec": spec.to_json()}, indent=2, default=str))
 
@@ -192,7 +226,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         # made earlier would then update the discarded one (measured: resumed runs froze every activation scale)
         model.load_state_dict(ckpt["model"])
     model.to(device)
-    samples = load_split(cfg.data, "train", min_size=cfg.min_face)[: cfg.limit_train]
     workers = cap_workers(cfg.workers, local_ranks, say=print if rank == 0 else lambda _: None)
     dataset = TrainSet(samples, cfg.img, cfg.augment, cfg.seed, cfg.cache, processes=cpu_count() // local_ranks,
                        local_ranks=local_ranks, show=progress and rank == 0)
@@ -264,7 +297,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
                "obj": totals["obj"] / seen, "lr": lr_at(cfg, epoch + 1), "seconds": time.perf_counter() - t0,
                "images_per_s": seen / (time.perf_counter() - t0)}
         if rank == 0 and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            r = evaluate_model(ema.model.cpu(), spec, cfg.data, "val", cfg.limit_val)
+            r = evaluate_model(ema.model.cpu(), spec, cfg.data, "val", cfg.limit_val, skip_bad=cfg.skip_bad)
             ema.model.to(device)
             r.pop("_curve")
             row.update({"ap50": r["ap50"], "coco_ap50": r["coco_ap50"]})
@@ -361,23 +394,27 @@ def cli(argv: list[str]) -> int:
                    help="ram: decode every image once at start-up, at the model size (size printed, checked against "
                         "free memory first); none: decode per sample in the workers")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip malformed annotation entries and undecodable images (with a count) instead of stopping")
+    p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run or a model "
+                   "the flow did not write")
     a = p.parse_args(argv)
     on_wider = a.data is not None
     cfg = TrainConfig(variant=a.variant, img=a.img or (416 if on_wider else 192),
                       epochs=a.epochs or (300 if on_wider else 40), batch=a.batch,
                       data=str(a.data) if a.data else None, out=str(a.out or f"runs/{a.variant}"), seed=a.seed,
                       device=a.device, init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
-                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every, workers=a.workers,
-                      cache=a.cache)
+                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every, skip_bad=a.skip_bad,
+                      workers=a.workers, cache=a.cache)
     if not on_wider:
         cfg = builtin_schedule(cfg)
-    train(cfg, resume=a.resume, progress=not a.no_progress)
+    train(cfg, resume=a.resume, progress=not a.no_progress, force=a.force)
     out = Path(cfg.out)
     best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
     model, spec = load_checkpoint(best)
-    r = finish_report(evaluate_model(model, spec, cfg.data, "val", cfg.limit_val, predictions_dir=out / "wider_predictions"),
-                      out, f"{spec.name} {spec.img}x{spec.img}")
-    export_run(out, checkpoint=best)
+    r = finish_report(evaluate_model(model, spec, cfg.data, "val", cfg.limit_val, predictions_dir=out / "wider_predictions",
+                                     skip_bad=cfg.skip_bad), out, f"{spec.name} {spec.img}x{spec.img}")
+    export_run(out, checkpoint=best, force=a.force)
     print(f"best AP50 (WIDER protocol, all faces) {r['ap50']:.4f}, COCO AP50 {r['coco_ap50']:.4f}; "
           f"exported {out / 'model.qonnx.onnx'} + manifest.json")
     return 0

@@ -344,10 +344,11 @@ def test_mvu_with_one_input_per_output_survives_backpressure(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps(conf))
     run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "one.json"), standalone_thresholds=True),
                  quiet=True)
-    assert not fix_mvu_output_queue()  # already applied when FINN was set up, and idempotent
-    import finn
+    from finn.util.settings import get_settings
 
-    rtl = (Path(finn.__file__).parent / "finn-rtllib/mvu/mvu_vvu_axi.sv").read_text()
+    rtllib = Path(get_settings().finn_rtllib)  # what FINN and our RTL runs read: the patched copy
+    assert not fix_mvu_output_queue(rtllib)  # already applied when FINN was set up, and idempotent
+    rtl = (rtllib / "mvu/mvu_vvu_axi.sv").read_text()
     assert all(new in rtl and old not in rtl for old, new in MVU_QUEUE_FIX)
     r = run_rtlsim(tmp_path, frames=2, stall_pct=50, node="MVAU_rtl_0")
     assert r["bit_exact"] and r["stall_pct"] == 50, r

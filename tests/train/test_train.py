@@ -68,11 +68,15 @@ def test_workers_and_resume_change_nothing(tiny_data, straight_run, tmp_path):
     _assert_same_run(straight_run, tmp_path, resumed)
 
 
-def test_an_image_that_breaks_in_a_worker_names_the_file_and_the_run_resumes(tiny_data, tmp_path):
+def test_an_image_that_breaks_in_a_worker_names_the_file_and_the_run_resumes(tiny_data, tmp_path, monkeypatch):
     import shutil
 
+    import flow.train.data
     from flow.errors import FlowError
     from flow.train.data import load_split
+
+    # as if the file broke after the start-up check (which decodes every image before epoch 1): a worker finds it
+    monkeypatch.setattr(flow.train.data, "decodable", lambda samples, skip_bad=False: samples)
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -128,3 +132,44 @@ def test_ddp_two_ranks_on_cpu_stay_identical_on_their_own_halves(tiny_data, tmp_
     assert all(len(h) == n // 2 for h in halves) and not halves[0] & halves[1]
     assert halves[0] | halves[1] == set(range(n))
     assert ranks[1]["saved"] == [] and ranks[0]["saved"] and (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_a_broken_val_split_fails_before_the_first_epoch(tiny_data, tmp_path):
+    import shutil
+
+    from flow.train.data import AnnotationError
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    val = data / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+    val.write_text(val.read_text().replace("\n", "\nnot-a-count\n", 1))  # line 2: the first face count
+    with pytest.raises(AnnotationError, match=r"wider_face_val_bbx_gt.txt:2: expected a face count"):
+        train(_cfg(data, tmp_path / "run", eval_every=100), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_train_skip_bad_skips_what_the_error_tells_to_skip(tiny_data, tmp_path):
+    import shutil
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    txt = data / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    txt.write_text(txt.read_text() + "0--Synth_train/missing.jpg\n1\n1 2 30 40 0 0 0 0 0 0\n")
+    with pytest.warns(UserWarning, match="skipped 1 bad entry"):
+        r = train(_cfg(data, tmp_path / "run", epochs=1, skip_bad=True), progress=False)
+    assert len(r["history"]) == 1
+
+
+def test_train_does_not_start_over_in_a_run_unless_forced(tiny_data, tmp_path):
+    from flow.errors import FlowError
+
+    train(_cfg(tiny_data, tmp_path / "run", epochs=1), progress=False)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(FlowError, match="already holds a training run.*--resume.*--force"):
+        train(_cfg(tiny_data, tmp_path / "run", epochs=1), progress=False)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.qonnx.onnx").write_bytes(b"the user's own model")
+    with pytest.raises(FlowError, match="model.qonnx.onnx is not the flow's own output"):
+        train(_cfg(tiny_data, tmp_path / "mine", epochs=1), progress=False)
+    assert (tmp_path / "mine" / "model.qonnx.onnx").read_bytes() == b"the user's own model"
+    train(_cfg(tiny_data, tmp_path / "run", epochs=1), progress=False, force=True)
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 2  # started afresh: header + 1 epoch

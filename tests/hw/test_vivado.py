@@ -1,0 +1,308 @@
+"""FINN's Vivado half (`python -m flow bitstream`) end to end at 64x64, all-RTL, against the checking Vivado / Vitis
+HLS stand-ins in tests/vivado_standin: every step runs FINN's own Tcl in tclsh, and each class of defect a real
+Vivado would stop on (unset variable, missing file, module defined twice, missing interface attributes, wrong
+part, no board files) fails it."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flow.errors import FlowError
+from flow.export import export_run
+
+STANDIN = Path(__file__).resolve().parents[1] / "vivado_standin"
+HLSLIB_HEADERS = ("bnn-library.h", "dma.h", "streamtools.h")  # what FINN's IODMA includes from finn-hlslib
+BOARD_XML = ('<board schema_version="2.1" vendor="tul.com.tw" name="pynq-z2" display_name="PYNQ-Z2"><components>'
+             '<component name="part0" type="fpga" part_name="xc7z020clg400-1"/></components></board>\n')
+
+
+def require_tclsh():
+    if shutil.which("tclsh") is None:
+        pytest.fail("tclsh not found: the Vivado stand-in needs Debian's tcl (apt-get install -y tcl; .ci/run does)")
+
+
+def fake_deps(root: Path, headers=HLSLIB_HEADERS) -> Path:
+    """A FINN_DEPS folder shaped as FINN's dependency update leaves it: the headers the IODMA includes, and the
+    Pynq-Z2 board files' board.xml."""
+    (root / "finn-hlslib").mkdir(parents=True)
+    for h in headers:
+        (root / "finn-hlslib" / h).write_text("// stand-in header for the test suite\n")
+    board = root / "board_files" / "pynq-z2" / "A.0"
+    board.mkdir(parents=True)
+    (board / "board.xml").write_text(BOARD_XML)
+    return root
+
+
+def standin_env(deps: Path | None, path_dir: Path = STANDIN, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "FINN_DEPS", "FINN_RTLLIB")}
+    env.update(PATH=f"{path_dir}{os.pathsep}{env['PATH']}", XILINX_VIVADO="/opt/Xilinx/Vivado/2024.2",
+               NUM_DEFAULT_WORKERS="1", **extra)
+    if deps is not None:
+        env["FINN_DEPS"] = str(deps)
+    return env
+
+
+def bitstream(run: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flow", "bitstream", "--run", str(run)], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One run through the whole Vivado half: first with a finn-hlslib that lacks a header the IODMA includes (the
+    build stops at the bitfile step, naming the header; what came before is kept), then complete."""
+    require_tclsh()
+    root = tmp_path_factory.mktemp("vivado")
+    run = root / "run"
+    export_run(run, "4w4a", 64)
+    deps = fake_deps(root / "deps", headers=[h for h in HLSLIB_HEADERS if h != "dma.h"])
+    failed = bitstream(run, standin_env(deps))
+    stitched_after_failure = (run / "finn/vivado/stitched_ip/make_project.tcl").exists()
+    (deps / "finn-hlslib" / "dma.h").write_text("// stand-in header for the test suite\n")
+    ok = bitstream(run, standin_env(deps))
+    return run, deps, failed, stitched_after_failure, ok
+
+
+def test_bitstream_runs_finns_vivado_half_through_the_standin(built):
+    run, deps, failed, stitched_after_failure, ok = built
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    out = run / "finn" / "vivado"
+    steps = json.loads((out / "report" / "time_per_step.json").read_text())
+    assert [s for s in steps if s.startswith("step_")] == [
+        "step_hw_codegen", "step_hw_ipgen", "step_set_fifo_depths", "step_create_stitched_ip",
+        "step_synthesize_bitfile", "step_make_driver", "step_deployment_package"]
+    config = json.loads((run / "finn" / "build_config.json").read_text())
+    assert config["standalone_thresholds"] and config["board"] == "Pynq-Z2"  # all-RTL by default
+    # what each Vivado call was asked to do, and what FINN read back
+    assert (out / "stitched_ip" / "ip" / "component.xml").exists()
+    assert (out / "bitfile" / "finn-accel.bit").exists() and (out / "bitfile" / "finn-accel.hwh").exists()
+    assert (out / "report" / "post_route_timing.rpt").exists() and (out / "report" / "post_synth_resources.json").exists()
+    assert (out / "deploy" / "driver").is_dir() and (out / "deploy" / "bitfile" / "finn-accel.bit").exists()
+    zynq_log = next((run / "finn/tmp").glob("vivado_zynq_proj_*/vivado.log")).read_text()
+    assert "part xc7z020clg400-1" in zynq_log and "board part tul.com.tw:pynq-z2:part0:1.0" in zynq_log
+    hls_logs = list((run / "finn/tmp").glob("code_gen_ipgen_*IODMA_hls_0_*/vitis_hls.log"))
+    assert len(hls_logs) == 2 and all("exported" in f.read_text() for f in hls_logs)  # the two IODMAs
+    # the max pools share one lpyolo_maxpool.sv (referenced in place) and their wrappers pass the interface check
+    stitch = (out / "stitched_ip" / "make_project.tcl").read_text()
+    assert len(set(re.findall(r"add_files -norecurse (\S*lpyolo_maxpool\.sv)", stitch))) == 1
+    assert stitch.count("-reference StreamMaxPool2x2_rtl_") == 5
+    # the stand-in's outputs are marked, kept out of RUN/deploy, and refused by deploy
+    assert b"STAND-IN" in (out / "bitfile" / "finn-accel.bit").read_bytes()
+    assert "stand-in" in ok.stdout and not (run / "deploy" / "finn-accel.bit").exists()
+    from flow.deploy import make_deploy
+
+    with pytest.raises(FlowError, match="stand-in"):
+        make_deploy(run)
+
+
+def test_a_failed_ip_names_the_file_and_keeps_what_was_built(built):
+    run, deps, failed, stitched_after_failure, ok = built
+    assert failed.returncode == 1, (failed.stdout + failed.stderr)[-3000:]
+    assert "FINN step synthesize_bitfile failed" in failed.stderr and '#include "dma.h" not found' in failed.stderr
+    assert "build_dataflow.log" in failed.stderr
+    assert stitched_after_failure  # the steps before it, and their outputs, stayed
+
+
+def stitched_script(built, to: Path, **replace) -> Path:
+    """FINN's stitched-IP script from the build, to run again in `to` (its project folder moved there)."""
+    run = built[0]
+    tcl = (run / "finn/vivado/stitched_ip/make_project.tcl").read_text()
+    proj = re.search(r"create_project \S+ (\S+)", tcl).group(1)
+    tcl = tcl.replace(proj, str(to))
+    for old, new in replace.items():
+        assert old in tcl, old
+        tcl = tcl.replace(old, new, 1)
+    shutil.copytree(run / "finn/vivado/stitched_ip/data", to / "data")
+    (to / "make_project.tcl").write_text(tcl)
+    return to / "make_project.tcl"
+
+
+def standin(tool: str, script: Path, env: dict) -> subprocess.CompletedProcess:
+    args = [str(STANDIN / tool), *(["-mode", "batch", "-source"] if tool == "vivado" else []), str(script)]
+    return subprocess.run(args, capture_output=True, text=True, cwd=script.parent, env=env, timeout=300)
+
+
+def tool_env(built) -> dict:
+    import finn
+
+    from flow.hw.compat import patched_rtllib
+
+    return {**os.environ, "FINN_RTLLIB": str(patched_rtllib()),
+            "FINN_CUSTOM_HLS": str(Path(finn.__file__).parent / "custom_hls")}
+
+
+@pytest.mark.parametrize("defect", ["none", "unset FINN_RTLLIB", "missing file", "duplicate module",
+                                    "wrapper without interface attributes", "wrong part"])
+def test_standin_stops_where_vivado_would_on_the_stitched_ip(built, tmp_path, defect):
+    tcl = (built[0] / "finn/vivado/stitched_ip/make_project.tcl").read_text()
+    env, replace = tool_env(built), {}
+    pool = re.search(r"add_files -norecurse (\S*lpyolo_maxpool\.sv)", tcl).group(1)
+    wrapper = re.search(r"add_files -norecurse (\S*/StreamMaxPool2x2_rtl_0\.v)", tcl).group(1)
+    if defect == "unset FINN_RTLLIB":
+        del env["FINN_RTLLIB"]
+    elif defect == "missing file":
+        replace = {wrapper: wrapper.replace("StreamMaxPool2x2_rtl_0.v", "StreamMaxPool2x2_rtl_0_gone.v")}
+    elif defect == "duplicate module":  # as before: the max pool's source copied into a node's own folder
+        copy = tmp_path / "node_folder" / "lpyolo_maxpool.sv"
+        copy.parent.mkdir()
+        shutil.copy(pool, copy)
+        first = f"add_files -norecurse {pool}"
+        replace = {first: f"{first}\nadd_files -norecurse {copy}"}
+    elif defect == "wrapper without interface attributes":  # as our wrapper was before
+        bare = tmp_path / "bare" / "StreamMaxPool2x2_rtl_0.v"
+        bare.parent.mkdir()
+        bare.write_text("".join(ln for ln in Path(wrapper).read_text().splitlines(True) if "X_INTERFACE" not in ln))
+        replace = {wrapper: str(bare)}
+    elif defect == "wrong part":
+        replace = {"-part xc7z020clg400-1": "-part xc7z010clg400-1"}
+    (tmp_path / "proj").mkdir()
+    p = standin("vivado", stitched_script(built, tmp_path / "proj", **replace), env)
+    expected = {"none": None, "unset FINN_RTLLIB": 'can\'t read "::env(FINN_RTLLIB)"',
+                "missing file": "no such file or directory: " + wrapper.replace(".v", "_gone.v"),
+                "duplicate module": "module 'lpyolo_maxpool' is defined twice",
+                "wrapper without interface attributes": "clock ap_clk has no X_INTERFACE_INFO",
+                "wrong part": "part xc7z010clg400-1 is not the Pynq-Z2's"}[defect]
+    if expected is None:
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert (tmp_path / "proj/ip/component.xml").exists()
+    else:
+        assert p.returncode == 1 and expected in p.stderr, p.stderr[-2000:]
+        assert expected in (tmp_path / "proj/vivado.log").read_text()  # where FINN sends the user
+
+
+def test_standin_stops_on_unset_custom_hls_and_missing_board_files(built, tmp_path):
+    run = built[0]
+    env = tool_env(built)
+    hls_dir = next((run / "finn/tmp").glob("code_gen_ipgen_StreamingDataflowPartition_0_IODMA_hls_0_*"))
+    work = Path(shutil.copytree(hls_dir, tmp_path / "iodma"))
+    script = next(work.glob("hls_syn_*.tcl"))
+    assert standin("vitis_hls", script, env).returncode == 0
+    del env["FINN_CUSTOM_HLS"]
+    p = standin("vitis_hls", script, env)
+    assert p.returncode == 1 and 'can\'t read "::env(FINN_CUSTOM_HLS)"' in p.stderr, p.stderr[-2000:]
+    # the Zynq project without the Pynq-Z2 board files where FINN points the board repository
+    zynq = next((run / "finn/tmp").glob("vivado_zynq_proj_*"))
+    tcl = (zynq / "ip_config.tcl").read_text()
+    boards = str(built[1] / "board_files")
+    assert boards in tcl
+    (tmp_path / "zynq" / "no_boards").mkdir(parents=True)
+    (tmp_path / "zynq" / "ip_config.tcl").write_text(tcl.replace(boards, str(tmp_path / "zynq" / "no_boards")))
+    p = standin("vivado", tmp_path / "zynq" / "ip_config.tcl", tool_env(built))
+    assert p.returncode == 1 and "no board files for it (pynq-z2/*/board.xml)" in p.stderr, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["FINN_DEPS without board files", "unsupported Vivado"])
+def test_bitstream_stops_before_any_step(tmp_path, case):
+    require_tclsh()
+    export_run(tmp_path / "run", "4w4a", 64)
+    if case == "FINN_DEPS without board files":
+        deps = tmp_path / "deps"
+        (deps / "finn-hlslib").mkdir(parents=True)
+        p = bitstream(tmp_path / "run", standin_env(deps))
+        assert "needs board_files/pynq-z2" in p.stderr and f"FINN_DEPS={deps} lacks them" in p.stderr
+        assert "https://dpoauwgwqsy2x.cloudfront.net/Download/pynq-z2.zip" in p.stderr  # FINN's own pinned URL
+    else:
+        p = bitstream(tmp_path / "run", standin_env(fake_deps(tmp_path / "deps"), STANDIN_VIVADO_VERSION="2019.1"))
+        assert "is Vivado 2019.1; finn-plus 1.6.1 runs 2022.2" in p.stderr
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert not (tmp_path / "run" / "finn").exists()  # nothing started
+
+
+def test_fetch_deps_takes_finns_pinned_sources(tmp_path):
+    """fetch_deps follows FINN's dependency list (a commit of a git repository, a zip): here from local copies."""
+    from flow.hw.vivado import ensure_finn_deps, fetch_deps, missing_deps
+
+    repo = tmp_path / "hlslib"
+    repo.mkdir()
+    (repo / "bnn-library.h").write_text("// v1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "pinned"], check=True)
+    pinned = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "bnn-library.h").write_text("// v2, after the pin\n")
+    subprocess.run([*git, "commit", "-qam", "later"], check=True)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "pynq-z2.zip", "w") as z:
+        z.writestr("pynq-z2/A.0/board.xml", BOARD_XML)
+    listing = {"git_deps": {"finn-hlslib": {"url": str(repo), "commit": pinned}},
+               "direct_download_deps": {"pynq-z2": {"url": (tmp_path / "pynq-z2.zip").as_uri(),
+                                                    "target_directory": "board_files"}}}
+    deps = tmp_path / "deps"
+    fetch_deps(deps, listing)
+    assert missing_deps(deps) == []
+    assert (deps / "finn-hlslib" / "bnn-library.h").read_text() == "// v1\n"  # the pinned commit, not the newest
+    assert (deps / "board_files" / "pynq-z2" / "A.0" / "board.xml").exists()
+    os.environ["FINN_DEPS"] = str(deps)
+    try:
+        assert ensure_finn_deps() == deps
+    finally:
+        del os.environ["FINN_DEPS"]
+
+
+def test_finn_worker_processes_find_our_max_pool(tmp_path):
+    """FINN's worker pools (IP generation, ZynqBuild's partitions) look our op up in the child's registry: a `spawn`ed
+    child has none, so init_finn keeps `fork`."""
+    import multiprocessing
+
+    from flow.hw.compat import init_finn
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        init_finn(tmp_path / "tmp")
+        assert multiprocessing.get_start_method() == "fork"
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+
+
+def test_bitstream_without_vitis_hls_names_it_after_the_estimate(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "vivado").symlink_to(STANDIN / "vivado")  # Vivado alone, no Vitis HLS
+    export_run(tmp_path / "run", "4w4a", 64)
+    p = bitstream(tmp_path / "run", standin_env(None, tmp_path / "bin"))
+    assert p.returncode == 2, (p.stdout + p.stderr)[-2000:]
+    assert "vitis_hls not on the PATH" in p.stdout and (tmp_path / "run/finn/report/estimate.json").exists()
+
+
+def test_deploy_takes_only_a_vivado_bitfile(tmp_path):
+    from flow.deploy import BIT_HEADER, check_bitfile
+
+    (tmp_path / "real.bit").write_bytes(BIT_HEADER + b"\x00\x12top_wrapper;UserID=0XFFFFFFFF\x00")
+    check_bitfile(tmp_path / "real.bit")
+    (tmp_path / "other.bit").write_bytes(b"PK\x03\x04 a zip, renamed")
+    with pytest.raises(FlowError, match="not a .bit from write_bitstream"):
+        check_bitfile(tmp_path / "other.bit")
+    (tmp_path / "standin.bit").write_text("LPYOLO-FLOW VIVADO STAND-IN OUTPUT: not made by Xilinx tools\n")
+    with pytest.raises(FlowError, match="Vivado stand-in"):
+        check_bitfile(tmp_path / "standin.bit")
+
+
+def test_exported_finn_rtllib_gets_the_mvu_fix_in_a_copy(tmp_path, monkeypatch):
+    """compat item 8 reaches what FINN reads (FINN_RTLLIB) without writing to it: a user's finn-rtllib, here one
+    with finn-plus 1.6.1's original lines, stays as it is; FINN is pointed at a fixed copy in the cache."""
+    import finn
+
+    from flow.hw import compat
+
+    theirs = Path(shutil.copytree(Path(finn.__file__).parent / "finn-rtllib", tmp_path / "their-rtllib"))
+    sv = theirs / "mvu" / "mvu_vvu_axi.sv"
+    original = sv.read_text()
+    for old, new in compat.MVU_QUEUE_FIX:
+        original = original.replace(new, old)
+    sv.write_text(original)
+    monkeypatch.setattr(compat, "_RTLLIB_SOURCE", [])
+    monkeypatch.setenv("FINN_RTLLIB", str(theirs))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy = compat.patched_rtllib()
+    assert copy.is_relative_to(tmp_path / "cache") and sv.read_text() == original
+    fixed = (copy / "mvu" / "mvu_vvu_axi.sv").read_text()
+    assert all(new in fixed and old not in fixed for old, new in compat.MVU_QUEUE_FIX)
+    assert compat.patched_rtllib() == copy  # made once
