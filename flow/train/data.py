@@ -147,18 +147,38 @@ def require_faces(samples: list[Sample], txt: Path) -> list[Sample]:
     return samples
 
 
+def _decode_error(path: Path) -> str | None:
+    try:
+        read_image(path)
+    except FlowError as e:
+        return str(e)
+    return None
+
+
+def _map_on_every_core(fn, items: list) -> list:
+    """[fn(x) for x in items] in one forked process per core (WIDER's 16,106 images take ~100 s on one)."""
+    import multiprocessing
+    import os
+
+    n = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+            max(1, len(items) // 64))  # a small set is not worth the processes
+    if n <= 1:
+        return [fn(x) for x in items]
+    with multiprocessing.get_context("fork").Pool(n) as pool:
+        return pool.map(fn, items, chunksize=32)
+
+
 def decodable(samples: list[Sample], skip_bad: bool = False) -> list[Sample]:
-    """Decode every image once (a truncated or corrupt file is found now, not mid-training); with skip_bad, the
-    undecodable are dropped with one warning that counts them."""
+    """Decode every image once, on every core (a truncated or corrupt file is found now, not mid-training); with
+    skip_bad, the undecodable are dropped with one warning that counts them."""
     good, bad = [], []
-    for s in samples:
-        try:
-            read_image(s.path)
+    for s, err in zip(samples, _map_on_every_core(_decode_error, [s.path for s in samples]), strict=True):
+        if err is None:
             good.append(s)
-        except FlowError as e:
-            if not skip_bad:
-                raise FlowError(f"{e} (or pass --skip-bad, make: SKIP_BAD=1, to skip such images with a count)") from e
-            bad.append(str(e))
+        elif not skip_bad:
+            raise FlowError(f"{err} (or pass --skip-bad, make: SKIP_BAD=1, to skip such images with a count)")
+        else:
+            bad.append(err)
     if bad:
         warnings.warn(f"skipped {len(bad)} undecodable image{'s' * (len(bad) != 1)} (first: {bad[0]})", stacklevel=2)
     if not good:
