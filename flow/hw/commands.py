@@ -35,6 +35,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def _config(a) -> FinnConfig:
     from flow.hw.foldings import committed_folding, fifos_beside, read_meta
 
+    for opt, v in (("--target-fps", a.target_fps), ("--mvau-wwidth-max", a.mvau_wwidth_max)):
+        if v <= 0:
+            raise FlowError(f"{opt} {v}: must be positive")
+
     folding = a.folding
     if folding is None and not a.no_committed_folding:
         m = load_manifest(a.run)
@@ -62,9 +66,17 @@ def cli_estimate(argv: list[str]) -> int:
 
 
 def cli_bitstream(argv: list[str]) -> int:
-    from flow.hw.compat import vivado_available
+
+    from flow.runlock import run_lock
 
     a = _parser("python -m flow bitstream").parse_args(argv)
+    with run_lock(a.run):
+        return _bitstream(a)
+
+
+def _bitstream(a) -> int:
+    from flow.hw.compat import vivado_available
+
     tools = vivado_available()
     s = run_estimate(_config(a))
     print_summary(s)

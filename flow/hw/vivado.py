@@ -29,8 +29,14 @@ def run_vivado_steps(run_dir: Path) -> int:
         return rc
     deploy = run_dir / "deploy"
     deploy.mkdir(exist_ok=True)
+    from flow.provenance import record
+
     bit = next((d / "vivado" / "bitfile").glob("*.bit"))
     shutil.copy(bit, deploy / "finn-accel.bit")
     shutil.copy(bit.with_suffix(".hwh"), deploy / "finn-accel.hwh")
     shutil.copy(run_dir / "manifest.json", deploy / "manifest.json")
+    command = f"python -m flow bitstream --run {run_dir}"
+    for b in (bit, bit.with_suffix(".hwh"), deploy / "finn-accel.bit", deploy / "finn-accel.hwh"):
+        record(b, [d / "build_done.json"], command)  # which build (hence which model) each file is
+    record(deploy / "manifest.json", [run_dir / "manifest.json"], command)
     return 0
