@@ -101,6 +101,10 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
     cfg = replace(FinnConfig(**json.loads((build / "build_config.json").read_text())), run_dir=str(run_dir))
     model = load_hw_model(run_dir)  # says what to do if the build is not all-RTL
     widths = fifo_config_of(model)["stream_width"]
+    # put back as they were if this fails: the config written before, the build's reports, their records
+    report_dir = build / "report"
+    snap = _snapshot([out, out.parent / "provenance.json", *(report_dir / n for n in (
+        "rtlsim.json", "synth.json", "fifo_sizing.json", "provenance.json"))])
     done = build / "report" / "rtlsim.json"
     try:  # a simulation of this very build (its provenance says so) is reused
         check(done, [build / "build_done.json"], remake="")
@@ -109,7 +113,11 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
         gauge = {}
     if not (gauge.get("fifos", "").startswith("unbounded") and gauge.get("frames", 0) >= frames
             and gauge.get("stall_pct") == 0 and gauge.get("nodes") == len(model.graph.node)):
-        gauge = run_rtlsim(run_dir, frames=frames)
+        try:
+            gauge = run_rtlsim(run_dir, frames=frames)
+        except BaseException:
+            _restore({p: d for p, d in snap.items() if p.parent == report_dir})
+            raise
     if not gauge["bit_exact"]:
         raise FlowError(f"{run_dir}: the RTL is not bit-exact with unbounded FIFOs (finn/report/rtlsim.json); "
                         "FIFO depths cannot fix that")
@@ -125,10 +133,6 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
     qonnx = run_dir / "model.qonnx.onnx"
     made_from = [qonnx, *([Path(cfg.folding)] if cfg.folding else [])]
     command = f"python -m flow fifos --run {run_dir}" + (f" --out {out}" if out != run_dir / "fifos.json" else "")
-    # put back as they were if this fails: the config written before, the build's reports, their records
-    report_dir = build / "report"
-    snap = _snapshot([out, out.parent / "provenance.json", *(report_dir / n for n in (
-        "rtlsim.json", "synth.json", "fifo_sizing.json", "provenance.json"))])
     try:
         for cap in caps:
             plan = plan_fifos(fills, cap, bram_left)

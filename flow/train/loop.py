@@ -449,8 +449,11 @@ def cli(argv: list[str]) -> int:
                       limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every or 5)
     if not on_wider:
         cfg = builtin_schedule(cfg)
-    train(cfg, progress=not a.no_progress)
-    return _finish(cfg)
+    from flow.runlock import run_lock
+
+    with run_lock(cfg.out, create=True):  # one writer per run folder: a second `train --out` there is refused
+        train(cfg, progress=not a.no_progress)
+        return _finish(cfg)
 
 
 def _resume_cli(a) -> int:
@@ -479,8 +482,11 @@ def _resume_cli(a) -> int:
     note = f" (was {old.epochs}: the learning-rate schedule is recomputed for {epochs})" if epochs != old.epochs else ""
     print(f"resuming {out} after epoch {done} of {epochs}{note}")
     cfg = replace(old, epochs=epochs, device=a.device or old.device, out=str(out))
-    train(cfg, resume=True, progress=not a.no_progress)
-    return _finish(cfg)
+    from flow.runlock import run_lock
+
+    with run_lock(out):
+        train(cfg, resume=True, progress=not a.no_progress)
+        return _finish(cfg)
 
 
 def _finish(cfg: TrainConfig) -> int:

@@ -112,3 +112,29 @@ def test_simulation_options_are_checked_first(built):
         size_fifos(built, built)
     with pytest.raises(FlowError, match="estimate.json: the build's estimate report is missing.*flow estimate"):
         read_estimate(built / "elsewhere")
+
+
+def test_a_bitfile_is_deployed_only_with_its_own_build(built, tmp_path):
+    """No Vivado here: a stand-in bitfile placed where `bitstream` leaves one. Its sha256 goes into the package's
+    manifest only while it is the bitfile of the run's current build."""
+    from flow.deploy import make_deploy
+    from flow.files import sha256
+
+    run = _copy(built, tmp_path / "run")
+    vivado = run / "finn" / "vivado" / "bitfile" / "top.bit"
+    vivado.parent.mkdir(parents=True)
+    vivado.write_bytes(b"a bitfile of unknown origin")
+    with pytest.raises(StaleError, match=r"top.bit: no provenance record.*python -m flow bitstream"):
+        make_deploy(run)
+    shutil.rmtree(run / "finn" / "vivado")
+    bit = run / "deploy" / "finn-accel.bit"
+    bit.parent.mkdir()
+    bit.write_bytes(b"a bitfile")
+    bit.with_suffix(".hwh").write_text("<hwh/>")
+    for f in (bit, bit.with_suffix(".hwh")):
+        record(f, [run / "finn" / "build_done.json"], f"python -m flow bitstream --run {run}")
+    assert make_deploy(run)["bitfile"]
+    assert json.loads((run / "deploy/manifest.json").read_text())["files"]["bitfile"]["sha256"] == sha256(bit)
+    run_estimate(FinnConfig(run_dir=str(run), target_fps=30), quiet=True)  # another build of the same model
+    with pytest.raises(StaleError, match=r"finn-accel.bit is stale: it was made from an earlier .*build_done.json"):
+        make_deploy(run)

@@ -39,9 +39,12 @@ def test_smoke_training_lowers_the_loss_and_exports(tiny_data, tmp_path):
 def test_resume_after_a_kill_is_bit_identical(tiny_data, tmp_path):
     straight = train(_cfg(tiny_data, tmp_path / "straight"), progress=False)
     train(_cfg(tiny_data, tmp_path / "killed"), progress=False, stop_after=1)  # as if killed after epoch 1
+    metrics = tmp_path / "killed" / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # killed between last.pt and metrics.csv
     resumed = train(_cfg(tiny_data, tmp_path / "killed"), resume=True, progress=False)
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)  # our checkpoints need no code to load
+    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert [ln.split(",")[0] for ln in metrics.read_text().splitlines()] == ["epoch", "1", "2", "3"]
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         for k in a[key]:
@@ -62,3 +65,28 @@ def test_unknown_optimizer_is_refused(tiny_data, tmp_path):
 
     with pytest.raises(FlowError, match="optimizer"):
         train(replace(_cfg(tiny_data, tmp_path / "x"), optimizer="lion"), progress=False)
+
+
+def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
+    from flow.errors import FlowError
+    from flow.train.loop import cli
+
+    (tmp_path / "file").write_text("x")
+    for argv, msg in ((["--epochs", "0"], "--epochs 0: must be positive"), (["--img", "0"], "--img 0: must be positive"),
+                      (["--img", "50"], "--img 50: .*multiple of 32"), (["--batch", "0"], "--batch 0: must be positive"),
+                      (["--device", "tpu"], "--device tpu: use auto, cpu, cuda"),
+                      (["--out", str(tmp_path / "file")], "an existing file")):
+        with pytest.raises(FlowError, match=msg):
+            cli(argv)
+    run = tmp_path / "run"
+    train(_cfg(tiny_data, run, epochs=2, eval_every=1), progress=False, stop_after=1)
+    with pytest.raises(FlowError, match=r"keeps the options it was started with; refused: --img 96 \(the run has 64\)"):
+        cli(["--resume", "--out", str(run), "--img", "96"])
+    with pytest.raises(FlowError, match="has 1 epochs done"):
+        train(_cfg(tiny_data, run, epochs=0), resume=True, progress=False)
+    # --epochs on --resume takes effect: the run goes on to 3 epochs (not its original 2), and says so
+    assert cli(["--resume", "--out", str(run), "--epochs", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "after epoch 1 of 3 (was 2" in out
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 3
