@@ -275,8 +275,10 @@ def build_key(cfg: FinnConfig, prefolding: str) -> str:
     h = hashlib.sha256(prefolding.encode())
     opts = {k: v for k, v in asdict(cfg).items() if k not in ("run_dir", "steps")}
     h.update(json.dumps(opts, sort_keys=True).encode())
-    for f in (cfg.folding, cfg.fifo_config):
-        h.update(Path(f).read_bytes() if f else b"-")
+    h.update(Path(cfg.folding).read_bytes() if cfg.folding else b"-")
+    if cfg.fifo_config:  # what sets the FIFOs; `fifos` adds a `sized_by` note to the file after building with it
+        conf = json.loads(Path(cfg.fifo_config).read_text())
+        h.update(json.dumps({k: conf.get(k) for k in ("fifo_depths", "impl_style", "ram_style")}, sort_keys=True).encode())
     return h.hexdigest()
 
 
