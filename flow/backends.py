@@ -131,6 +131,26 @@ class BrevitasBackend(Backend):
         return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def with_shapes(model, path: Path):
+    """qonnx's executor needs every tensor's shape; a QONNX file saved without annotations gets them from qonnx's
+    own shape inference (the graph is not otherwise changed)."""
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    names = {t for n in model.graph.node for t in n.output}
+    known = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    if names <= known:
+        return model
+    try:
+        model = model.transform(InferShapes())
+    except Exception as e:  # noqa: BLE001 - qonnx raises assorted types; the file is what the user can fix
+        raise FlowError(f"{path}: tensor shapes are not annotated and qonnx cannot infer them ({type(e).__name__}: "
+                        f"{e}); re-export it, or run qonnx's cleanup (`qonnx-cleanup`) on it") from e
+    missing = sorted(names - {v.name for v in [*model.graph.value_info, *model.graph.output]})
+    if missing:
+        raise FlowError(f"{path}: no shape for tensors {', '.join(missing[:4])} even after qonnx's shape inference")
+    return model
+
+
 class QONNXBackend(Backend):
     """qonnx's reference executor (numpy/ORT per node) on the cleaned QONNX graph."""
 
@@ -140,7 +160,7 @@ class QONNXBackend(Backend):
         from qonnx.core.modelwrapper import ModelWrapper
 
         self.path = Path(path)
-        self.model = load_onnx_model(self.path, ModelWrapper)
+        self.model = with_shapes(load_onnx_model(self.path, ModelWrapper), self.path)
         self.scale = manifest["output"]["scale"]
         self.shape = manifest["input"]["shape"]
         self.iname = self.model.graph.input[0].name

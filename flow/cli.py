@@ -65,3 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FlowError, SpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # every stage writes atomically and keeps its last good state: no traceback needed
+        print(f"\ninterrupted: `{name}` stopped; what it had finished is kept (`train --resume` continues a "
+              "training run)", file=sys.stderr)
+        return 130

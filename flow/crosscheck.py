@@ -318,14 +318,30 @@ def _row(c: Comparison, info: dict) -> dict:
 def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool = False, layers: bool = False,
                    n_real: int = 4, n_random: int = 2, seed: int = 0, board_outputs: Path | None = None,
                    extra_backends: list[Backend] | None = None) -> dict:
+    from flow.runlock import run_lock
+
+    if n_real < 0 or n_random < 0 or n_real + n_random < 1:
+        raise FlowError(f"--real {n_real} --random {n_random}: cross-check at least one image (neither negative)")
+    run_dir = Path(run_dir)
+    with run_lock(run_dir, f"python -m flow crosscheck --run {run_dir}"):
+        return _run_crosscheck(run_dir, device, allow_cpu_fallback, layers, n_real, n_random, seed, board_outputs,
+                               extra_backends)
+
+
+def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers: bool, n_real: int, n_random: int,
+                    seed: int, board_outputs: Path | None, extra_backends: list[Backend] | None) -> dict:
+    from flow.export import check_export
     from flow.files import atomic_write_json
     from flow.qcdq import lower_to_qcdq
 
-    run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     qonnx_path, qcdq_path = run_dir / "model.qonnx.onnx", run_dir / "model.qcdq.onnx"
+    if not qonnx_path.is_file():
+        raise FlowError(f"{qonnx_path}: missing; run `python -m flow export --out {run_dir}` first")
     if not qcdq_path.exists():
         lower_to_qcdq(qonnx_path, qcdq_path)
+    # every backend runs the run's current model: a file left from an earlier export is named, not compared
+    check_export(run_dir, "manifest.json", "model.pt", "model.qcdq.onnx")
     x, source = input_batch(manifest, n_real, n_random, seed)
     ref = QONNXBackend(qonnx_path, manifest)
     t0 = time.perf_counter()

@@ -8,7 +8,6 @@ that); the command says plainly that the hardware files are missing and how to m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -59,7 +58,7 @@ def find_bitfile(run_dir: Path) -> Path | None:
 BIT_HEADER = bytes.fromhex("00090ff00ff00ff00ff000000161")  # every Vivado .bit opens so (its header's first field)
 
 
-def check_bitfile(bit: Path) -> None:
+def check_vivado_bitfile(bit: Path) -> None:
     """A bitfile only if Vivado wrote it: the test suite's stand-in marks its outputs, and anything else must open
     with the .bit header."""
     from flow.hw.vivado import is_standin
@@ -73,36 +72,105 @@ def check_bitfile(bit: Path) -> None:
             raise FlowError(f"{bit} does not open with a Vivado bitfile header; it is not a .bit from write_bitstream")
 
 
+DEPLOY_RECORD = ".flow-deploy.json"  # what a deploy wrote into its folder: the only paths a later deploy removes
+REPO = Path(__file__).resolve().parents[1]
+
+
+def check_out(run_dir: Path, out: Path) -> None:
+    """Refuse a deploy folder whose writing would delete or overwrite what the flow did not make: the run itself,
+    a folder holding the run, the repository (or a folder holding it, or its source packages), an existing file,
+    or a non-empty folder that is not a deploy package we made."""
+    run, o = run_dir.resolve(), out.resolve()
+    if o == run or run.is_relative_to(o):
+        raise FlowError(f"--out {out}: is {'the run folder' if o == run else 'a folder holding the run'} {run_dir}; "
+                        f"the package goes into its own folder (default {run_dir / 'deploy'})")
+    if REPO.is_relative_to(o) or any(o.is_relative_to(REPO / pkg) for pkg in ("board", "flow", "models", "tests",
+                                                                              "docker", ".git")):
+        raise FlowError(f"--out {out}: is the repository {REPO} or inside its sources; writing the package there "
+                        f"would replace the repository's own files. Use e.g. {run_dir / 'deploy'}")
+    if o.exists() and not o.is_dir():
+        raise FlowError(f"--out {out}: an existing file, not a folder; name a new folder")
+    ours = set(_deploy_record(o).get("wrote", [])) | {DEPLOY_RECORD, "provenance.json"}
+    from flow.provenance import recorded
+
+    foreign = [p.name for p in o.iterdir() if p.name not in ours and not recorded(p)] if o.is_dir() else []
+    if foreign:
+        raise FlowError(f"--out {out}: holds files no deploy of ours wrote ({', '.join(sorted(foreign)[:5])}); "
+                        "nothing is deleted or overwritten that the flow did not make: name an empty or new folder")
+    z = Path(f"{o}.zip")
+    if z.exists() and z.name not in _deploy_record(o).get("zip", ""):
+        raise FlowError(f"{z}: exists and was not written by a deploy of {out}; move it away or name another --out")
+
+
+def _deploy_record(out: Path) -> dict:
+    try:
+        return json.loads((out / DEPLOY_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def check_bitfile(run_dir: Path, bit: Path) -> None:
+    """The bitfile must be Vivado's and come from the run's current FINN build, itself made from the run's current
+    model."""
+    from flow.hw.build import check_build
+    from flow.provenance import check
+
+    check_vivado_bitfile(bit)
+    check_build(run_dir)
+    check(bit, [run_dir / "finn" / "build_done.json"], remake=f"python -m flow bitstream --run {run_dir}")
+
+
 def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
-    from flow.files import atomic_write_json
-    from flow.qcdq import lower_to_qcdq
+    from flow.runlock import run_lock
 
     run_dir = Path(run_dir)
     out = Path(out or run_dir / "deploy")
+    with run_lock(run_dir, f"python -m flow deploy --run {run_dir} --out {out}"):
+        return _make_deploy(run_dir, out)
+
+
+def _make_deploy(run_dir: Path, out: Path) -> dict:
+    from flow.export import check_export
+    from flow.files import atomic_write_json, sha256
+    from flow.hw.build import check_build
+    from flow.provenance import record
+    from flow.qcdq import lower_to_qcdq
+
     manifest = load_manifest(run_dir)
+    check_out(run_dir, out)
+    qcdq = run_dir / "model.qcdq.onnx"
+    if not qcdq.exists():
+        lower_to_qcdq(run_dir / "model.qonnx.onnx", qcdq)
+    check_export(run_dir, "manifest.json", "model.qcdq.onnx")  # the package carries the run's model, not an older one
     bit = find_bitfile(run_dir)
     if bit is not None:
-        check_bitfile(bit)
+        check_bitfile(run_dir, bit)
+    elif (run_dir / "finn").exists():
+        check_build(run_dir)  # the packing widths come from it
+    previous = _deploy_record(out)
     out.mkdir(parents=True, exist_ok=True)
-    if bit is not None and bit.parent != out:
+    for name in previous.get("wrote", []):  # only what our last deploy here wrote, as it recorded
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() and p != bit:
+            p.unlink()
+    wrote = []
+    if bit is not None and bit.parent.resolve() != out.resolve():
         shutil.copy(bit, out / "finn-accel.bit")
         hwh = bit.with_suffix(".hwh")
         if not hwh.is_file():
             raise FlowError(f"{hwh}: the bitfile's hardware handoff is missing; the board cannot load the overlay")
         shutil.copy(hwh, out / "finn-accel.hwh")
-    qcdq = run_dir / "model.qcdq.onnx"
-    if not qcdq.exists():
-        lower_to_qcdq(run_dir / "model.qonnx.onnx", qcdq)
+        wrote += ["finn-accel.bit", "finn-accel.hwh"]
     shutil.copy(qcdq, out / "model.qcdq.onnx")
     manifest["packing"].update(stream_folds(run_dir))
+    manifest["files"]["qcdq"] = {"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")}
     if bit is not None:
-        manifest["files"]["bitfile"] = {"path": "finn-accel.bit",
-                                        "sha256": hashlib.sha256((out / "finn-accel.bit").read_bytes()).hexdigest()}
+        manifest["files"]["bitfile"] = {"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")}
     atomic_write_json(out / "manifest.json", manifest)
-    src = Path(__file__).resolve().parents[1] / "board"
+    src = REPO / "board"
     pkg = out / "board"
-    if pkg.exists():
-        shutil.rmtree(pkg)
     pkg.mkdir()
     for f in BOARD_FILES:
         shutil.copy(src / f, pkg / f)
@@ -111,6 +179,10 @@ def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
     (out / "pyproject.toml").unlink(missing_ok=True)  # an older package's: it would turn build isolation on
     (out / "setup.py").write_text(BOARD_SETUP_PY)
     write_samples(out / "samples")
+    wrote += ["model.qcdq.onnx", "manifest.json", "board", "notebooks", "README.md", "setup.py", "samples"]
+    record(out / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])],
+           f"python -m flow deploy --run {run_dir} --out {out}")
+    atomic_write_json(out / DEPLOY_RECORD, {"run": str(run_dir.resolve()), "wrote": wrote, "zip": f"{out.name}.zip"})
     archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
     return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
 

@@ -17,7 +17,7 @@ import torch
 
 from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
-from flow.files import atomic_write_bytes, atomic_write_json, sha256
+from flow.files import atomic_write_bytes, atomic_write_json, load_torch, sha256
 from flow.samples import sample_images, to_nchw_float
 from models import QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
@@ -74,9 +74,11 @@ def load_checkpoint(path: Path, variant: str | None = None, img: int | None = No
     if not path.is_file():
         raise ExportError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(path)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise ExportError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+        why = str(e).splitlines()[-1] if "Weights only load failed" in str(e) else f"{type(e).__name__}: {e}"
+        raise ExportError(f"{path}: not a readable torch checkpoint ({why}); checkpoints are read with "
+                          "weights_only=True, so one that needs code to load is refused") from e
     if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
         raise ExportError(f"{path}: not an lpyolo-flow checkpoint (no 'spec'/'model' entries)")
     spec = QuantSpec.from_json(ckpt["spec"])
@@ -178,24 +180,55 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
     A checkpoint brings its own variant and input size; variant/img given with one are checks (img: re-size,
     the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416. Files in out_dir that
     the flow did not write are refused (`refuse_to_overwrite`) unless force."""
+    from flow.provenance import record
+    from flow.runlock import run_lock
+
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir}: an existing file, not a run folder")
+    if img is not None and (img <= 0 or img % STRIDE):
+        raise ExportError(f"--img {img}: the input size must be a positive multiple of {STRIDE}")
     refuse_to_overwrite(out_dir, force=force)
     if checkpoint:
-        model, spec = load_checkpoint(checkpoint, variant=None if overrides else variant, img=img)
+        model, spec = load_checkpoint(checkpoint, variant=variant, img=img)
+        if overrides:  # the checkpoint's weights were trained at its own bit widths: other ones are a new model
+            asked = spec_for(spec.name.split("+")[0], img=spec.img, overrides=overrides, anchors=spec.anchors)
+            if [list(asked.weight_bits), list(asked.act_bits)] != [list(spec.weight_bits), list(spec.act_bits)]:
+                raise ExportError(f"{checkpoint}: --override {','.join(overrides)} asks for other bit widths than "
+                                  f"the checkpoint was trained with ({spec.describe()}); drop --override, or train "
+                                  "with it (`python -m flow train --override ...`)")
         source = f"checkpoint:{Path(checkpoint).name}"
+        command = f"python -m flow export --checkpoint {checkpoint} --out {out_dir}"
     else:
         spec = spec_for(variant or "4w4a", img=img or 416, overrides=overrides)
         model = fresh_model(spec, seed=seed)
         source = f"calibrated:seed={seed}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.qcdq.onnx").unlink(missing_ok=True)  # the replaced model's lowering: stale, never cross-checked
-    qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
-    # The exact torch model behind the export, so the cross-check's Brevitas backend runs the same weights.
-    buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})
-    atomic_write_bytes(out_dir / "model.pt", buf)
-    manifest = make_manifest(spec, model.output_scale(), qonnx_path, source)
-    atomic_write_json(out_dir / "manifest.json", manifest)
+        command = (f"python -m flow export --variant {variant or '4w4a'} --img {spec.img} --seed {seed} --out {out_dir}"
+                   + "".join(f" --override {o}" for o in overrides or ()))
+    with run_lock(out_dir, command, create=True):
+        (out_dir / "model.qcdq.onnx").unlink(missing_ok=True)  # the replaced model's lowering: stale
+        qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
+        record(qonnx_path, [Path(checkpoint)] if checkpoint else [], command, source=source)
+        # The exact torch model behind the export, so the cross-check's Brevitas backend runs the same weights.
+        buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})
+        atomic_write_bytes(out_dir / "model.pt", buf)
+        record(out_dir / "model.pt", [qonnx_path], command)
+        manifest = make_manifest(spec, model.output_scale(), qonnx_path, source)
+        atomic_write_json(out_dir / "manifest.json", manifest)
+        record(out_dir / "manifest.json", [qonnx_path], command)
     return manifest
+
+
+def check_export(run_dir: Path, *names: str) -> None:
+    """model.pt / manifest.json / model.qcdq.onnx of run_dir must be made from its current model.qonnx.onnx."""
+    from flow.provenance import check
+
+    run_dir = Path(run_dir)
+    qonnx = run_dir / "model.qonnx.onnx"
+    remake = {"model.qcdq.onnx": f"python -m flow qcdq {qonnx} {run_dir / 'model.qcdq.onnx'}"}
+    for name in names:
+        if (run_dir / name).exists():
+            check(run_dir / name, [qonnx], remake.get(name))
 
 
 def _torch_bytes(obj) -> bytes:

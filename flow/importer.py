@@ -281,39 +281,46 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
     from flow.export import _strip_metadata
 
     _strip_metadata(data)
-    out.mkdir(parents=True, exist_ok=True)
-    qonnx_path = out / "model.qonnx.onnx"
-    atomic_write_bytes(qonnx_path, data.SerializeToString())
-    atomic_write_bytes(out / ORIGINAL, source)
-    removed = [n for n in ("model.pt", "model.qcdq.onnx") if (out / n).exists()]
-    for stale in removed:  # the replaced model's: the cross-check would run them as this one
-        (out / stale).unlink()
-    notes = t.notes or ["the input is used as it is (raw pixels)"]
-    manifest = {
-        "format": MANIFEST_FORMAT, "version": 1,
-        "variant": "imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem),
-        "spec": None, "spec_hash": None,
-        "input": {"name": model.graph.input[0].name, "shape": [1, 3, img, img], "layout": "NCHW",
-                  "accel_shape": [1, img, img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
-                  "meaning": "raw pixel values 0..255, letterboxed RGB"},
-        "output": {"name": model.graph.output[0].name, "shape": [1, oshape[1], g, g], "layout": "NCHW",
-                   "accel_shape": [1, g, g, oshape[1]], "accel_layout": "NHWC",
-                   "datatype": f"{'INT' if oq['signed'] else 'UINT'}{bits}", "bits": bits, "narrow": oq["narrow"],
-                   "scale": scale, "meaning": f"the output quantizer {named(onode)}'s value = code * scale"},
-        "anchors": anchors, "stride": STRIDE, "classes": classes, "decode": decode,
-        "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
-        "packing": {"input_bits": 8, "output_bits": bits, "output_container": "int8" if oq["signed"] else "uint8"},
-        "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
-                  "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
-        "source": f"imported:{path.name}",
-        "import": {"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
-                   "pixel_factor": float(factor), "input_rewrite": notes,
-                   "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
-                   "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
-                   "removed": removed},
-    }
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
+    from flow.provenance import record
+    from flow.runlock import run_lock
+
+    command = f"python -m flow import {path} --out {out}"
+    with run_lock(out, command, create=True):
+        qonnx_path = out / "model.qonnx.onnx"
+        atomic_write_bytes(out / ORIGINAL, source)
+        record(out / ORIGINAL, [], command, source=str(path.resolve()))
+        atomic_write_bytes(qonnx_path, data.SerializeToString())
+        record(qonnx_path, [out / ORIGINAL], command, source=f"imported:{path.name}")
+        removed = [n for n in ("model.pt", "model.qcdq.onnx") if (out / n).exists()]
+        for stale in removed:  # the replaced model's: the cross-check would run them as this one
+            (out / stale).unlink()
+        notes = t.notes or ["the input is used as it is (raw pixels)"]
+        manifest = {
+            "format": MANIFEST_FORMAT, "version": 1,
+            "variant": "imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem),
+            "spec": None, "spec_hash": None,
+            "input": {"name": model.graph.input[0].name, "shape": [1, 3, img, img], "layout": "NCHW",
+                      "accel_shape": [1, img, img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
+                      "meaning": "raw pixel values 0..255, letterboxed RGB"},
+            "output": {"name": model.graph.output[0].name, "shape": [1, oshape[1], g, g], "layout": "NCHW",
+                       "accel_shape": [1, g, g, oshape[1]], "accel_layout": "NHWC",
+                       "datatype": f"{'INT' if oq['signed'] else 'UINT'}{bits}", "bits": bits, "narrow": oq["narrow"],
+                       "scale": scale, "meaning": f"the output quantizer {named(onode)}'s value = code * scale"},
+            "anchors": anchors, "stride": STRIDE, "classes": classes, "decode": decode,
+            "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
+            "packing": {"input_bits": 8, "output_bits": bits, "output_container": "int8" if oq["signed"] else "uint8"},
+            "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
+                      "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
+            "source": f"imported:{path.name}",
+            "import": {"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
+                       "pixel_factor": float(factor), "input_rewrite": notes,
+                       "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
+                       "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
+                       "removed": removed},
+        }
+        atomic_write_json(out / "manifest.json", manifest)
+        record(out / "manifest.json", [qonnx_path], command)
+        return manifest
 
 
 # ------------------------------------------------------------------------------ the original in the cross-check

@@ -116,6 +116,9 @@ def lower_to_qcdq(in_path: Path, out_path: Path) -> Path:
         raise QCDQRefusal(f"{in_path}: {e}") from None
     onnx.checker.check_model(model.model)
     atomic_write_bytes(Path(out_path), model.model.SerializeToString())
+    from flow.provenance import record
+
+    record(Path(out_path), [Path(in_path)], f"python -m flow qcdq {in_path} {out_path}")
     return Path(out_path)
 
 

@@ -45,7 +45,9 @@ def test_every_preset_crosschecks_at_64(tmp_path, variant):
 def test_planted_fault_is_caught_and_located(tmp_path, run_4w4a):
     import shutil
 
-    for f in ("model.qonnx.onnx", "model.qcdq.onnx", "manifest.json", "model.pt"):
+    from flow.provenance import record
+
+    for f in ("model.qonnx.onnx", "model.qcdq.onnx", "manifest.json", "model.pt", "provenance.json"):
         shutil.copy(run_4w4a / f, tmp_path / f)
     model = onnx.load(str(tmp_path / "model.qcdq.onnx"))
     w = next(i for i in model.graph.initializer if i.name == "Quant_2_param0")  # conv2's float weights
@@ -54,6 +56,8 @@ def test_planted_fault_is_caught_and_located(tmp_path, run_4w4a):
     arr.flat[i] = -arr.flat[i]  # one weight changed (its code flips sign), in one backend only
     w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
     onnx.save(model, str(tmp_path / "model.qcdq.onnx"))
+    # as a faulty lowering of this very model would have written it (a file changed by hand is refused instead)
+    record(tmp_path / "model.qcdq.onnx", [tmp_path / "model.qonnx.onnx"], "planted fault")
     r = run_crosscheck(tmp_path, device="cpu", n_real=2, n_random=1)
     row = r["backends"]["qcdq-ort-cpu"]
     # board-sim's golden model is the same model.qcdq.onnx, so it must inherit the fault; nothing else may

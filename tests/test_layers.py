@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # bottom first: a module may import only modules listed before it
 LAYERS = [
     # the bottom: errors, file writing, the board's facts, the sample photos
-    "flow.errors", "flow.files", "flow.hw.z2", "flow.samples",
+    "flow.errors", "flow.files", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
     # the training wing, below the export it ends with
     "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
     # the spine

@@ -11,6 +11,7 @@ trailing output scale and layout change to the host. The board's facts come from
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -214,6 +215,17 @@ def apply_folding_checked(model, path: Path):
     model = model.transform(ApplyConfig(str(path)))
     for n in hw:
         inst = getCustomOp(model.get_node_from_name(n.name))
+        try:  # FINN asserts later (no node named) where PE/SIMD do not divide the channels they fold
+            for check in ("get_folded_input_shape", "get_folded_output_shape", "calc_wmem", "calc_tmem"):
+                try:
+                    getattr(inst, check, lambda: None)()
+                except NotImplementedError:  # not defined for this node type
+                    pass
+        except Exception as e:  # noqa: BLE001 - AssertionError, FINNUserError, ZeroDivisionError alike
+            got = {a: inst.get_nodeattr(a) for a in ("PE", "SIMD") if a in inst.get_nodeattr_types()}
+            raise FoldingError(f"{path}: {n.name} ({n.op_type}) cannot fold with {got}: PE must divide its output "
+                               f"channels and SIMD its input channels ({type(e).__name__}: {e or 'FINN assertion'})"
+                               ) from None
         for attr, want in conf[n.name].items():
             try:
                 got = inst.get_nodeattr(attr)
@@ -251,50 +263,196 @@ def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
     return h.hexdigest()
 
 
+MAX_CRASHED = 2  # failed builds kept for inspection (finn.crashed-<time>/, newest first); older ones are deleted
+CRASH_NOTE = "crashed.json"  # written into every crashed build we keep: only folders holding it are ever pruned
+
+
+def build_key(cfg: FinnConfig, prefolding: str) -> str:
+    """The build's identity: everything it is made of (the pre-folding key plus folding, FIFO config and options).
+    Written into build_done.json, so an estimate remade from the same inputs is recognisably the same build and the
+    reports made from it (rtlsim.json, synth.json) stay valid."""
+    import hashlib
+
+    h = hashlib.sha256(prefolding.encode())
+    opts = {k: v for k, v in asdict(cfg).items() if k not in ("run_dir", "steps")}
+    h.update(json.dumps(opts, sort_keys=True).encode())
+    h.update(Path(cfg.folding).read_bytes() if cfg.folding else b"-")
+    if cfg.fifo_config:  # what sets the FIFOs; `fifos` adds a `sized_by` note to the file after building with it
+        conf = json.loads(Path(cfg.fifo_config).read_text())
+        h.update(json.dumps({k: conf.get(k) for k in ("fifo_depths", "impl_style", "ram_style")}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def estimate_command(cfg: FinnConfig) -> str:
+    """The command line that remakes this build (what provenance errors tell the user to run)."""
+    cmd = f"python -m flow estimate --run {cfg.run_dir}"
+    if cfg.standalone_thresholds:
+        cmd += " --standalone-thresholds"
+    if cfg.folding:
+        cmd += f" --folding {cfg.folding}"
+    if cfg.fifo_config:
+        cmd += f" --fifos {cfg.fifo_config}"
+    return cmd
+
+
+def _previous(d: Path) -> Path:
+    return d.with_name(d.name + ".previous")
+
+
+def _set_aside_crashed(d: Path, why: str) -> Path:
+    """Move a failed build to finn.crashed-<time>/ with a note, and prune our crashed builds to MAX_CRASHED."""
+    from flow.files import atomic_write_json
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = next(p for k in range(1000) if not (p := d.with_name(f"{d.name}.crashed-{stamp}-{os.getpid()}-{k}")).exists())
+    d.rename(aside)
+    atomic_write_json(aside / CRASH_NOTE, {"why": why, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    crashed = sorted((p for p in d.parent.glob(f"{d.name}.crashed-*") if (p / CRASH_NOTE).is_file()),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in crashed[MAX_CRASHED:]:
+        shutil.rmtree(old)
+    print(f"note: the failed build is kept in {aside} for inspection (the newest {MAX_CRASHED} are kept)")
+    return aside
+
+
+def recover_build_dir(cfg: FinnConfig) -> None:
+    """After a build killed mid-way (SIGKILL, power): the finished build it set aside comes back."""
+    d, prev = cfg.build_dir, _previous(cfg.build_dir)
+    if not prev.exists():
+        return
+    if (d / "build_done.json").exists():  # the new build had finished; only the old one's removal was cut short
+        shutil.rmtree(prev)
+        return
+    if d.exists():
+        _set_aside_crashed(d, "interrupted (the process was killed)")
+    prev.rename(d)
+    print(f"note: an interrupted build was set aside; the last good build is back in {d}")
+
+
 def prepare_build_dir(cfg: FinnConfig, prefolding: str | None = None) -> bool:
-    """A fresh build dir; a dir left by a crashed run (no build_done marker) is moved aside, not reused. When the
-    finished build there had the same `prefolding_key`, its pre-folding models are kept; returns whether."""
-    d = cfg.build_dir
+    """A fresh build dir. The finished build there is set aside (finn.previous/) until the new one succeeds; a dir
+    left by a crashed run (no build_done marker) is moved aside, not reused. When the finished build had the same
+    `prefolding_key`, its pre-folding models are copied into the new one; returns whether."""
+    d, prev = cfg.build_dir, _previous(cfg.build_dir)
+    recover_build_dir(cfg)
     kept = False
     if d.exists() and not (d / "build_done.json").exists() and any(d.iterdir()):
-        aside = d.with_name(f"finn.crashed-{int(time.time())}")
-        d.rename(aside)
-        print(f"note: {d} was left by an unfinished build; moved to {aside}")
-    elif d.exists():
-        done = json.loads((d / "build_done.json").read_text()) if (d / "build_done.json").exists() else {}
+        _set_aside_crashed(d, "left unfinished by an earlier run")
+    elif d.exists() and (d / "build_done.json").exists():
+        done = json.loads((d / "build_done.json").read_text())
+        d.rename(prev)
         kept = prefolding is not None and done.get("prefolding_key") == prefolding and all(
-            intermediate_model(d, step).exists() for step in PREFOLDING_STEPS)
-        for p in d.iterdir():
-            if not (kept and p.name == "intermediate_models"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if kept:  # the models of the steps from folding on go; the dataflow partitions stay with theirs
-            for step in ESTIMATE_STEPS[len(PREFOLDING_STEPS):]:
-                intermediate_model(d, step).unlink(missing_ok=True)
+            intermediate_model(prev, step).exists() for step in PREFOLDING_STEPS)
+    elif d.exists():
+        shutil.rmtree(d)  # empty
     (d / "intermediate_models").mkdir(parents=True, exist_ok=True)
     (d / "report").mkdir()
+    if kept:  # the dataflow partitions stay with their models
+        for step in PREFOLDING_STEPS:
+            shutil.copy2(intermediate_model(prev, step), intermediate_model(d, step))
+        parts = prev / "intermediate_models" / "supported_op_partitions"
+        if parts.is_dir():
+            shutil.copytree(parts, d / "intermediate_models" / "supported_op_partitions")
     return kept
 
 
+def finish_build_dir(cfg: FinnConfig, ok: bool, why: str = "") -> None:
+    """After the steps: on success the set-aside previous build goes; on failure the new one is set aside as
+    crashed and the previous one comes back."""
+    d, prev = cfg.build_dir, _previous(cfg.build_dir)
+    if ok:
+        if prev.exists():
+            shutil.rmtree(prev)
+        return
+    if d.exists():
+        _set_aside_crashed(d, why)
+    if prev.exists():
+        prev.rename(d)
+        print(f"note: the last good build is kept in {d}")
+
+
+def check_build(run_dir: Path) -> dict:
+    """The run's FINN build must have been made from the run's current model.qonnx.onnx and manifest.json:
+    returns its build_done record, else a StaleError naming the build and the command that remakes it."""
+    from flow.provenance import check
+
+    run_dir = Path(run_dir)
+    done = run_dir / "finn" / "build_done.json"
+    if not done.exists():
+        raise FlowError(f"{run_dir}: no finished FINN estimate build (finn/build_done.json); run "
+                        f"`python -m flow estimate --run {run_dir}` first")
+    check(done, [run_dir / "model.qonnx.onnx", run_dir / "manifest.json"], remake=None)
+    return json.loads(done.read_text())
+
+
+def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
+    """Everything an estimate reads, checked before the build dir is touched: a refused estimate leaves the last
+    good build as it was. Returns (QONNX path, manifest)."""
+    import onnx
+
+    from models import QuantSpec
+
+    run_dir = Path(cfg.run_dir)
+    manifest = load_manifest(run_dir)
+    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
+        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
+    qonnx_path = run_dir / "model.qonnx.onnx"
+    if not qonnx_path.is_file():
+        raise FlowError(f"{qonnx_path}: missing; run `python -m flow export --out {run_dir}` first")
+    try:
+        onnx.load(str(qonnx_path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends: the file is not ONNX
+        raise FlowError(f"{qonnx_path}: not a readable ONNX model ({type(e).__name__}: {e}); re-export it "
+                        f"(`python -m flow export --out {run_dir}`)") from e
+    from flow.provenance import check
+
+    if manifest.get("files", {}).get("qonnx", {}).get("sha256") not in (None, _sha(qonnx_path)):
+        raise FlowError(f"{run_dir / 'manifest.json'}: describes another model.qonnx.onnx than the one in {run_dir}; "
+                        f"re-export both (`python -m flow export --out {run_dir}`)")
+    for what, f in (("folding", cfg.folding), ("FIFO config", cfg.fifo_config)):
+        if f and not Path(f).is_file():
+            raise FoldingError(f"{f}: {what} file not found")
+    if cfg.fifo_config and Path(cfg.fifo_config).resolve() == (run_dir / "fifos.json").resolve():
+        check(Path(cfg.fifo_config), [qonnx_path], remake=f"python -m flow fifos --run {run_dir}")
+    return qonnx_path, manifest
+
+
+def _sha(path: Path) -> str:
+    from flow.files import sha256
+
+    return sha256(path)
+
+
 def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
+    """The estimate build of cfg.run_dir into finn/: inputs checked first, the previous good build kept until
+    this one has succeeded, the run folder locked against a second writer."""
+    from flow.runlock import run_lock
+
+    qonnx_path, manifest = check_inputs(cfg)
+    with run_lock(cfg.run_dir, estimate_command(cfg)):
+        key = prefolding_key(cfg, qonnx_path, manifest)
+        reused = prepare_build_dir(cfg, key)
+        try:
+            summary = _run_steps(cfg, qonnx_path, manifest, key, reused, quiet)
+        except BaseException as e:
+            finish_build_dir(cfg, ok=False, why=f"{type(e).__name__}: {e}"[:2000])
+            raise
+        finish_build_dir(cfg, ok=True)
+    return summary
+
+
+def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reused: bool, quiet: bool) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.files import atomic_write_json
     from flow.hw.compat import init_finn
+    from flow.provenance import record
 
     run_dir = Path(cfg.run_dir)
-    manifest = load_manifest(run_dir)
-    from models import QuantSpec
-
-    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
-        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
-    qonnx_path = run_dir / "model.qonnx.onnx"
-    key = prefolding_key(cfg, qonnx_path, manifest)
     d = cfg.build_dir
-    reused = prepare_build_dir(cfg, key)
     init_finn(d / "tmp")
     import contextlib
     import io
-
     dcfg = _dataflow_cfg(cfg, None if cfg.folding else cfg.target_fps)
     S = _finn()
     first = len(PREFOLDING_STEPS) if reused else 0
@@ -344,8 +502,11 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
                     "estimates_only": "FINN analytic estimates; a Vivado build confirms them"})
     atomic_write_json(d / "report" / "estimate.json", summary)
     plot_layers(summary, d / "report" / "estimate_layers.png")
-    atomic_write_json(d / "build_done.json", {"steps": ESTIMATE_STEPS, "seconds": summary["flow_seconds"],
-                                              "prefolding_key": key})
+    # build_done.json holds only what the build is made of: remade from the same inputs it is byte-identical
+    atomic_write_json(d / "build_done.json", {"steps": ESTIMATE_STEPS, "prefolding_key": key,
+                                              "build_key": build_key(cfg, key)})
+    inputs = [qonnx_path, run_dir / "manifest.json", *(Path(f) for f in (cfg.folding, cfg.fifo_config) if f)]
+    record(d / "build_done.json", inputs, estimate_command(cfg))
     return summary
 
 

@@ -34,6 +34,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def _config(a) -> FinnConfig:
     from flow.hw.foldings import committed_folding, fifos_beside, read_meta
 
+    for opt, v in (("--target-fps", a.target_fps), ("--mvau-wwidth-max", a.mvau_wwidth_max)):
+        if v <= 0:
+            raise FlowError(f"{opt} {v}: must be positive")
+
     folding = a.folding
     if folding is None and not a.no_committed_folding:
         m = load_manifest(a.run)
@@ -61,7 +65,7 @@ def cli_estimate(argv: list[str]) -> int:
 
 
 def cli_bitstream(argv: list[str]) -> int:
-    from flow.hw.vivado import VIVADO_STEPS, ensure_finn_deps, run_vivado_steps, vivado_tools
+    from flow.runlock import run_lock
 
     p = _parser("python -m flow bitstream")
     p.add_argument("--hls", action="store_true", help="build the HLS design (MVAU_hls, Pool_hls) instead of the "
@@ -70,6 +74,13 @@ def cli_bitstream(argv: list[str]) -> int:
     if a.hls and a.standalone_thresholds:
         raise FlowError("--hls and --standalone-thresholds ask for two different designs; give one")
     a.standalone_thresholds = not a.hls  # the all-RTL design by default: the one verified without Vivado
+    with run_lock(a.run, f"python -m flow bitstream --run {a.run}{' --hls' if a.hls else ''}"):
+        return _bitstream(a)
+
+
+def _bitstream(a) -> int:
+    from flow.hw.vivado import VIVADO_STEPS, ensure_finn_deps, run_vivado_steps, vivado_tools
+
     tools = vivado_tools()  # a wrong Vivado version stops here, before any step
     if tools["usable"]:
         ensure_finn_deps()  # finn-hlslib and the board files, before any step

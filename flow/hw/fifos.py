@@ -59,14 +59,41 @@ def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost
 
 def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool = False) -> dict:
     """Size the FIFOs of DIR's all-RTL estimate build (steps 1-4 above); returns the sizing report, also written
-    to DIR/finn/report/fifo_sizing.json."""
+    to DIR/finn/report/fifo_sizing.json. Interrupted or failed, it leaves the build, its reports and the FIFO
+    config as they were."""
+    from flow.runlock import run_lock
+
+    if frames < 1:
+        raise FlowError(f"--frames {frames}: simulate at least 1 frame (3 or more for a steady-state cycle count)")
+    run_dir, out = Path(run_dir), Path(out)
+    if out.is_dir():
+        raise FlowError(f"--out {out}: a folder; name the FIFO config file to write (default RUN/fifos.json)")
+    with run_lock(run_dir):
+        return _size_fifos(run_dir, out, caps, frames, quiet)
+
+
+def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
+    return {p: p.read_bytes() if p.is_file() else None for p in paths}
+
+
+def _restore(snap: dict[Path, bytes | None]) -> None:
+    from flow.files import atomic_write_bytes
+
+    for p, data in snap.items():
+        if data is None:
+            p.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(p, data)
+
+
+def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dict:
     from flow.files import atomic_write_json
     from flow.hw.build import FinnConfig, fifo_config_of, run_estimate
-    from flow.hw.rtlgen import load_hw_model
+    from flow.hw.rtlgen import load_hw_model, read_estimate
     from flow.hw.rtlsim import run_rtlsim
     from flow.hw.z2 import PLANNING_LIMITS, Z2_RESOURCES
+    from flow.provenance import StaleError, check, record
 
-    run_dir, out = Path(run_dir), Path(out)
     build = run_dir / "finn"
     if not (build / "build_config.json").exists():
         raise FlowError(f"{run_dir}: no FINN estimate build; run `python -m flow estimate --run {run_dir} "
@@ -74,16 +101,28 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
     cfg = replace(FinnConfig(**json.loads((build / "build_config.json").read_text())), run_dir=str(run_dir))
     model = load_hw_model(run_dir)  # says what to do if the build is not all-RTL
     widths = fifo_config_of(model)["stream_width"]
-    done = build / "report" / "rtlsim.json"  # an estimate clears its report dir: one found here is this build's
-    gauge = json.loads(done.read_text()) if done.exists() else {}
+    # put back as they were if this fails: the config written before, the build's reports, their records
+    report_dir = build / "report"
+    snap = _snapshot([out, out.parent / "provenance.json", *(report_dir / n for n in (
+        "rtlsim.json", "synth.json", "fifo_sizing.json", "provenance.json"))])
+    done = build / "report" / "rtlsim.json"
+    try:  # a simulation of this very build (its provenance says so) is reused
+        check(done, [build / "build_done.json"], remake="")
+        gauge = json.loads(done.read_text())
+    except (StaleError, OSError, json.JSONDecodeError):
+        gauge = {}
     if not (gauge.get("fifos", "").startswith("unbounded") and gauge.get("frames", 0) >= frames
             and gauge.get("stall_pct") == 0 and gauge.get("nodes") == len(model.graph.node)):
-        gauge = run_rtlsim(run_dir, frames=frames)
+        try:
+            gauge = run_rtlsim(run_dir, frames=frames)
+        except BaseException:
+            _restore({p: d for p, d in snap.items() if p.parent == report_dir})
+            raise
     if not gauge["bit_exact"]:
         raise FlowError(f"{run_dir}: the RTL is not bit-exact with unbounded FIFOs (finn/report/rtlsim.json); "
                         "FIFO depths cannot fix that")
     fills = {n: (widths[n], gauge["fifo_max_occupancy"][n]) for n in widths}
-    est = json.loads((build / "report" / "estimate.json").read_text())
+    est = read_estimate(run_dir)
     fifo_bram = sum(v["BRAM_18K"] for k, v in est["layers"].items() if k.startswith("StreamingFIFO"))
     bram_left = int(PLANNING_LIMITS["BRAM_18K"] * Z2_RESOURCES["BRAM_18K"]) - (est["total_with_overhead"]["BRAM_18K"]
                                                                                - fifo_bram)
@@ -91,7 +130,9 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
         print(f"unbounded FIFOs: {gauge['fps_at_clock']} FPS simulated; deepest fills "
               + ", ".join(f"{n} {f}" for n, (_, f) in sorted(fills.items(), key=lambda kv: -kv[1][1])[:4]))
     tried, best = [], None
-    previous = out.read_text() if out.exists() else None  # a config written before: put back if this one fails
+    qonnx = run_dir / "model.qonnx.onnx"
+    made_from = [qonnx, *([Path(cfg.folding)] if cfg.folding else [])]
+    command = f"python -m flow fifos --run {run_dir}" + (f" --out {out}" if out != run_dir / "fifos.json" else "")
     try:
         for cap in caps:
             plan = plan_fifos(fills, cap, bram_left)
@@ -99,6 +140,7 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
                     "ram_style": {n: style for n, (_, style) in plan.items()},
                     "stream_width": {n: w for n, (w, _) in fills.items()}}
             atomic_write_json(out, conf)
+            record(out, made_from, command)
             s = run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
             step = {"cap": cap, "fits": s["fits"], "estimated_fps": s["fps"],
                     **{k: s["total_with_overhead"][k] for k in ("LUT", "BRAM_18K", "DSP")}}
@@ -121,16 +163,15 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
             raise FlowError(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room "
                             "for FIFOs: fold for fewer FPS")
     except BaseException:
-        if previous is None:
-            out.unlink(missing_ok=True)
-        else:
-            out.write_text(previous)
-        run_estimate(cfg, quiet=True)  # the build as it was
+        _restore({p: d for p, d in snap.items() if p.parent != report_dir})
+        run_estimate(cfg, quiet=True)  # the build as it was: the same inputs make the same build_done.json,
+        _restore({p: d for p, d in snap.items() if p.parent == report_dir})  # so its reports are valid again
         raise
     step, conf = best
     conf["sized_by"] = {"how": "python -m flow fifos (Verilator: FINN's FIFO gauges, then bounded FIFOs)",
                         "cap": step["cap"], "fps_unbounded": gauge["fps_at_clock"], "fps_bounded": step["fps_bounded"]}
     atomic_write_json(out, conf)
+    record(out, made_from, command)
     if tried[-1] is not step:  # a later cap tried did not win: the build back to the written config
         run_estimate(replace(cfg, fifo_config=str(out)), quiet=True)
         run_rtlsim(run_dir, frames=frames, bounded_fifos=True)

@@ -105,9 +105,12 @@ CROSSCHECK_MODELS = {"finn-tidy": "tidy_up", "finn-streamlined": "boundary", "fi
 
 
 def crosscheck_backends(run_dir: Path, options: dict) -> list[Backend]:
+    from flow.hw.build import check_build
+
     d = Path(run_dir) / "finn" / "intermediate_models"
     if not d.is_dir():
         return []
+    check_build(run_dir)  # a build of an earlier model would be compared with this one's reference: refused
     out = []
     for name, step in CROSSCHECK_MODELS.items():
         found = sorted(d.glob(f"*_{step}.onnx"))

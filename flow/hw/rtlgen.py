@@ -5,6 +5,7 @@ AXI streams (our generated SystemVerilog: FINN's stitching needs Vivado). Below 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -16,13 +17,16 @@ def load_hw_model(run_dir: Path):
     """The folded dataflow model with FIFOs and DWCs (the estimate build's fifo_depths step), as FINN saved it."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from flow.hw.build import check_build
     from flow.hw.compat import init_finn
 
+    run_dir = Path(run_dir)
     build = run_dir / "finn"
     found = sorted((build / "intermediate_models").glob("*_fifo_depths.onnx"))
-    if not (build / "build_config.json").exists() or not found:
-        raise FlowError(f"{run_dir}: no FINN estimate build; run `python -m flow estimate --run {run_dir} "
+    if not (build / "build_config.json").exists() or not found or not (build / "build_done.json").exists():
+        raise FlowError(f"{run_dir}: no finished FINN estimate build; run `python -m flow estimate --run {run_dir} "
                         "--standalone-thresholds` first")
+    check_build(run_dir)  # never simulate or synthesise a build of another model than the run's
     init_finn(build / "tmp")
     model = ModelWrapper(str(found[-1]))
     hls = [f"{n.name} ({n.op_type})" for n in model.graph.node if n.op_type.endswith("_hls")]
@@ -30,6 +34,15 @@ def load_hw_model(run_dir: Path):
         raise FlowError(f"{found[-1]}: {len(hls)} HLS node(s) need Vitis HLS, not Verilator: {', '.join(hls[:4])}; "
                         "rebuild the estimate with --standalone-thresholds (the all-RTL mode)")
     return model
+
+
+def read_estimate(run_dir: Path) -> dict:
+    path = Path(run_dir) / "finn" / "report" / "estimate.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FlowError(f"{path}: the build's estimate report is missing or unreadable ({e}); remake the build: "
+                        f"`python -m flow estimate --run {run_dir} --standalone-thresholds`") from e
 
 
 def generate_rtl(model, out: Path) -> tuple[list, list[Path]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from flow.errors import FlowError
-from flow.hw.rtlgen import load_hw_model, stitched_sources
+from flow.hw.rtlgen import load_hw_model, read_estimate, stitched_sources
 from flow.hw.z2 import CLK_NS
 
 
@@ -66,11 +66,22 @@ def golden(model, x: np.ndarray, tensors: tuple[str, str]) -> tuple[np.ndarray, 
 
 def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | None = None,
                bounded_fifos: bool = False) -> dict:
+    from flow.runlock import run_lock
+
+    if frames < 1:
+        raise FlowError(f"--frames {frames}: simulate at least 1 frame (3 or more for a steady-state cycle count)")
+    if not 0 <= stall_pct < 100:
+        raise FlowError(f"--stall {stall_pct}: a percentage of cycles from 0 to 99")
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _run_rtlsim(run_dir, frames, stall_pct, node, bounded_fifos)
+
+
+def _run_rtlsim(run_dir: Path, frames: int, stall_pct: int, node: str | None, bounded_fifos: bool) -> dict:
     from flow.files import atomic_write_json
     from flow.hw.rtl.verilator import build
     from flow.samples import sample_images
 
-    run_dir = Path(run_dir)
     t0 = time.perf_counter()
     model = load_hw_model(run_dir)
     out_dir = run_dir / "finn" / "rtl"
@@ -97,7 +108,7 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     per_frame = int(np.median(np.diff(ends))) if len(ends) > 1 else None
     nodes = node_cycles(insts, rep.get("design_output", []), frames)
     slowest = max(nodes, key=lambda n: nodes[n]["simulated"]) if nodes else None
-    est = json.loads((run_dir / "finn/report/estimate.json").read_text()) if not node else None
+    est = read_estimate(run_dir) if not node else None
     report = {
         "nodes": [i.onnx_node.name for i in insts] if node else len(insts),
         "nodes_rtl": len(insts), "nodes_python": 0, "frames": frames, "stall_pct": stall_pct,
@@ -121,7 +132,11 @@ def run_rtlsim(run_dir: Path, frames: int = 3, stall_pct: int = 0, node: str | N
     if est and per_frame:
         report["sim_vs_estimate"] = round(per_frame / est["max_cycles"], 4)
     if not node:
+        from flow.provenance import record
+
         atomic_write_json(run_dir / "finn" / "report" / "rtlsim.json", report)
+        record(run_dir / "finn" / "report" / "rtlsim.json", [run_dir / "finn" / "build_done.json"],
+               f"python -m flow rtlsim --run {run_dir} --frames {frames}" + (" --bounded-fifos" if bounded_fifos else ""))
     return report
 
 
@@ -144,10 +159,13 @@ def crosscheck_backends(run_dir: Path, options: dict) -> list:
     """`rtlsim` as a cross-check backend, once `python -m flow rtlsim` has run on this build (it is minutes, not
     seconds, so the cross-check does not start it by itself): the same frames through the stitched RTL."""
     from flow.backends import Backend, check_input
+    from flow.provenance import check
 
     run_dir = Path(run_dir)
-    if not (run_dir / "finn" / "report" / "rtlsim.json").exists():
+    report = run_dir / "finn" / "report" / "rtlsim.json"
+    if not report.exists():
         return []
+    check(report, [run_dir / "finn" / "build_done.json"], remake=f"python -m flow rtlsim --run {run_dir}")
 
     class RtlsimBackend(Backend):
         name, exact_integer = "rtlsim", True

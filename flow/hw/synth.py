@@ -196,11 +196,23 @@ def run_yosys(synth_dir: Path, files: list[str], buckets: list[list[str]]) -> No
 def run_synth(run_dir: Path, nodes: list[str] | None = None, jobs: int | None = None) -> dict:
     """Synthesise the whole chain and each distinct node (or only `nodes`, without the whole); writes
     finn/report/synth.json for a whole run."""
-    from flow.files import atomic_write_json
-    from flow.hw.rtlgen import load_hw_model
-    from flow.hw.z2 import z2_fit
+    from flow.provenance import record
+    from flow.runlock import run_lock
 
     run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        report = _run_synth(run_dir, nodes, jobs)
+        if not nodes:
+            record(run_dir / "finn" / "report" / "synth.json", [run_dir / "finn" / "build_done.json"],
+                   f"python -m flow synth --run {run_dir}")
+    return report
+
+
+def _run_synth(run_dir: Path, nodes: list[str] | None, jobs: int | None) -> dict:
+    from flow.files import atomic_write_json
+    from flow.hw.rtlgen import load_hw_model, read_estimate
+    from flow.hw.z2 import z2_fit
+
     t0 = time.perf_counter()
     model = load_hw_model(run_dir)
     synth_dir = run_dir / "finn" / "synth"
@@ -220,7 +232,7 @@ def run_synth(run_dir: Path, nodes: list[str] | None = None, jobs: int | None = 
         old.unlink()
     t_gen = time.perf_counter() - t0
     run_yosys(synth_dir, files, buckets)
-    est = json.loads((run_dir / "finn/report/estimate.json").read_text())
+    est = read_estimate(run_dir)
     counted, unknown_all = {}, {}
     for t in [t for b in buckets for t in b]:
         counts, unknown = resources(json.loads((synth_dir / "stat" / f"{t}.json").read_text()))

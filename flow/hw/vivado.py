@@ -190,12 +190,20 @@ def run_vivado_steps(run_dir: Path) -> dict:
     for f in (bit, hwh):
         if not f.is_file():
             raise FlowError(f"FINN's bitfile step finished without {f}; see {out / 'build_dataflow.log'}")
+    from flow.provenance import record
+
+    command = f"python -m flow bitstream --run {run_dir}"
+    for f in (bit, hwh):
+        record(f, [d / "build_done.json"], command)  # which build (hence which model) each file is
     standin = is_standin(bit)
     if not standin:  # a stand-in's files stay where FINN put them: RUN/deploy only ever gets Vivado's
         deploy = Path(run_dir) / "deploy"
         deploy.mkdir(exist_ok=True)
         bit, hwh = Path(shutil.copy(bit, deploy / "finn-accel.bit")), Path(shutil.copy(hwh, deploy / "finn-accel.hwh"))
         shutil.copy(Path(run_dir) / "manifest.json", deploy / "manifest.json")
+        for f in (bit, hwh):
+            record(f, [d / "build_done.json"], command)
+        record(deploy / "manifest.json", [Path(run_dir) / "manifest.json"], command)
     reports = {name: str(out / "report" / name) for name in ("post_synth_resources.json", "post_route_timing.rpt",
                                                              "post_synth_report.xml")
                if (out / "report" / name).exists()}

@@ -100,6 +100,8 @@ def collecting_stats(model) -> bool:
 
 
 def pick_device(device: str) -> torch.device:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise FlowError(f"--device {device}: use auto, cpu, cuda or cuda:N")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -108,16 +110,36 @@ def pick_device(device: str) -> torch.device:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    """Every generator's state in types `torch.load(weights_only=True)` reads (numpy's key array as a tensor)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s["python"]))
+    kind, keys, *rest = s["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint read without running code from it (weights_only=True); a clear error where it is not ours."""
+    from flow.files import load_torch
+
+    if not path.is_file():
+        raise FlowError(f"{path}: checkpoint not found")
+    try:
+        ckpt = load_torch(path)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        why = str(e).splitlines()[-1] if "Weights only load failed" in str(e) else f"{type(e).__name__}: {e}"
+        raise FlowError(f"{path}: not a readable torch checkpoint ({why}); checkpoints are read with "
+                        "weights_only=True, so one that needs code to load is refused") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise FlowError(f"{path}: not an lpyolo-flow checkpoint (no 'model' entry)")
+    return ckpt
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -198,8 +220,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         last = out / "last.pt"
         if not last.is_file():
             raise FlowError(f"{last}: nothing to resume from (train without --resume first)")
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        cfg = replace(config_from_dict(ckpt["config"]), workers=cfg.workers, cache=cfg.cache)  # results unchanged
+        ckpt = read_checkpoint(last)
+        # the run's own config; only the schedule's length, the device and the loader (results unchanged) may change
+        # (`cli` refuses others)
+        cfg = replace(config_from_dict(ckpt["config"]), epochs=cfg.epochs, device=cfg.device, workers=cfg.workers,
+                      cache=cfg.cache)
+        done = ckpt["epoch"] + 1
+        if cfg.epochs < done:
+            raise FlowError(f"{last}: has {done} epochs done; --epochs {cfg.epochs} would undo them (a resumed "
+                            f"run goes on to at least {done})")
         spec = QuantSpec.from_json(ckpt["spec"])
     cfg.data = str(resolve_data(cfg.data))
     samples, _ = read_splits(cfg)  # a bad dataset fails here, naming the file, before anything is written
@@ -217,7 +246,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     np.random.seed(cfg.seed)
     model = build_model(spec, collect_stats_steps=cfg.collect_stats_steps)
     if cfg.init_from and not resume:
-        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        init = read_checkpoint(Path(cfg.init_from))
         state = init.get("ema") or init["model"]
         missing, unexpected = model.load_state_dict(state, strict=False)
         print(f"initialised from {cfg.init_from} ({len(missing)} quantizer tensors new, {len(unexpected)} unused)")
@@ -253,6 +282,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         opt.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best, history = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"]
+        if rank == 0:
+            _write_metrics(out, history)  # a kill between last.pt and metrics.csv lost no row
     ema = EMA(model, cfg.ema_decay)
     if ckpt is not None:
         ema.model.load_state_dict(ckpt["ema"])
@@ -312,7 +343,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             if improved:
                 save_atomic({"spec": spec.to_json(), "model": ema.model.state_dict(), "epoch": epoch, "ap50": best},
                             out / "best.pt")
-            _log(out, row, writer)
+            _write_metrics(out, history)
+            _log(row, writer)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if writer:
         writer.close()
@@ -353,15 +385,20 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _log(out: Path, row: dict, writer) -> None:
-    path = out / "metrics.csv"
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    """metrics.csv rewritten whole from the checkpoint's history: one row an epoch, never a duplicate or a gap."""
+    from flow.files import atomic_write_bytes
+
     fields = ["epoch", "loss", "box", "obj", "lr", "seconds", "images_per_s", "ap50", "coco_ap50"]
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for row in history:
         w.writerow({k: row.get(k, "") for k in fields})
+    atomic_write_bytes(out / "metrics.csv", buf.getvalue().encode())
+
+
+def _log(row: dict, writer) -> None:
     if writer:
         for k, v in row.items():
             if k != "epoch":
@@ -370,24 +407,22 @@ def _log(out: Path, row: dict, writer) -> None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
-    from flow.export import export_run, load_checkpoint
-    from flow.train.evaluate import evaluate_model, finish_report
-
     p = argparse.ArgumentParser(prog="python -m flow train", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--variant", default=None, help="preset (default 4w4a)")
     p.add_argument("--img", type=int, default=None, help="input size (default 416 on WIDER FACE, 192 on the built-in set)")
     p.add_argument("--epochs", type=int, default=None, help="default 300 on WIDER FACE, 40 on the built-in set")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=None, help="default 32")
     p.add_argument("--data", type=Path, help="WIDER FACE root (default: the built-in set)")
     p.add_argument("--out", type=Path)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly where it stopped")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly where it stopped (--epochs "
+                   "may change the schedule's length; other options are the run's own)")
     p.add_argument("--init-from", type=Path, help="start from a (float) checkpoint: the usual way to 2-4 bit models")
     p.add_argument("--override", action="append", default=[], help="per-layer bits, e.g. conv3.w=2")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
-    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-every", type=int, default=None, help="default 5")
     p.add_argument("--workers", type=int, default=None,
                    help="data loader worker processes (default: one per CPU core, at most 8, per rank)")
     p.add_argument("--cache", choices=["ram", "none"], default="ram",
@@ -399,22 +434,83 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run or a model "
                    "the flow did not write")
     a = p.parse_args(argv)
+    for opt in ("img", "epochs", "batch", "eval_every", "limit_train", "limit_val"):
+        if getattr(a, opt) is not None and getattr(a, opt) <= 0:
+            raise FlowError(f"--{opt.replace('_', '-')} {getattr(a, opt)}: must be positive")
+    if a.img is not None and a.img % 32:
+        raise FlowError(f"--img {a.img}: the input size must be a multiple of 32 (the network's stride)")
+    if a.out is not None and a.out.exists() and not a.out.is_dir():
+        raise FlowError(f"--out {a.out}: an existing file, not a run folder")
+    pick_device(a.device or "auto")  # refuses an unknown device before any work
+    if a.resume:
+        return _resume_cli(a)
     on_wider = a.data is not None
-    cfg = TrainConfig(variant=a.variant, img=a.img or (416 if on_wider else 192),
-                      epochs=a.epochs or (300 if on_wider else 40), batch=a.batch,
-                      data=str(a.data) if a.data else None, out=str(a.out or f"runs/{a.variant}"), seed=a.seed,
-                      device=a.device, init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
-                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every, skip_bad=a.skip_bad,
-                      workers=a.workers, cache=a.cache)
+    variant = a.variant or "4w4a"
+    cfg = TrainConfig(variant=variant, img=a.img or (416 if on_wider else 192),
+                      epochs=a.epochs or (300 if on_wider else 40), batch=a.batch or 32,
+                      data=str(a.data) if a.data else None, out=str(a.out or f"runs/{variant}"),
+                      seed=0 if a.seed is None else a.seed, device=a.device or "auto",
+                      init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
+                      limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every or 5,
+                      skip_bad=a.skip_bad, workers=a.workers, cache=a.cache)
     if not on_wider:
         cfg = builtin_schedule(cfg)
-    train(cfg, resume=a.resume, progress=not a.no_progress, force=a.force)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 holds the run folder, evaluates and exports
+        train(cfg, progress=not a.no_progress, force=a.force)
+        return 0
+    from flow.runlock import run_lock
+
+    with run_lock(cfg.out, create=True):  # one writer per run folder: a second `train --out` there is refused
+        train(cfg, progress=not a.no_progress, force=a.force)
+        return _finish(cfg, a.force)
+
+
+def _resume_cli(a) -> int:
+    """`train --resume`: the run goes on with its own config. --epochs takes effect (the schedule is recomputed for
+    the new length); --device too; any other option that differs from the run's is refused, with the reason."""
+    out = Path(a.out or f"runs/{a.variant or '4w4a'}")
+    last = out / "last.pt"
+    if not last.is_file():
+        raise FlowError(f"{last}: nothing to resume from (train without --resume first)")
+    ckpt = read_checkpoint(last)
+    old = config_from_dict(ckpt["config"])
+    given = {"--variant": ("variant", a.variant), "--img": ("img", a.img), "--batch": ("batch", a.batch),
+             "--seed": ("seed", a.seed), "--limit-train": ("limit_train", a.limit_train),
+             "--limit-val": ("limit_val", a.limit_val), "--eval-every": ("eval_every", a.eval_every),
+             "--override": ("overrides", a.override or None),
+             "--init-from": ("init_from", str(a.init_from) if a.init_from else None)}
+    differ = [f"{opt} {v} (the run has {getattr(old, k)})" for opt, (k, v) in given.items()
+              if v is not None and v != getattr(old, k)]
+    if a.data and (old.data is None or Path(old.data).resolve() != a.data.resolve()):
+        differ.append(f"--data {a.data} (the run has {old.data or 'the built-in set'})")
+    if differ:
+        raise FlowError(f"{out}: a resumed run keeps the options it was started with; refused: {'; '.join(differ)}. "
+                        "Only --epochs (and --device) change on --resume; start a new run (another --out) for others")
+    epochs = a.epochs or old.epochs
+    done = ckpt["epoch"] + 1
+    note = f" (was {old.epochs}: the learning-rate schedule is recomputed for {epochs})" if epochs != old.epochs else ""
+    print(f"resuming {out} after epoch {done} of {epochs}{note}")
+    cfg = replace(old, epochs=epochs, device=a.device or old.device, out=str(out), workers=a.workers, cache=a.cache)
+    if int(os.environ.get("RANK", "0")) != 0:
+        train(cfg, resume=True, progress=not a.no_progress)
+        return 0
+    from flow.runlock import run_lock
+
+    with run_lock(out):
+        train(cfg, resume=True, progress=not a.no_progress)
+        return _finish(cfg, a.force)
+
+
+def _finish(cfg: TrainConfig, force: bool = False) -> int:
+    from flow.export import export_run, load_checkpoint
+    from flow.train.evaluate import evaluate_model, finish_report
+
     out = Path(cfg.out)
     best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
     model, spec = load_checkpoint(best)
     r = finish_report(evaluate_model(model, spec, cfg.data, "val", cfg.limit_val, predictions_dir=out / "wider_predictions",
                                      skip_bad=cfg.skip_bad), out, f"{spec.name} {spec.img}x{spec.img}")
-    export_run(out, checkpoint=best, force=a.force)
+    export_run(out, checkpoint=best, force=force)
     print(f"best AP50 (WIDER protocol, all faces) {r['ap50']:.4f}, COCO AP50 {r['coco_ap50']:.4f}; "
           f"exported {out / 'model.qonnx.onnx'} + manifest.json")
     return 0

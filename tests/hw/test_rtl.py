@@ -412,6 +412,26 @@ def test_fifos_sized_from_the_simulated_rtl(tmp_path, monkeypatch):
         size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256,), quiet=True)
     assert (tmp_path / "fifos.json").read_text() == before
     assert json.loads((tmp_path / "finn/report/fifo_config.json").read_text())["fifo_depths"] == built["fifo_depths"]
+    monkeypatch.undo()
+    # one Ctrl-C in the middle of a sizing: the config, the build and its simulation report stay, still valid
+    import flow.hw.rtlsim
+    from flow.provenance import check
+
+    report = (tmp_path / "finn/report/rtlsim.json").read_bytes()
+    simulate = flow.hw.rtlsim.run_rtlsim
+
+    def interrupted(run_dir, frames=3, stall_pct=0, node=None, bounded_fifos=False):
+        if bounded_fifos:
+            raise KeyboardInterrupt
+        return simulate(run_dir, frames, stall_pct, node, bounded_fifos)
+
+    monkeypatch.setattr(flow.hw.rtlsim, "run_rtlsim", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256,), quiet=True)
+    monkeypatch.undo()
+    assert (tmp_path / "fifos.json").read_text() == before
+    assert (tmp_path / "finn/report/rtlsim.json").read_bytes() == report
+    check(tmp_path / "finn/report/rtlsim.json", [tmp_path / "finn/build_done.json"])
     conf["fifo_depths"]["StreamingFIFO_rtl_999"] = conf["fifo_depths"].pop("StreamingFIFO_rtl_1")
     (tmp_path / "other.json").write_text(json.dumps(conf))
     cfg = json.loads((tmp_path / "finn/build_config.json").read_text())

@@ -273,16 +273,16 @@ def test_bitstream_without_vitis_hls_names_it_after_the_estimate(tmp_path):
 
 
 def test_deploy_takes_only_a_vivado_bitfile(tmp_path):
-    from flow.deploy import BIT_HEADER, check_bitfile
+    from flow.deploy import BIT_HEADER, check_vivado_bitfile
 
     (tmp_path / "real.bit").write_bytes(BIT_HEADER + b"\x00\x12top_wrapper;UserID=0XFFFFFFFF\x00")
-    check_bitfile(tmp_path / "real.bit")
+    check_vivado_bitfile(tmp_path / "real.bit")
     (tmp_path / "other.bit").write_bytes(b"PK\x03\x04 a zip, renamed")
     with pytest.raises(FlowError, match="not a .bit from write_bitstream"):
-        check_bitfile(tmp_path / "other.bit")
+        check_vivado_bitfile(tmp_path / "other.bit")
     (tmp_path / "standin.bit").write_text("LPYOLO-FLOW VIVADO STAND-IN OUTPUT: not made by Xilinx tools\n")
     with pytest.raises(FlowError, match="Vivado stand-in"):
-        check_bitfile(tmp_path / "standin.bit")
+        check_vivado_bitfile(tmp_path / "standin.bit")
 
 
 def test_exported_finn_rtllib_gets_the_mvu_fix_in_a_copy(tmp_path, monkeypatch):

@@ -44,8 +44,8 @@ def straight_run(tiny_data, tmp_path_factory):
 
 
 def _assert_same_run(straight, out, resumed):
-    a = torch.load(straight[0] / "last.pt", weights_only=False)
-    b = torch.load(out / "last.pt", weights_only=False)
+    a = torch.load(straight[0] / "last.pt", weights_only=True)  # our checkpoints need no code to load
+    b = torch.load(out / "last.pt", weights_only=True)
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         for k in a[key]:
@@ -56,7 +56,10 @@ def _assert_same_run(straight, out, resumed):
 
 def test_resume_after_a_kill_is_bit_identical(tiny_data, straight_run, tmp_path):
     train(_cfg(tiny_data, tmp_path, workers=0), progress=False, stop_after=1)  # as if killed after epoch 1
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # killed between last.pt and metrics.csv
     _assert_same_run(straight_run, tmp_path, train(_cfg(tiny_data, tmp_path, workers=0), resume=True, progress=False))
+    assert [ln.split(",")[0] for ln in metrics.read_text().splitlines()] == ["epoch", "1", "2", "3"]
 
 
 def test_workers_and_resume_change_nothing(tiny_data, straight_run, tmp_path):
@@ -173,3 +176,28 @@ def test_train_does_not_start_over_in_a_run_unless_forced(tiny_data, tmp_path):
     assert (tmp_path / "mine" / "model.qonnx.onnx").read_bytes() == b"the user's own model"
     train(_cfg(tiny_data, tmp_path / "run", epochs=1), progress=False, force=True)
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 2  # started afresh: header + 1 epoch
+
+
+def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
+    from flow.errors import FlowError
+    from flow.train.loop import cli
+
+    (tmp_path / "file").write_text("x")
+    for argv, msg in ((["--epochs", "0"], "--epochs 0: must be positive"), (["--img", "0"], "--img 0: must be positive"),
+                      (["--img", "50"], "--img 50: .*multiple of 32"), (["--batch", "0"], "--batch 0: must be positive"),
+                      (["--device", "tpu"], "--device tpu: use auto, cpu, cuda"),
+                      (["--out", str(tmp_path / "file")], "an existing file")):
+        with pytest.raises(FlowError, match=msg):
+            cli(argv)
+    run = tmp_path / "run"
+    train(_cfg(tiny_data, run, epochs=2, eval_every=1), progress=False, stop_after=1)
+    with pytest.raises(FlowError, match=r"keeps the options it was started with; refused: --img 96 \(the run has 64\)"):
+        cli(["--resume", "--out", str(run), "--img", "96"])
+    with pytest.raises(FlowError, match="has 1 epochs done"):
+        train(_cfg(tiny_data, run, epochs=0), resume=True, progress=False)
+    # --epochs on --resume takes effect: the run goes on to 3 epochs (not its original 2), and says so
+    assert cli(["--resume", "--out", str(run), "--epochs", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "after epoch 1 of 3 (was 2" in out
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 3

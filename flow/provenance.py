@@ -1,0 +1,83 @@
+"""What each artifact of a run folder was made from, and the check that it still is.
+
+`record(artifact, inputs, command)` writes, into `provenance.json` beside the artifact, the artifact's sha256, the
+sha256 of every input it was made from (paths relative to the artifact's folder, so a run folder can be moved) and
+the command that makes it. `check(artifact, inputs, remake)` is what a consumer calls before it trusts an
+artifact: the artifact must be the one recorded (not replaced by hand) and every input must still be what it was
+made from; otherwise a `StaleError` names the stale file, the input that changed and the command that remakes it.
+A folder-sized artifact (a FINN build) is identified by its marker file (`finn/build_done.json`, unique per build).
+
+The chain of one run: checkpoint -> model.qonnx.onnx -> {model.pt, manifest.json, model.qcdq.onnx, finn/ build,
+fifos.json} ; finn/ build -> {finn/report/rtlsim.json, synth.json, the bitfile} ; -> deploy/manifest.json.
+Other stages (e.g. `flow import` of a user's QONNX) record their artifacts with the same two calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from flow.errors import FlowError
+from flow.files import atomic_write_json, sha256
+
+RECORD = "provenance.json"
+
+
+class StaleError(FlowError):
+    pass
+
+
+def _rel(path: Path, folder: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
+def _records(folder: Path) -> dict:
+    path = folder / RECORD
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise FlowError(f"{path}: not readable JSON ({e}); move it away and remake the run's artifacts") from e
+
+
+def record(artifact: Path, inputs: list[Path] = (), command: str = "", **facts) -> dict:
+    """Record that `artifact` (just written) was made from `inputs` (files) by `command`."""
+    artifact = Path(artifact)
+    folder = artifact.parent
+    entry = {"sha256": sha256(artifact), "made_from": {_rel(p, folder): sha256(p) for p in inputs},
+             "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
+    records = _records(folder)
+    records[artifact.name] = entry
+    atomic_write_json(folder / RECORD, records)
+    return entry
+
+
+def recorded(artifact: Path) -> dict | None:
+    return _records(Path(artifact).parent).get(Path(artifact).name)
+
+
+def check(artifact: Path, inputs: list[Path], remake: str | None = None) -> dict:
+    """Raise StaleError unless `artifact` is the recorded one and was made from `inputs` as they are now.
+    remake: the command to tell the user (default: the recorded one that made it)."""
+    artifact = Path(artifact)
+    folder = artifact.parent
+    entry = recorded(artifact)
+    if entry is None:
+        how = f": `{remake}`" if remake else " with the command that makes it"
+        raise StaleError(f"{artifact}: no provenance record ({folder / RECORD}), so nothing says which model it was "
+                         f"made from; remake it{how}")
+    remake = remake or entry["command"]
+    if entry["sha256"] != sha256(artifact):
+        raise StaleError(f"{artifact}: changed since `{entry['command']}` wrote it (not the recorded file); "
+                         f"remake it: `{remake}`")
+    for p in inputs:
+        key = _rel(p, folder)
+        if key not in entry["made_from"]:
+            raise StaleError(f"{artifact}: was not made from {p} (made from {', '.join(entry['made_from']) or 'nothing recorded'}); "
+                             f"remake it: `{remake}`")
+        if not Path(p).exists() or entry["made_from"][key] != sha256(p):
+            raise StaleError(f"{artifact} is stale: it was made from an earlier {p} (sha256 "
+                             f"{entry['made_from'][key][:12]}…, now {sha256(p)[:12] if Path(p).exists() else 'gone'}); "
+                             f"remake it: `{remake}`")
+    return entry

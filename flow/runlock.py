@@ -1,0 +1,70 @@
+"""One writer per run folder: `with run_lock(run_dir, "estimate"):` holds an exclusive lock (`RUN/.flow.lock`,
+fcntl.flock: the kernel drops it when the holder dies, even by SIGKILL, so a stale lock never blocks anyone). The
+file names the holder (pid, command, start time) so a second writer is told who has the folder. Re-entrant within a
+process: a command that calls another stage (fifos -> estimate -> rtlsim) takes it once."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from flow.errors import FlowError
+
+LOCK = ".flow.lock"
+_held: dict[str, list] = {}  # resolved run folder -> [open lock file, depth]
+
+
+class RunLocked(FlowError):
+    pass
+
+
+@contextmanager
+def run_lock(run_dir: Path, command: str | None = None, create: bool = False):
+    """create: make the run folder (export, train); otherwise a missing folder is left for the command to report."""
+    run_dir = Path(run_dir)
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    elif not run_dir.is_dir():
+        yield
+        return
+    key = str(run_dir.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    path = run_dir / LOCK
+    f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        try:
+            holder = json.loads(f.read() or "{}")
+        except json.JSONDecodeError:
+            holder = {}
+        f.close()
+        raise RunLocked(f"{run_dir} is in use by another flow command (pid {holder.get('pid', '?')}: "
+                        f"`{holder.get('command', '?')}`, since {holder.get('since', '?')}); wait for it to finish "
+                        f"or stop it (kill {holder.get('pid', 'PID')}), then run again") from None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "command": command or " ".join(["python -m flow", *sys.argv[1:]]),
+                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    f.flush()
+    _held[key] = [f, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        f.seek(0)
+        f.truncate()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
