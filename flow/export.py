@@ -187,7 +187,7 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir}: an existing file, not a run folder")
     if img is not None and (img <= 0 or img % STRIDE):
-        raise ExportError(f"--img {img}: the input size must be a positive multiple of {STRIDE}")
+        raise ExportError(f"--img {img}: not a positive multiple of {STRIDE} (the network's stride)")
     refuse_to_overwrite(out_dir, force=force)
     if checkpoint:
         model, spec = load_checkpoint(checkpoint, variant=variant, img=img)

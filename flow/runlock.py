@@ -1,7 +1,8 @@
 """One writer per run folder: `with run_lock(run_dir, "estimate"):` holds an exclusive lock (`RUN/.flow.lock`,
 fcntl.flock: the kernel drops it when the holder dies, even by SIGKILL, so a stale lock never blocks anyone). The
-file names the holder (pid, command, start time) so a second writer is told who has the folder. Re-entrant within a
-process: a command that calls another stage (fifos -> estimate -> rtlsim) takes it once."""
+file names the holder (pid, command, start time) so a second writer is told who has the folder; the holder removes
+it as it lets go, so a command leaves no file behind. Re-entrant within a process: a command that calls another
+stage (fifos -> estimate -> rtlsim) takes it once."""
 
 from __future__ import annotations
 
@@ -41,19 +42,28 @@ def run_lock(run_dir: Path, command: str | None = None, create: bool = False):
             _held[key][1] -= 1
         return
     path = run_dir / LOCK
-    f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
+    for _ in range(10):  # the holder removes the file as it lets go: lock the file that is there, not a removed one
+        f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
-            holder = json.loads(f.read() or "{}")
-        except json.JSONDecodeError:
-            holder = {}
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                holder = json.loads(f.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            f.close()
+            raise RunLocked(f"{run_dir} is in use by another flow command (pid {holder.get('pid', '?')}: "
+                            f"`{holder.get('command', '?')}`, since {holder.get('since', '?')}); wait for it to "
+                            f"finish or stop it (kill {holder.get('pid', 'PID')}), then run again") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         f.close()
-        raise RunLocked(f"{run_dir} is in use by another flow command (pid {holder.get('pid', '?')}: "
-                        f"`{holder.get('command', '?')}`, since {holder.get('since', '?')}); wait for it to finish "
-                        f"or stop it (kill {holder.get('pid', 'PID')}), then run again") from None
+    else:
+        raise RunLocked(f"{path}: the lock file keeps changing under us; is another flow command starting there?")
     f.seek(0)
     f.truncate()
     f.write(json.dumps({"pid": os.getpid(), "command": command or " ".join(["python -m flow", *sys.argv[1:]]),
@@ -64,7 +74,6 @@ def run_lock(run_dir: Path, command: str | None = None, create: bool = False):
         yield
     finally:
         del _held[key]
-        f.seek(0)
-        f.truncate()
+        path.unlink(missing_ok=True)  # while still held: a command that was refused leaves the folder as it found it
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()

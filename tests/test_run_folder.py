@@ -101,19 +101,31 @@ def test_a_reexport_makes_the_old_artifacts_stale_by_name(tmp_path):
     from flow.deploy import make_deploy
     from flow.qcdq import lower_to_qcdq
 
-    export_run(tmp_path, "4w4a", 64)
-    lower_to_qcdq(tmp_path / "model.qonnx.onnx", tmp_path / "model.qcdq.onnx")
-    export_run(tmp_path, "2w4a", 64)  # a re-export into the same run folder; model.qcdq.onnx is the 4w4a one
-    with pytest.raises(StaleError, match=r"model.qcdq.onnx is stale.*model.qonnx.onnx.*python -m flow qcdq"):
-        run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=0)
-    with pytest.raises(StaleError, match="model.qcdq.onnx is stale"):
-        make_deploy(tmp_path, tmp_path / "deploy")
-    lower_to_qcdq(tmp_path / "model.qonnx.onnx", tmp_path / "model.qcdq.onnx")  # the command the error names
-    assert run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=0)["variant"] == "2w4a"
+    run, other = tmp_path / "run", tmp_path / "other"
+    export_run(run, "4w4a", 64)
+    lower_to_qcdq(run / "model.qonnx.onnx", run / "model.qcdq.onnx")
+    export_run(run, "2w4a", 64)  # a re-export into the same run folder takes the 4w4a lowering with it
+    assert not (run / "model.qcdq.onnx").exists()
+    assert run_crosscheck(run, device="cpu", n_real=1, n_random=0)["variant"] == "2w4a"  # lowered afresh
+    # a model put in by hand (not by export): everything made from the old one is named, with its remaking command
+    export_run(other, "4w4a", 64)
+    shutil.copy(other / "model.qonnx.onnx", run / "model.qonnx.onnx")
+    with pytest.raises(StaleError, match=r"manifest.json is stale.*model.qonnx.onnx"):
+        run_crosscheck(run, device="cpu", n_real=1, n_random=0)
+    with pytest.raises(StaleError, match="is stale"):
+        make_deploy(run, run / "deploy")
+    export_run(run, "2w4a", 64, force=True)  # the hand-placed model is the user's: replaced only when told
+    lower_to_qcdq(run / "model.qonnx.onnx", run / "model.qcdq.onnx")  # the command the error names
+    shutil.copy(other / "model.qonnx.onnx", run / "model.qonnx.onnx")
+    with pytest.raises(StaleError, match=r"is stale: it was made from an earlier .*model.qonnx.onnx"):
+        make_deploy(run, run / "deploy")
+    export_run(run, "2w4a", 64, force=True)
+    lower_to_qcdq(run / "model.qonnx.onnx", run / "model.qcdq.onnx")
+    assert run_crosscheck(run, device="cpu", n_real=1, n_random=0)["variant"] == "2w4a"
     # a file replaced by hand is not the recorded one
-    shutil.copy(tmp_path / "model.qonnx.onnx", tmp_path / "model.qcdq.onnx")
+    shutil.copy(run / "model.qonnx.onnx", run / "model.qcdq.onnx")
     with pytest.raises(StaleError, match="changed since"):
-        run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=0)
+        run_crosscheck(run, device="cpu", n_real=1, n_random=0)
 
 
 def test_provenance_records_name_inputs_and_command(tmp_path):
@@ -162,7 +174,7 @@ def test_export_options_take_effect_or_are_refused(tmp_path, run_4w4a):
     with pytest.raises(ExportError, match="--override conv3.w=2 asks for other bit widths"):
         export_run(tmp_path / "b", checkpoint=ckpt, overrides=["conv3.w=2"])
     for img in (0, -32, 50):
-        with pytest.raises(ExportError, match=f"--img {img}: the input size must be a positive multiple of 32"):
+        with pytest.raises(ExportError, match=f"--img {img}: not a positive multiple of 32"):
             export_run(tmp_path / "c", "4w4a", img)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="an existing file"):

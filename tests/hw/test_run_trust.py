@@ -123,13 +123,15 @@ def test_a_bitfile_is_deployed_only_with_its_own_build(built, tmp_path):
     run = _copy(built, tmp_path / "run")
     vivado = run / "finn" / "vivado" / "bitfile" / "top.bit"
     vivado.parent.mkdir(parents=True)
-    vivado.write_bytes(b"a bitfile of unknown origin")
+    from flow.deploy import BIT_HEADER
+
+    vivado.write_bytes(BIT_HEADER + b"a bitfile of unknown origin")  # shaped as Vivado's: the provenance decides
     with pytest.raises(StaleError, match=r"top.bit: no provenance record.*python -m flow bitstream"):
         make_deploy(run)
     shutil.rmtree(run / "finn" / "vivado")
     bit = run / "deploy" / "finn-accel.bit"
     bit.parent.mkdir()
-    bit.write_bytes(b"a bitfile")
+    bit.write_bytes(BIT_HEADER + b"a bitfile")
     bit.with_suffix(".hwh").write_text("<hwh/>")
     for f in (bit, bit.with_suffix(".hwh")):
         record(f, [run / "finn" / "build_done.json"], f"python -m flow bitstream --run {run}")
