@@ -133,3 +133,20 @@ def test_hsv_jitter_computes_what_it_computed_before_it_was_made_fast():
     img = np.random.default_rng(7).integers(0, 256, (64, 48, 3)).astype(np.uint8)
     out = hsv_jitter(img, np.random.default_rng(8), 0.015, 0.7, 0.4)
     assert hashlib.sha256(out.tobytes()).hexdigest() == "7debbe2002f33401834bcd4ea2fc0319422b2db5388a2499500605814874b27c"
+
+
+def test_training_pictures_are_resampled_as_evaluation_and_the_board_letterbox_them(tmp_path):
+    """Where no JPEG draft scale applies, a training sample is the letterboxed picture evaluation and the board see,
+    pixel for pixel: PIL's antialiasing downscale made them softer (the demo's AP50 fell from 0.25 to 0.02)."""
+    from board.preprocess import letterbox
+    from flow.train.data import load_split, read_image, synth_dataset
+
+    data = synth_dataset(tmp_path / "data", seed=3, n_train=4, n_val=1, size=256)
+    samples = load_split(data, "train")
+    aug = AugmentConfig(mosaic=0.0)
+    for cache in ("ram", "none"):
+        ds = TrainSet(samples, 192, aug, seed=0, cache=cache)
+        for i, s in enumerate(samples):
+            img, _ = ds.image(i)
+            canvas, _, (px, py) = letterbox(read_image(s.path), 192)
+            assert np.array_equal(img, canvas[py : py + img.shape[0], px : px + img.shape[1]])
