@@ -17,7 +17,7 @@ import torch
 
 from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
-from flow.files import atomic_write_bytes, atomic_write_json, load_torch, sha256
+from flow.files import atomic_write_bytes, atomic_write_json, read_checkpoint, sha256
 from flow.samples import sample_images, to_nchw_float
 from models import QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
@@ -71,16 +71,12 @@ def load_checkpoint(path: Path, variant: str | None = None, img: int | None = No
         if not found:
             raise ExportError(f"{path}: a folder without best.pt, last.pt or model.pt; give the checkpoint file")
         path = found[0]
-    if not path.is_file():
-        raise ExportError(f"{path}: checkpoint not found")
     try:
-        ckpt = load_torch(path)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        why = str(e).splitlines()[-1] if "Weights only load failed" in str(e) else f"{type(e).__name__}: {e}"
-        raise ExportError(f"{path}: not a readable torch checkpoint ({why}); checkpoints are read with "
-                          "weights_only=True, so one that needs code to load is refused") from e
-    if not isinstance(ckpt, dict) or "spec" not in ckpt or "model" not in ckpt:
-        raise ExportError(f"{path}: not an lpyolo-flow checkpoint (no 'spec'/'model' entries)")
+        ckpt = read_checkpoint(path)
+    except FlowError as e:
+        raise ExportError(str(e)) from e.__cause__
+    if "spec" not in ckpt:
+        raise ExportError(f"{path}: not an lpyolo-flow checkpoint (no 'spec' entry)")
     spec = QuantSpec.from_json(ckpt["spec"])
     if variant is not None and spec.name.split("+")[0] != variant:
         raise ExportError(f"{path}: checkpoint is variant {spec.name!r}, but --variant {variant} was asked; "

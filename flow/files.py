@@ -52,3 +52,21 @@ def load_torch(path: Path):
     np_globals += [(getattr(np, "_core", None) or np.core).multiarray._reconstruct]
     with torch.serialization.safe_globals(np_globals):
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint of ours, read without running code from it (`load_torch`); a clear error where it is not one."""
+    from flow.errors import FlowError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FlowError(f"{path}: checkpoint not found")
+    try:
+        ckpt = load_torch(path)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        why = str(e).splitlines()[-1] if "Weights only load failed" in str(e) else f"{type(e).__name__}: {e}"
+        raise FlowError(f"{path}: not a readable torch checkpoint ({why}); checkpoints are read with "
+                        "weights_only=True, so one that needs code to load is refused") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise FlowError(f"{path}: not an lpyolo-flow checkpoint (no 'model' entry)")
+    return ckpt

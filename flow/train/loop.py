@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from flow.errors import FlowError
+from flow.files import read_checkpoint
 from flow.train.augment import AugmentConfig
 from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
@@ -123,23 +124,6 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint read without running code from it (weights_only=True); a clear error where it is not ours."""
-    from flow.files import load_torch
-
-    if not path.is_file():
-        raise FlowError(f"{path}: checkpoint not found")
-    try:
-        ckpt = load_torch(path)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        why = str(e).splitlines()[-1] if "Weights only load failed" in str(e) else f"{type(e).__name__}: {e}"
-        raise FlowError(f"{path}: not a readable torch checkpoint ({why}); checkpoints are read with "
-                        "weights_only=True, so one that needs code to load is refused") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise FlowError(f"{path}: not an lpyolo-flow checkpoint (no 'model' entry)")
-    return ckpt
 
 
 def save_atomic(obj, path: Path) -> None:
