@@ -22,7 +22,7 @@ PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
 .PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
-        bench fifos rtlsim synth data clean $(TRAIN_TARGETS)
+        bench bench-a9 fifos rtlsim synth data clean $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
@@ -101,6 +101,13 @@ deploy-board: deploy
 
 bench: install
 	$(PY) -m flow bench crosscheck
+
+# The board's host path counted on an armhf Debian userland under qemu-user (root: apt; ~250 MB, minutes), then
+# timed here with the C image stages' A9 time from those counts. A9_DIR keeps the userland between runs.
+A9_DIR ?= build/armhf
+bench-a9: install
+	bash board/a9/setup.sh $(A9_DIR)
+	$(PY) -m board bench --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
 
 clean:
 	rm -rf runs build .pytest_cache

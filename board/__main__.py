@@ -52,7 +52,7 @@ def cmd_bench(a) -> int:
     if a.deploy and not a.sim:
         raise BoardError("bench times the accelerator on the simulated overlay: add --sim (on the board, the "
                          "benchmark notebook times the real one)")
-    report(a.deploy, a.json, a.reps, a.frames)
+    report(a.deploy, a.json, a.reps, a.frames, a.a9)
     return 0
 
 
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     b.add_argument("--json", type=Path, help="write the figures here")
     b.add_argument("--frames", type=int, default=40, help="frames through the real pipeline")
     b.add_argument("--reps", type=int, default=5, help="repeats per stage (the median is kept)")
+    b.add_argument("--a9", type=Path, metavar="DIR", help="armhf root + count plugin (board/a9/setup.sh DIR): the C "
+                   "image stages' A9 time from their instruction counts under qemu-user instead of a ratio")
     a = p.parse_args(argv)
     try:
         return cmd_run(a) if a.cmd == "run" else cmd_bench(a)

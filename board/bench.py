@@ -17,6 +17,13 @@ The x86 side should run the board's libraries: the JPEG decode, most of a frame'
 with libjpeg-turbo 3.1 (opencv-python 4.13 wheels) than with 2.1.2 (opencv-python 4.5.5 wheels, and the PYNQ
 3.0.1 image's OpenCV 4.5.4), and numpy 1.x costs more per call than 2.x; the report names what it ran with.
 
+With `--a9 DIR` (board/a9/setup.sh DIR: an armhf Debian userland and a qemu-user plugin), the C image stages are
+instead counted: board/a9count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
+cortex-a9`, and their instructions are divided by the A9's instruction rate on C image code, measured by counting
+PIL resizes whose Pynq-Z2 timings are public (a9_from_counts says how the range is made). That removes the x86 side
+(AVX2 here vs the armhf builds' code, which for OpenCV's resize has no NEON path); what remains is the spread of
+the A9's rate between kinds of C code (the two calibration points differ by 16 %) and NEON's issue rate.
+
 The stages include the pipeline's own per-frame hand-offs between threads (a future and two queues), which run
 Python and hold the GIL. On the board itself the measured column is the A9's and the ratios do not apply.
 
@@ -30,18 +37,26 @@ cores; the accelerator thread's copy + accelerator + unpack; the postprocess thr
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from board.accelerator import BoardError
 from board.packing import pack, unpack
 from board.postprocess import box_iou, decode, detect
 from board.preprocess import cv2, letterbox, resize_bilinear_fixed
 
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
 RATIOS = {"python": (37.0, 30.0, 45.0), "memory": (70.0, 55.0, 90.0), "c_image": (20.0, 14.0, 28.0)}
+A9_HZ = 650e6
+# Board seconds per call of the calibration code board/a9count.py counts (PYNQ-HelloWorld's Pynq-Z2 notebook, FACTS.md)
+A9_CALIBRATION_S = {"pil_resize_3840x2160_to_1920x1080": 1.02, "pil_resize_640x360_to_320x180": 0.0246}
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
 
@@ -188,8 +203,10 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
     return {"wall_s": statistics.median(walls), "host_cpu_s": statistics.median(cpus)}
 
 
-def measure(deploy: Path | None = None, reps: int = 5) -> dict:
-    """x86 seconds per stage of one frame (the LPYOLO 416x416 geometry), the baseline's, and the A9 estimate."""
+def stage_calls() -> tuple[dict, dict]:
+    """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
+    kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
+    and the armhf instruction count (board/a9count.py) run these same calls."""
     from board.pipeline import decode_image, draw
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]
@@ -203,32 +220,36 @@ def measure(deploy: Path | None = None, reps: int = 5) -> dict:
     raw_out = pack(np.zeros((g * g, ch), np.int32), 8, ch).reshape(-1)
     realistic, worst = output_codes(3), output_codes(None)
     boxes_drawn = detect(realistic, scale, anchors, stride)
-    t = {  # stage -> (seconds, ratio kind, holds the GIL, counted in the 640x480 frame)
-        "capture_decode_640x480_jpeg": (time_stage(lambda: decode_image(jpg), reps), "c_image", False, True),
-        "letterbox_640x480": (time_stage(lambda: letterbox(vga, size, canvas), reps), "c_image", False, True),
-        "letterbox_1280x720": (time_stage(lambda: letterbox(hd, size, canvas), reps), "c_image", False, False),
-        "pack_copy_to_dma": (time_stage(lambda: np.copyto(dma_in, canvas.reshape(1, -1)), reps), "memory", False, True),
-        "unpack": (time_stage(lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), reps), "python", True,
-                   True),
-        "decode_nms_3_faces": (time_stage(lambda: detect(realistic, scale, anchors, stride), reps), "python", True,
-                                     True),
-        "decode_nms_507_candidates_worst": (time_stage(lambda: detect(worst, scale, anchors, stride), reps), "python",
-                                            True, False),
-        "draw": (time_stage(lambda: draw(vga, boxes_drawn, ["face"]), reps), "c_image", False, True),
-        "pipeline_handoffs": (time_handoffs(reps), "python", True, True),
+    calls = {  # stage -> (call, ratio kind, holds the GIL, counted in the 640x480 frame)
+        "capture_decode_640x480_jpeg": (lambda: decode_image(jpg), "c_image", False, True),
+        "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
+        "letterbox_1280x720": (lambda: letterbox(hd, size, canvas), "c_image", False, False),
+        "pack_copy_to_dma": (lambda: np.copyto(dma_in, canvas.reshape(1, -1)), "memory", False, True),
+        "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),
+        "decode_nms_3_faces": (lambda: detect(realistic, scale, anchors, stride), "python", True, True),
+        "decode_nms_507_candidates_worst": (lambda: detect(worst, scale, anchors, stride), "python", True, False),
+        "draw": (lambda: draw(vga, boxes_drawn, ["face"]), "c_image", False, True),
     }
     if cv2 is not None:  # a board without OpenCV: the numpy fixed-point resize, memory-bound numpy
-        t["letterbox_640x480_numpy_fallback"] = (time_stage(lambda: resize_bilinear_fixed(vga, 312, 416), reps), "memory",
-                                                 True, False)
+        calls["letterbox_640x480_numpy_fallback"] = (lambda: resize_bilinear_fixed(vga, 312, 416), "memory", True, False)
+    baseline = {
+        "letterbox_640x480": lambda: float_letterbox_baseline(vga, size),
+        "pack_copy_to_dma": lambda: np.copyto(dma_in, pack(canvas.reshape(1, -1, 3), 8, 3).reshape(1, -1)),
+        "decode_nms_3_faces": lambda: detect_baseline(realistic, scale, anchors, stride),
+        "decode_nms_507_candidates_worst": lambda: detect_baseline(worst, scale, anchors, stride),
+    }
+    return calls, baseline
+
+
+def measure(deploy: Path | None = None, reps: int = 5) -> dict:
+    """x86 seconds per stage of one frame (the LPYOLO 416x416 geometry), the baseline's, and the A9 estimate."""
+    calls, base_calls = stage_calls()
+    t = {name: (time_stage(fn, reps), kind, gil, counted) for name, (fn, kind, gil, counted) in calls.items()}
+    t["pipeline_handoffs"] = (time_handoffs(reps), "python", True, True)
     execute = time_execute(deploy) if deploy else {"wall_s": ACCEL_FRAME_S, "host_cpu_s": 0.0}
     t["execute_host_cpu"] = (execute["host_cpu_s"], "python", True, True)
-    baseline = {
-        "letterbox_640x480": time_stage(lambda: float_letterbox_baseline(vga, size), reps, 3),
-        "pack_copy_to_dma": time_stage(lambda: np.copyto(dma_in, pack(canvas.reshape(1, -1, 3), 8, 3).reshape(1, -1)),
-                                       reps),
-        "decode_nms_3_faces": time_stage(lambda: detect_baseline(realistic, scale, anchors, stride), reps),
-        "decode_nms_507_candidates_worst": time_stage(lambda: detect_baseline(worst, scale, anchors, stride), reps, 3),
-    }
+    slow = ("letterbox_640x480", "decode_nms_507_candidates_worst")  # the old code's slowest: fewer calls
+    baseline = {name: time_stage(fn, reps, 3 if name in slow else 10) for name, fn in base_calls.items()}
     return {"stages": t, "baseline": baseline, "accelerator_s": ACCEL_FRAME_S, "execute_wall_s": execute["wall_s"],
             "execute_measured": bool(deploy)}
 
@@ -252,19 +273,28 @@ def frame_cost(stage_s: dict, accelerator_s: float) -> tuple[float, str, str]:
     return lanes[lane][0], lane, top
 
 
-def estimate(m: dict) -> dict:
-    """The JSON report: x86 and A9 (central, low, high) per stage and per frame."""
+def estimate(m: dict, counts: dict | None = None) -> dict:
+    """The JSON report: x86 and A9 (central, low, high) per stage and per frame. With `counts` (armhf instructions
+    per call, count_on_armhf), the C image stages' A9 time comes from their instruction counts instead of a ratio."""
     stages, in_frame = {}, {}
     a9 = {"central": {}, "low": {}, "high": {}}
+    counted_a9 = a9_from_counts(counts) if counts else {}
     for name, (sec, kind, gil, counted) in m["stages"].items():
         r, lo, hi = RATIOS[kind]
+        a9_s = {"central": sec * r, "low": sec * lo, "high": sec * hi}
         stages[name] = {"x86_ms": round(sec * 1e3, 4), "ratio": kind, "ratio_value": r, "ratio_range": [lo, hi],
-                        "a9_ms": round(sec * r * 1e3, 3), "a9_ms_range": [round(sec * lo * 1e3, 3), round(sec * hi * 1e3, 3)],
-                        "holds_gil": gil, "in_640x480_frame": counted}
+                        "holds_gil": gil, "in_640x480_frame": counted, "a9_method": "x86 time x ratio"}
+        if kind == "c_image" and name in counted_a9:
+            a9_s = counted_a9[name]
+            stages[name].update(a9_method="armhf instructions / A9 rate", armhf_insns=counts[name]["insns"],
+                                armhf_neon_insns=counts[name]["neon"],
+                                a9_ms_by_ratio=round(sec * r * 1e3, 3))
+        stages[name].update(a9_ms=round(a9_s["central"] * 1e3, 3),
+                            a9_ms_range=[round(a9_s["low"] * 1e3, 3), round(a9_s["high"] * 1e3, 3)])
         if counted:
             in_frame[name] = sec
-            for key, val in (("central", r), ("low", lo), ("high", hi)):
-                a9[key][name] = sec * val
+            for key in a9:
+                a9[key][name] = a9_s[key]
     stages["accelerator"] = {"x86_ms": round(m["accelerator_s"] * 1e3, 3), "ratio": "hardware (simulated, not scaled)",
                              "a9_ms": round(m["accelerator_s"] * 1e3, 3), "execute_wall_x86_ms": round(m["execute_wall_s"] * 1e3, 3),
                              "execute_measured_on_sim": m["execute_measured"]}
@@ -293,8 +323,85 @@ def estimate(m: dict) -> dict:
         "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
         "letterbox": "OpenCV" if cv2 is not None else "numpy fixed point (no cv2)",
         "software": software(),
-        "method": "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring, FACTS.md)",
+        "method": ("C image stages: armhf instruction counts under qemu-user / the A9's instructions per second on "
+                   "PIL resizes with public Pynq-Z2 timings; other stages: " if counts else "") +
+                  "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring, FACTS.md)",
+        "a9_calibration": a9_rates(counts) if counts else None,
+        "armhf_software": counts.get("_software") if counts else None,
     }
+
+
+# -- the A9 from instruction counts: the stages run on an armhf Debian userland under qemu-user --
+def a9_rates(counts: dict) -> dict:
+    """The A9's instructions per second on C image code: the calibration calls' armhf counts over their public
+    board timings."""
+    return {name: counts[name]["insns"] / s for name, s in A9_CALIBRATION_S.items()}
+
+
+def a9_from_counts(counts: dict) -> dict:
+    """stage -> A9 seconds (central, low, high) from its armhf instructions. Central: the geometric mean of the
+    calibration rates; low: the fastest rate; high: the slowest, plus one more cycle per NEON instruction (the
+    calibration code is scalar; the A9's NEON unit is 64 bits wide, so a quad-register operation takes two)."""
+    rates = a9_rates(counts).values()
+    central = statistics.geometric_mean(rates)
+    out = {}
+    for name, c in counts.items():
+        if name.startswith("_") or name in A9_CALIBRATION_S:
+            continue
+        out[name] = {"central": c["insns"] / central, "low": c["insns"] / max(rates),
+                     "high": c["insns"] / min(rates) + c["neon"] / A9_HZ}
+    return out
+
+
+def parse_marks(text: str) -> dict[int, tuple[int, int]]:
+    """insn_count.c's log: "mark <id> <instructions> <neon>" lines -> {id: (instructions, neon)}."""
+    marks = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 4 and f[0] == "mark":
+            marks[int(f[1])] = (int(f[2]), int(f[3]))
+    return marks
+
+
+def counts_per_call(info: dict, marks: dict) -> dict:
+    """{name: {"insns", "neon"}} per call, from board/a9count.py's stage order (stage k between marks 2k, 2k+1)."""
+    out = {}
+    for k, name in enumerate(info["stages"]):
+        if 2 * k not in marks or 2 * k + 1 not in marks:
+            raise BoardError(f"armhf count: no marks around stage {name!r} in the plugin's log")
+        (i0, n0), (i1, n1) = marks[2 * k], marks[2 * k + 1]
+        out[name] = {"insns": (i1 - i0) // info["calls"], "neon": (n1 - n0) // info["calls"]}
+    out["_software"] = {k: info[k] for k in ("machine", "python", "numpy", "opencv", "pil")}
+    return out
+
+
+def count_on_armhf(a9_dir: Path, timeout: float = 3600) -> dict:
+    """Run board/a9count.py on the armhf root `a9_dir`/root under qemu-user with `a9_dir`/insn_count.so (both made
+    by board/a9/setup.sh) and return the instructions per call of every stage and calibration call."""
+    root, plugin, qemu = a9_dir / "root", a9_dir / "insn_count.so", shutil.which("qemu-arm")
+    python = root / "usr" / "bin" / "python3"
+    for need, what in ((python, "an armhf root with Python, numpy, OpenCV and Pillow"), (plugin, "the count plugin")):
+        if not need.exists():
+            raise BoardError(f"{need}: missing ({what}); make it with `bash board/a9/setup.sh {a9_dir}`")
+    if qemu is None:
+        raise BoardError("qemu-arm not on the PATH: `apt-get install qemu-user` (board/a9/setup.sh does)")
+    repo = Path(__file__).resolve().parents[1]
+    # libjpeg-turbo turns NEON on from /proc/cpuinfo, which qemu-user 7.2 passes through from this x86 host (no
+    # "neon" there); the board's lists it, so the guest is told to use it as the board does.
+    env = dict(os.environ, PYTHONPATH=str(repo), JSIMD_FORCENEON="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "marks.log"
+        cmd = [qemu, "-cpu", "cortex-a9", "-L", str(root), "-plugin", str(plugin), "-d", "plugin", "-D", str(log),
+               str(python), "-m", "board.a9count"]
+        print("counting armhf instructions per stage under qemu-user (about a minute): " + " ".join(cmd))
+        try:
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BoardError(f"armhf count: no result within {timeout:.0f} s") from None
+        if p.returncode:
+            raise BoardError(f"armhf count failed (exit {p.returncode}): {p.stderr.strip()[-600:]}")
+        info = json.loads(p.stdout.strip().splitlines()[-1])
+        return counts_per_call(info, parse_marks(log.read_text()))
 
 
 def software() -> dict:
@@ -324,18 +431,26 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
         "model_input": acc.manifest["input"]["accel_shape"][1:3]}
 
 
-def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40) -> dict:
-    r = estimate(measure(deploy, reps))
+def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40,
+           a9_dir: Path | None = None) -> dict:
+    counts = count_on_armhf(a9_dir) if a9_dir else None
+    r = estimate(measure(deploy, reps), counts)
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "
           "(the PYNQ 3.0.1 image: Python 3.10, numpy 1.21.5, OpenCV 4.5.4, libjpeg-turbo 2.1.2)")
+    if counts:
+        a = r["armhf_software"]
+        print(f"armhf (qemu-user, Cortex-A9 ISA): Python {a['python']}, numpy {a['numpy']}, OpenCV {a['opencv']}, "
+              f"Pillow {a['pil']}; A9 rate on C image code "
+              + ", ".join(f"{v / 1e6:.0f} M instr/s ({k})" for k, v in r["a9_calibration"].items()))
     print(f"{'stage':<34} {'here ms':>8} {'ratio':>8} {'A9 ms (low-high)':>22}")
     for name, s in r["stages"].items():
         if name == "accelerator":
             print(f"{name:<34} {s['x86_ms']:8.3f} {'hw':>8} {s['a9_ms']:10.3f} (simulated frame time)")
             continue
         mark = "" if s["in_640x480_frame"] else "  (not in the frame sum)"
-        print(f"{name:<34} {s['x86_ms']:8.3f} {s['ratio_value']:7.0f}x {s['a9_ms']:9.2f} "
+        how = f"{s['ratio_value']:7.0f}x" if "armhf_insns" not in s else f"{s['armhf_insns'] / 1e6:6.1f}Mi"
+        print(f"{name:<34} {s['x86_ms']:8.3f} {how:>8} {s['a9_ms']:9.2f} "
               f"({s['a9_ms_range'][0]:.2f}-{s['a9_ms_range'][1]:.2f}){mark}")
     print(f"x86: {r['x86_ms_per_frame']:.3f} ms host CPU per 640x480 frame ({r['x86_ms_per_frame_without_capture_decode']:.3f} "
           f"without the JPEG decode); baseline (float letterbox, per-candidate NMS, converting pack) "

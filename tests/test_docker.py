@@ -24,7 +24,7 @@ def test_dockerfiles_pass_hadolint(dockerfile):
 
 
 def test_shell_scripts_pass_shellcheck():
-    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "docker").glob("*.sh"))]
+    scripts = [ROOT / ".ci" / "run", *sorted((ROOT / "docker").glob("*.sh")), *sorted((ROOT / "board").glob("*/*.sh"))]
     r = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -587,7 +587,8 @@ def bench_loader(argv: list[str]) -> int:
     p.add_argument("--workers", default=None, help="comma-separated worker counts (default 0 and the default count)")
     p.add_argument("--img", type=int, default=416)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--batches", type=int, default=20, help="batches timed per worker count")
+    p.add_argument("--batches", type=int, default=60,
+                   help="batches timed per worker count (fewer give noisier rates)")
     p.add_argument("--steps", type=int, default=3, help="training steps timed")
     p.add_argument("--cache", default="ram", choices=["ram", "none"])
     p.add_argument("--device", default="auto")

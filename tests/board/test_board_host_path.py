@@ -2,16 +2,28 @@
 path, image decoding, NMS against the per-candidate greedy loop it replaced, the one-class score, the A9 estimate's
 arithmetic, and the board code on a Python without OpenCV."""
 
+import os
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import board.pipeline
 import board.preprocess
-from board.bench import RATIOS, estimate, float_letterbox_baseline, loop_nms_baseline, measure
+from board.bench import (
+    A9_CALIBRATION_S,
+    RATIOS,
+    a9_from_counts,
+    counts_per_call,
+    estimate,
+    float_letterbox_baseline,
+    loop_nms_baseline,
+    measure,
+    parse_marks,
+)
 from board.pipeline import decode_image
 from board.postprocess import decode, detect, nms
 from board.preprocess import letterbox, to_rgb8
@@ -161,6 +173,57 @@ def test_bench_estimate_is_stage_time_times_its_ratio():
     assert r["a9_fps_range"][0] <= r["a9_fps_estimate"] <= r["a9_fps_range"][1]
     assert r["bound_stage"] in r["stages"] or r["bound_stage"] == "accelerator"
     assert r["x86_baseline_ms_per_frame"] > r["x86_ms_per_frame_without_capture_decode"]
+
+
+def _plugin_log(per_call: dict, calls: int) -> str:
+    """The log insn_count.c writes around board/a9count.py's stages: cumulative counts at marks 2k and 2k+1."""
+    lines, total, neon = ["insn_count: other plugin output is ignored"], 10**9, 10**6
+    for k, (insns, simd) in enumerate(per_call.values()):
+        lines.append(f"mark {2 * k} {total} {neon}")
+        total, neon = total + insns * calls + 12345, neon + simd * calls  # + the marks' own instructions
+        lines.append(f"mark {2 * k + 1} {total} {neon}")
+        total += 777  # between stages: warm-up calls, not counted
+    return "\n".join(lines + [f"total {total} {neon}"])
+
+
+def test_a9_estimate_from_armhf_instruction_counts():
+    """The counted path of `board bench --a9`: per-call counts from the plugin's marks, the A9's rate from the
+    calibration calls and their board timings, and those replacing the ratio for C image stages only."""
+    big, small = A9_CALIBRATION_S
+    per_call = {"capture_decode_640x480_jpeg": (15_000_000, 3_000_000), "letterbox_640x480": (11_000_000, 0),
+                "decode_nms_3_faces": (1_400_000, 0), big: (490_000_000, 0), small: (14_000_000, 0)}
+    info = {"stages": list(per_call), "calls": 5, "machine": "armv7l", "python": "3.11.2", "numpy": "1.24.2",
+            "opencv": "4.6.0", "pil": "9.4.0"}
+    counts = counts_per_call(info, parse_marks(_plugin_log(per_call, 5)))
+    for name, (insns, simd) in per_call.items():
+        assert counts[name] == {"insns": insns + 12345 // 5, "neon": simd}
+    rate_big, rate_small = counts[big]["insns"] / 1.02, counts[small]["insns"] / 0.0246
+    a9 = a9_from_counts(counts)
+    assert set(a9) == {"capture_decode_640x480_jpeg", "letterbox_640x480", "decode_nms_3_faces"}
+    dec = a9["capture_decode_640x480_jpeg"]
+    n = counts["capture_decode_640x480_jpeg"]["insns"]
+    assert dec["low"] == pytest.approx(n / max(rate_big, rate_small))
+    assert dec["central"] == pytest.approx(n / (rate_big * rate_small) ** 0.5)
+    assert dec["high"] == pytest.approx(n / min(rate_big, rate_small) + 3_000_000 / 650e6)  # a cycle more per NEON op
+    r = estimate(measure(None, reps=1), counts)
+    assert r["stages"]["capture_decode_640x480_jpeg"]["a9_method"] == "armhf instructions / A9 rate"
+    assert r["stages"]["capture_decode_640x480_jpeg"]["a9_ms"] == pytest.approx(dec["central"] * 1e3, abs=1e-3)
+    py = r["stages"]["decode_nms_3_faces"]  # Python-bound: no calibration of its own, still x86 time x ratio
+    assert py["a9_method"] == "x86 time x ratio" and py["a9_ms"] == pytest.approx(py["x86_ms"] * 37, rel=0.02, abs=5e-3)
+    assert r["stages"]["draw"]["a9_method"] == "x86 time x ratio"  # not counted: falls back to its ratio
+    assert r["armhf_software"]["numpy"] == "1.24.2" and set(r["a9_calibration"]) == {big, small}
+    with pytest.raises(board.accelerator.BoardError, match="no marks around stage 'letterbox_640x480'"):
+        counts_per_call(info, {0: (0, 0), 1: (5, 0)})
+
+
+@pytest.mark.skipif(not os.environ.get("LPYOLO_A9_DIR"), reason="needs board/a9/setup.sh's armhf root: set LPYOLO_A9_DIR")
+def test_stages_counted_on_the_armhf_userland():
+    from board.bench import count_on_armhf
+
+    counts = count_on_armhf(Path(os.environ["LPYOLO_A9_DIR"]))
+    assert counts["_software"]["machine"] == "armv7l"
+    assert counts["capture_decode_640x480_jpeg"]["neon"] > 0  # libjpeg-turbo's NEON path, as on the board
+    assert counts["pil_resize_3840x2160_to_1920x1080"]["insns"] > 50 * counts["pil_resize_640x360_to_320x180"]["insns"]
 
 
 def test_board_code_runs_without_opencv_or_pynq(tmp_path):
