@@ -1,9 +1,10 @@
 """The host path's stages run on an armv7 (armhf) Python under qemu-user with board/a9/insn_count.c loaded: for
 each stage, the guest instructions `CALLS` warm calls execute, between two marks the plugin reports.
 
-Run by `python -m board bench --a9-root ROOT` (board/bench.py, which builds the plugin, runs this and turns the
-counts into A9 time); by hand: qemu-arm -cpu cortex-a9 -L ROOT -plugin insn_count.so -d plugin \\
-ROOT/usr/bin/python3 -m board.a9count. Prints one JSON line: the stages and calibration calls, in the order marked.
+Run by `python -m board bench --a9 DIR` (board/bench.py's count_on_armhf, on the root and plugin that
+board/a9/setup.sh DIR made; it turns the counts into A9 time); by hand: qemu-arm -cpu cortex-a9 -L DIR/root \\
+-plugin DIR/insn_count.so -d plugin DIR/root/usr/bin/python3 -m board.a9count. Prints one JSON line: the stages
+and calibration calls, in the order marked.
 
 The calibration calls are the code public Zynq-7020 timings exist for (FACTS.md, "The PYNQ-Z2's host side"): PIL
 bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (3840x2160 -> 1920x1080: 1.02 s; 640x360 ->
@@ -58,7 +59,7 @@ def main() -> int:
     print(json.dumps({"stages": order, "calls": CALLS, "machine": platform.machine(),
                       "python": platform.python_version(), "numpy": np.__version__,
                       "opencv": None if cv2 is None else cv2.__version__,
-                      "pil": __import__("PIL").__version__, "jsimd_forceneon": os.environ.get("JSIMD_FORCENEON")}))
+                      "pil": __import__("PIL").__version__}))
     return 0
 
 
