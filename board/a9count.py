@@ -6,9 +6,11 @@ board/a9/setup.sh DIR made; it turns the counts into A9 time); by hand: qemu-arm
 -plugin DIR/insn_count.so -d plugin DIR/root/usr/bin/python3 -m board.a9count. Prints one JSON line: the stages
 and calibration calls, in the order marked.
 
-The calibration calls are the code public Zynq-7020 timings exist for (FACTS.md, "The PYNQ-Z2's host side"): PIL
-bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (3840x2160 -> 1920x1080: 1.02 s; 640x360 ->
-320x180: 24.6 ms). Counted here on the same armv7 code, they give the A9's instructions per second on C image code.
+The calibration calls are the code public Zynq-7020 timings exist for (board.bench.A9_CALIBRATION, FACTS.md "The
+PYNQ-Z2's host side"): PIL bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (C image code), FINN's
+driver unpacking and packing a batch of 1000 as finn-examples' UNSW-NB15 notebook times them (Python-bound code;
+numpy over large arrays). Counted here on the same armv7 Python, numpy and Pillow, they give the A9's instructions
+per second on each kind of code.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import sys
+import types
 
 import numpy as np
 
@@ -33,13 +36,33 @@ def mark(i: int) -> None:
 
 
 def calibration_calls() -> dict:
+    """board.bench.A9_CALIBRATION's calls, as the board timed them."""
     from PIL import Image
 
     from board.bench import camera_frame
 
+    # FINN's data packing imports onnx (through qonnx.util.basic) and bitstring for code paths these calls never
+    # take; neither has an armhf build here, so stand-ins satisfy the imports (a call into one would fail).
+    sys.modules.setdefault("onnx", types.SimpleNamespace(GraphProto=None, ModelProto=None))
+    sys.modules.setdefault("bitstring", types.SimpleNamespace(BitArray=None))
+    from finn.util.data_packing import finnpy_to_packed_bytearray, npbytearray2hexstring, unpack_innermost_dim_from_hex_string
+    from qonnx.core.datatype import DataType
+
+    def finn_unpack_output(obuf):
+        # finn-examples' driver of 2023: packed_bytearray_to_finnpy(obuf, BIPOLAR, (1000, 1, 1), reverse_endian=True,
+        # reverse_inner=True, fast_mode=True); a 1-bit output takes its hex-string path, whose steps these are.
+        hexes = np.apply_along_axis(npbytearray2hexstring, obuf.ndim - 1, np.flip(obuf, axis=-1))
+        return unpack_innermost_dim_from_hex_string(hexes, DataType["BIPOLAR"], obuf.shape, obuf.shape[-1] * 8, True)
+
+    rng = np.random.default_rng(0)
+    obuf = rng.integers(0, 2, (1000, 1, 1)).astype(np.uint8)  # oshape_packed (1, 1, 1), batch 1000
+    ibuf = (2.0 * rng.integers(0, 2, (1000, 15, 40)) - 1).astype(np.float32)  # ishape_folded (1, 15, 40), +-1
     big, small = Image.fromarray(camera_frame(3840, 2160)), Image.fromarray(camera_frame(640, 360))
     return {"pil_resize_3840x2160_to_1920x1080": lambda: big.resize((1920, 1080), Image.BILINEAR),
-            "pil_resize_640x360_to_320x180": lambda: small.resize((320, 180), Image.BILINEAR)}
+            "pil_resize_640x360_to_320x180": lambda: small.resize((320, 180), Image.BILINEAR),
+            "finn_unpack_output_1000x1_bipolar": lambda: finn_unpack_output(obuf),
+            # the packbits path FINN's pack_input takes for a 1-bit input with both reverses (then and now)
+            "finn_pack_input_1000x600_bipolar": lambda: finnpy_to_packed_bytearray(ibuf, DataType["BIPOLAR"], True, True)}
 
 
 def main() -> int:

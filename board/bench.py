@@ -17,12 +17,15 @@ The x86 side should run the board's libraries: the JPEG decode, most of a frame'
 with libjpeg-turbo 3.1 (opencv-python 4.13 wheels) than with 2.1.2 (opencv-python 4.5.5 wheels, and the PYNQ
 3.0.1 image's OpenCV 4.5.4), and numpy 1.x costs more per call than 2.x; the report names what it ran with.
 
-With `--a9 DIR` (board/a9/setup.sh DIR: an armhf Debian userland and a qemu-user plugin), the C image stages are
-instead counted: board/a9count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
-cortex-a9`, and their instructions are divided by the A9's instruction rate on C image code, measured by counting
-PIL resizes whose Pynq-Z2 timings are public (a9_from_counts says how the range is made). That removes the x86 side
-(AVX2 here vs the armhf builds' code, which for OpenCV's resize has no NEON path); what remains is the spread of
-the A9's rate between kinds of C code (the two calibration points differ by 16 %) and NEON's issue rate.
+With `--a9 DIR` (board/a9/setup.sh DIR: an armhf Debian userland and a qemu-user plugin), every stage is instead
+counted: board/a9count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
+cortex-a9`, and each stage's instructions are divided by the A9's instruction rate on its kind of code, measured by
+counting, the same way, calls whose Zynq-7020 timings are public (A9_CALIBRATION): PIL resizes for C image code
+(479/558 M instructions/s), FINN's driver unpacking a batch for Python-bound code (221 M/s), FINN's packing a
+batch for numpy over large arrays (269 M/s). That removes the x86 side (AVX2 and other library builds here vs the
+armhf builds' code, which for OpenCV's resize has no NEON path; the host's load); what remains is how far a stage's
+code differs from its kind's calibration code (a9_from_counts says how the range is made) and what qemu-user does
+not count: kernel time (futex wake-ups, page faults) and the memory system beyond what the calibration code met.
 
 The stages include the pipeline's own per-frame hand-offs between threads (a future and two queues), which run
 Python and hold the GIL. On the board itself the measured column is the A9's and the ratios do not apply.
@@ -36,6 +39,7 @@ cores; the accelerator thread's copy + accelerator + unpack; the postprocess thr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -55,8 +59,17 @@ from board.preprocess import cv2, letterbox, resize_bilinear_fixed
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
 RATIOS = {"python": (37.0, 30.0, 45.0), "memory": (70.0, 55.0, 90.0), "c_image": (20.0, 14.0, 28.0)}
 A9_HZ = 650e6
-# Board seconds per call of the calibration code board/a9count.py counts (PYNQ-HelloWorld's Pynq-Z2 notebook, FACTS.md)
-A9_CALIBRATION_S = {"pil_resize_3840x2160_to_1920x1080": 1.02, "pil_resize_640x360_to_320x180": 0.0246}
+# The calibration calls board/a9count.py counts, each with the kind of code it stands for and its seconds on a
+# Zynq-7020 board (FACTS.md, "The PYNQ-Z2's host side"): PIL resizes in PYNQ-HelloWorld's Pynq-Z2 notebook; FINN's
+# driver in finn-examples' saved UNSW-NB15 notebook output (throughput_test, batch 1000, BIPOLAR in and out).
+A9_CALIBRATION = {"pil_resize_3840x2160_to_1920x1080": ("c_image", 1.02),
+                  "pil_resize_640x360_to_320x180": ("c_image", 0.0246),
+                  "finn_unpack_output_1000x1_bipolar": ("python", 0.3555),
+                  "finn_pack_input_1000x600_bipolar": ("memory", 0.0711)}
+# A kind with one calibration point has no spread of its own. Python: the count runs CPython 3.11, the board
+# 3.10, and 3.11's speed-up over 3.10 differs by workload (10-60 %, its release notes), so a stage's time relative
+# to the calibration's is uncertain by up to 1.6/1.1 either way. Numpy over large arrays: the C image points' spread.
+A9_SINGLE_POINT_SPREAD = {"python": 1.6 / 1.1, "memory": 558.0 / 479.0}
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
 
@@ -168,19 +181,20 @@ def time_stage(fn, reps: int = 5, inner: int = 10) -> float:
     return best
 
 
-def time_handoffs(reps: int) -> float:
-    """The pipeline's own per-frame work: a frame crosses to a preprocess worker and back (a future: two thread
-    wake-ups), then through two bounded queues."""
+def handoff_call():
+    """The pipeline's own per-frame work as one call: a frame crosses to a preprocess worker and back (a future: two
+    thread wake-ups), then through two bounded queues."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
 
     q1, q2 = queue.Queue(4), queue.Queue(4)
-    with ThreadPoolExecutor(1) as pool:
-        def frame():
-            q1.put(("f", pool.submit(int).result()), timeout=1)
-            q2.put(q1.get(timeout=1), timeout=1)
-            q2.get(timeout=1)
-        return time_stage(frame, reps, 50)
+    pool = ThreadPoolExecutor(1)  # lives as long as the process: the bench and a9count call it to the end
+
+    def frame():
+        q1.put(("f", pool.submit(int).result()), timeout=1)
+        q2.put(q1.get(timeout=1), timeout=1)
+        q2.get(timeout=1)
+    return frame
 
 
 def time_execute(deploy: Path, frames: int = 20) -> dict:
@@ -220,6 +234,7 @@ def stage_calls() -> tuple[dict, dict]:
     raw_out = pack(np.zeros((g * g, ch), np.int32), 8, ch).reshape(-1)
     realistic, worst = output_codes(3), output_codes(None)
     boxes_drawn = detect(realistic, scale, anchors, stride)
+    decoded = decode_image(jpg)  # read-only, as the pipeline hands it to the sink: draw copies it
     calls = {  # stage -> (call, ratio kind, holds the GIL, counted in the 640x480 frame)
         "capture_decode_640x480_jpeg": (lambda: decode_image(jpg), "c_image", False, True),
         "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
@@ -228,7 +243,8 @@ def stage_calls() -> tuple[dict, dict]:
         "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),
         "decode_nms_3_faces": (lambda: detect(realistic, scale, anchors, stride), "python", True, True),
         "decode_nms_507_candidates_worst": (lambda: detect(worst, scale, anchors, stride), "python", True, False),
-        "draw": (lambda: draw(vga, boxes_drawn, ["face"]), "c_image", False, True),
+        "draw": (lambda: draw(decoded, boxes_drawn, ["face"]), "c_image", False, True),
+        "pipeline_handoffs": (handoff_call(), "python", True, True),
     }
     if cv2 is not None:  # a board without OpenCV: the numpy fixed-point resize, memory-bound numpy
         calls["letterbox_640x480_numpy_fallback"] = (lambda: resize_bilinear_fixed(vga, 312, 416), "memory", True, False)
@@ -245,7 +261,6 @@ def measure(deploy: Path | None = None, reps: int = 5) -> dict:
     """x86 seconds per stage of one frame (the LPYOLO 416x416 geometry), the baseline's, and the A9 estimate."""
     calls, base_calls = stage_calls()
     t = {name: (time_stage(fn, reps), kind, gil, counted) for name, (fn, kind, gil, counted) in calls.items()}
-    t["pipeline_handoffs"] = (time_handoffs(reps), "python", True, True)
     execute = time_execute(deploy) if deploy else {"wall_s": ACCEL_FRAME_S, "host_cpu_s": 0.0}
     t["execute_host_cpu"] = (execute["host_cpu_s"], "python", True, True)
     slow = ("letterbox_640x480", "decode_nms_507_candidates_worst")  # the old code's slowest: fewer calls
@@ -275,19 +290,21 @@ def frame_cost(stage_s: dict, accelerator_s: float) -> tuple[float, str, str]:
 
 def estimate(m: dict, counts: dict | None = None) -> dict:
     """The JSON report: x86 and A9 (central, low, high) per stage and per frame. With `counts` (armhf instructions
-    per call, count_on_armhf), the C image stages' A9 time comes from their instruction counts instead of a ratio."""
+    per call, count_on_armhf), each counted stage's A9 time comes from its instructions and its kind's A9 rate
+    instead of x86 time x ratio."""
     stages, in_frame = {}, {}
     a9 = {"central": {}, "low": {}, "high": {}}
-    counted_a9 = a9_from_counts(counts) if counts else {}
+    kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
+    counted_a9 = a9_from_counts(counts, kinds) if counts else {}
     for name, (sec, kind, gil, counted) in m["stages"].items():
         r, lo, hi = RATIOS[kind]
         a9_s = {"central": sec * r, "low": sec * lo, "high": sec * hi}
         stages[name] = {"x86_ms": round(sec * 1e3, 4), "ratio": kind, "ratio_value": r, "ratio_range": [lo, hi],
                         "holds_gil": gil, "in_640x480_frame": counted, "a9_method": "x86 time x ratio"}
-        if kind == "c_image" and name in counted_a9:
+        if name in counted_a9:
             a9_s = counted_a9[name]
-            stages[name].update(a9_method="armhf instructions / A9 rate", armhf_insns=counts[name]["insns"],
-                                armhf_neon_insns=counts[name]["neon"],
+            stages[name].update(a9_method=f"armhf instructions / A9 rate on {kind} code",
+                                armhf_insns=counts[name]["insns"], armhf_neon_insns=counts[name]["neon"],
                                 a9_ms_by_ratio=round(sec * r * 1e3, 3))
         stages[name].update(a9_ms=round(a9_s["central"] * 1e3, 3),
                             a9_ms_range=[round(a9_s["low"] * 1e3, 3), round(a9_s["high"] * 1e3, 3)])
@@ -323,8 +340,9 @@ def estimate(m: dict, counts: dict | None = None) -> dict:
         "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
         "letterbox": "OpenCV" if cv2 is not None else "numpy fixed point (no cv2)",
         "software": software(),
-        "method": ("C image stages: armhf instruction counts under qemu-user / the A9's instructions per second on "
-                   "PIL resizes with public Pynq-Z2 timings; other stages: " if counts else "") +
+        "method": ("armhf instruction counts under qemu-user / the A9's instructions per second on the same kind of "
+                   "code (calibration calls with public Zynq-7020 timings, counted the same way); stages not counted: "
+                   if counts else "") +
                   "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring, FACTS.md)",
         "a9_calibration": a9_rates(counts) if counts else None,
         "armhf_software": counts.get("_software") if counts else None,
@@ -333,23 +351,33 @@ def estimate(m: dict, counts: dict | None = None) -> dict:
 
 # -- the A9 from instruction counts: the stages run on an armhf Debian userland under qemu-user --
 def a9_rates(counts: dict) -> dict:
-    """The A9's instructions per second on C image code: the calibration calls' armhf counts over their public
-    board timings."""
-    return {name: counts[name]["insns"] / s for name, s in A9_CALIBRATION_S.items()}
+    """kind of code -> {calibration call: the A9's instructions per second on it}: the calls' armhf counts over their
+    public board timings."""
+    rates: dict = {}
+    for name, (kind, sec) in A9_CALIBRATION.items():
+        rates.setdefault(kind, {})[name] = counts[name]["insns"] / sec
+    return rates
 
 
-def a9_from_counts(counts: dict) -> dict:
-    """stage -> A9 seconds (central, low, high) from its armhf instructions. Central: the geometric mean of the
-    calibration rates; low: the fastest rate; high: the slowest, plus one more cycle per NEON instruction (the
-    calibration code is scalar; the A9's NEON unit is 64 bits wide, so a quad-register operation takes two)."""
-    rates = a9_rates(counts).values()
-    central = statistics.geometric_mean(rates)
+def a9_from_counts(counts: dict, kinds: dict) -> dict:
+    """stage -> A9 seconds (central, low, high) from its armhf instructions and the A9 rate on its kind of code
+    (`kinds`: stage -> "c_image" / "python" / "memory"). Central: the geometric mean of the kind's calibration
+    rates. Two or more points: low from the fastest, high from the slowest plus one more cycle per NEON instruction
+    (the calibration code is scalar; the A9's NEON unit is 64 bits wide, so a quad-register operation takes two).
+    One point: central divided and multiplied by the kind's A9_SINGLE_POINT_SPREAD."""
+    rates = a9_rates(counts)
     out = {}
     for name, c in counts.items():
-        if name.startswith("_") or name in A9_CALIBRATION_S:
+        if name.startswith("_") or name in A9_CALIBRATION or kinds.get(name) not in rates:
             continue
-        out[name] = {"central": c["insns"] / central, "low": c["insns"] / max(rates),
-                     "high": c["insns"] / min(rates) + c["neon"] / A9_HZ}
+        r = list(rates[kinds[name]].values())
+        central = c["insns"] / statistics.geometric_mean(r)
+        if len(r) > 1:
+            out[name] = {"central": central, "low": c["insns"] / max(r),
+                         "high": c["insns"] / min(r) + c["neon"] / A9_HZ}
+        else:
+            f = A9_SINGLE_POINT_SPREAD[kinds[name]]
+            out[name] = {"central": central, "low": central / f, "high": central * f}
     return out
 
 
@@ -386,10 +414,20 @@ def count_on_armhf(a9_dir: Path, timeout: float = 3600) -> dict:
     if qemu is None:
         raise BoardError("qemu-arm not on the PATH: `apt-get install qemu-user` (board/a9/setup.sh does)")
     repo = Path(__file__).resolve().parents[1]
-    # libjpeg-turbo turns NEON on from /proc/cpuinfo, which qemu-user 7.2 passes through from this x86 host (no
-    # "neon" there); the board's lists it, so the guest is told to use it as the board does.
-    env = dict(os.environ, PYTHONPATH=str(repo), JSIMD_FORCENEON="1")
     with tempfile.TemporaryDirectory() as tmp:
+        # FINN's data packing (the Python calibration code) and qonnx's DataType are pure Python: the guest imports
+        # this host's installed copies through links, beside the armhf root's own numpy.
+        shim = Path(tmp) / "pure"
+        shim.mkdir()
+        for pkg in ("finn", "qonnx"):
+            spec = importlib.util.find_spec(pkg)
+            if spec is None or not spec.submodule_search_locations:
+                raise BoardError(f"{pkg} is not installed here: the armhf count imports its data packing "
+                                 "(`make install` installs finn-plus and qonnx)")
+            (shim / pkg).symlink_to(spec.submodule_search_locations[0], target_is_directory=True)
+        # libjpeg-turbo turns NEON on from /proc/cpuinfo, which qemu-user 7.2 passes through from this x86 host (no
+        # "neon" there); the board's lists it, so the guest is told to use it as the board does.
+        env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{shim}", JSIMD_FORCENEON="1")
         log = Path(tmp) / "marks.log"
         cmd = [qemu, "-cpu", "cortex-a9", "-L", str(root), "-plugin", str(plugin), "-d", "plugin", "-D", str(log),
                str(python), "-m", "board.a9count"]
@@ -441,8 +479,9 @@ def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: i
     if counts:
         a = r["armhf_software"]
         print(f"armhf (qemu-user, Cortex-A9 ISA): Python {a['python']}, numpy {a['numpy']}, OpenCV {a['opencv']}, "
-              f"Pillow {a['pil']}; A9 rate on C image code "
-              + ", ".join(f"{v / 1e6:.0f} M instr/s ({k})" for k, v in r["a9_calibration"].items()))
+              f"Pillow {a['pil']}; A9 rate, M instructions/s: "
+              + "; ".join(f"{kind} " + ", ".join(f"{v / 1e6:.0f} ({k})" for k, v in per.items())
+                          for kind, per in r["a9_calibration"].items()))
     print(f"{'stage':<34} {'here ms':>8} {'ratio':>8} {'A9 ms (low-high)':>22}")
     for name, s in r["stages"].items():
         if name == "accelerator":

@@ -14,7 +14,8 @@ import pytest
 import board.pipeline
 import board.preprocess
 from board.bench import (
-    A9_CALIBRATION_S,
+    A9_CALIBRATION,
+    A9_SINGLE_POINT_SPREAD,
     RATIOS,
     a9_from_counts,
     counts_per_call,
@@ -104,20 +105,17 @@ def test_corrupt_image_is_named(resize_path):
         decode_image(b"\xff\xd8 not really a jpeg", "broken.jpg")
 
 
-def test_jpeg_decoders_agree(tmp_path):
-    """OpenCV's and PIL's decoders (libjpeg-turbo both) give the same pixels, so a board without cv2 sees the same."""
-    pytest.importorskip("cv2")
+def test_jpeg_decode_is_opencvs_pixels_in_rgb(tmp_path):
+    """The board decodes with PIL (RGB straight from libjpeg-turbo, no BGR->RGB pass); OpenCV's decoder gives the same
+    pixels, so switching decoders changed nothing the network sees."""
+    cv2 = pytest.importorskip("cv2")
     from PIL import Image
 
     Image.fromarray(photo("astronaut")).save(tmp_path / "a.jpg", quality=90)
     data = (tmp_path / "a.jpg").read_bytes()
-    with_cv2 = decode_image(data)
-    board.pipeline.cv2 = None
-    try:
-        with_pil = decode_image(data)
-    finally:
-        board.pipeline.cv2 = board.preprocess.cv2
-    assert np.abs(with_cv2.astype(int) - with_pil.astype(int)).max() <= 1
+    rgb = decode_image(data)
+    assert rgb.dtype == np.uint8 and rgb.shape == (512, 512, 3)
+    np.testing.assert_array_equal(rgb, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
 def test_nms_is_the_greedy_nms_it_replaced():
@@ -187,31 +185,41 @@ def _plugin_log(per_call: dict, calls: int) -> str:
 
 
 def test_a9_estimate_from_armhf_instruction_counts():
-    """The counted path of `board bench --a9`: per-call counts from the plugin's marks, the A9's rate from the
-    calibration calls and their board timings, and those replacing the ratio for C image stages only."""
-    big, small = A9_CALIBRATION_S
-    per_call = {"capture_decode_640x480_jpeg": (15_000_000, 3_000_000), "letterbox_640x480": (11_000_000, 0),
-                "decode_nms_3_faces": (1_400_000, 0), big: (490_000_000, 0), small: (14_000_000, 0)}
+    """The counted path of `board bench --a9`: per-call counts from the plugin's marks, the A9's rate on each kind of
+    code from the calibration calls and their board timings, each counted stage divided by its kind's rate."""
+    cal = {kind: [n for n, (k, _) in A9_CALIBRATION.items() if k == kind] for kind in ("c_image", "python", "memory")}
+    (big, small), (unpack_cal,), (pack_cal,) = cal["c_image"], cal["python"], cal["memory"]
+    per_call = {"capture_decode_640x480_jpeg": (10_000_000, 3_000_000), "letterbox_640x480": (11_000_000, 0),
+                "decode_nms_3_faces": (1_400_000, 0), "pack_copy_to_dma": (150_000, 0), big: (490_000_000, 0),
+                small: (14_000_000, 0), unpack_cal: (79_000_000, 0), pack_cal: (19_000_000, 0)}
     info = {"stages": list(per_call), "calls": 5, "machine": "armv7l", "python": "3.11.2", "numpy": "1.24.2",
             "opencv": "4.6.0", "pil": "9.4.0"}
     counts = counts_per_call(info, parse_marks(_plugin_log(per_call, 5)))
     for name, (insns, simd) in per_call.items():
         assert counts[name] == {"insns": insns + 12345 // 5, "neon": simd}
+    m = measure(None, reps=1)
+    kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
+    a9 = a9_from_counts(counts, kinds)
+    assert set(a9) == {"capture_decode_640x480_jpeg", "letterbox_640x480", "decode_nms_3_faces", "pack_copy_to_dma"}
     rate_big, rate_small = counts[big]["insns"] / 1.02, counts[small]["insns"] / 0.0246
-    a9 = a9_from_counts(counts)
-    assert set(a9) == {"capture_decode_640x480_jpeg", "letterbox_640x480", "decode_nms_3_faces"}
-    dec = a9["capture_decode_640x480_jpeg"]
-    n = counts["capture_decode_640x480_jpeg"]["insns"]
+    dec, n = a9["capture_decode_640x480_jpeg"], counts["capture_decode_640x480_jpeg"]["insns"]
     assert dec["low"] == pytest.approx(n / max(rate_big, rate_small))
     assert dec["central"] == pytest.approx(n / (rate_big * rate_small) ** 0.5)
     assert dec["high"] == pytest.approx(n / min(rate_big, rate_small) + 3_000_000 / 650e6)  # a cycle more per NEON op
-    r = estimate(measure(None, reps=1), counts)
-    assert r["stages"]["capture_decode_640x480_jpeg"]["a9_method"] == "armhf instructions / A9 rate"
+    nms, n = a9["decode_nms_3_faces"], counts["decode_nms_3_faces"]["insns"]  # Python-bound: FINN's unpack's rate
+    assert nms["central"] == pytest.approx(n / (counts[unpack_cal]["insns"] / 0.3555))
+    f = A9_SINGLE_POINT_SPREAD["python"]
+    assert (nms["low"], nms["high"]) == pytest.approx((nms["central"] / f, nms["central"] * f))
+    copy = a9["pack_copy_to_dma"]  # numpy over a large array: FINN's pack's rate
+    assert copy["central"] == pytest.approx(counts["pack_copy_to_dma"]["insns"] / (counts[pack_cal]["insns"] / 0.0711))
+    r = estimate(m, counts)
+    assert r["stages"]["capture_decode_640x480_jpeg"]["a9_method"] == "armhf instructions / A9 rate on c_image code"
     assert r["stages"]["capture_decode_640x480_jpeg"]["a9_ms"] == pytest.approx(dec["central"] * 1e3, abs=1e-3)
-    py = r["stages"]["decode_nms_3_faces"]  # Python-bound: no calibration of its own, still x86 time x ratio
-    assert py["a9_method"] == "x86 time x ratio" and py["a9_ms"] == pytest.approx(py["x86_ms"] * 37, rel=0.02, abs=5e-3)
-    assert r["stages"]["draw"]["a9_method"] == "x86 time x ratio"  # not counted: falls back to its ratio
-    assert r["armhf_software"]["numpy"] == "1.24.2" and set(r["a9_calibration"]) == {big, small}
+    assert r["stages"]["decode_nms_3_faces"]["a9_ms"] == pytest.approx(nms["central"] * 1e3, abs=1e-3)
+    draw = r["stages"]["draw"]  # not in this log: falls back to x86 time x its ratio
+    assert draw["a9_method"] == "x86 time x ratio" and draw["a9_ms"] == pytest.approx(draw["x86_ms"] * 20, rel=0.02, abs=5e-3)
+    assert r["armhf_software"]["numpy"] == "1.24.2"
+    assert r["a9_calibration"]["c_image"] == pytest.approx({big: rate_big, small: rate_small})
     with pytest.raises(board.accelerator.BoardError, match="no marks around stage 'letterbox_640x480'"):
         counts_per_call(info, {0: (0, 0), 1: (5, 0)})
 
@@ -223,8 +231,9 @@ def test_stages_counted_on_the_armhf_userland():
     counts = count_on_armhf(Path(os.environ["LPYOLO_A9_DIR"]))
     assert counts["_software"]["machine"] == "armv7l"
     assert counts["capture_decode_640x480_jpeg"]["neon"] > 0  # libjpeg-turbo's NEON path, as on the board
-    big, small = (counts[k]["insns"] for k in A9_CALIBRATION_S)
+    big, small = (counts[k]["insns"] for k in list(A9_CALIBRATION)[:2])
     assert 25 < big / small < 50  # 36x the output pixels: the count follows the work
+    assert set(counts) >= set(A9_CALIBRATION) | {"decode_nms_3_faces", "pipeline_handoffs", "draw"}
 
 
 def test_board_code_runs_without_opencv_or_pynq(tmp_path):
