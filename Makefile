@@ -1,6 +1,7 @@
 # lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
 # Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN, MODEL (import),
-# FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries).
+# FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries),
+# RESAMPLE=nearest (train: the cheap letterbox, in training and on the board; README "Board").
 SHELL := /bin/bash
 PY_SYS ?= python3
 # LPYOLO_VENV: a prepared environment used as it is (the FINN image's /opt/venv), never reinstalled
@@ -18,6 +19,7 @@ DEVICE ?= auto
 RUN ?= runs/$(VARIANT)
 FORCE ?=
 SKIP_BAD ?=
+RESAMPLE ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
@@ -54,7 +56,7 @@ demo: install
 # to be done"): a static pattern rule names each preset's target. RUN= given on the command line or in the
 # environment is the run folder, else runs/<preset>.
 $(TRAIN_TARGETS): train-%: install
-	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))$(if $(RESAMPLE), --resample $(RESAMPLE)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
 
 data: install
 	$(PY) -m flow data synth

@@ -54,7 +54,7 @@ import numpy as np
 from board.accelerator import BoardError
 from board.packing import pack, unpack
 from board.postprocess import box_iou, decode, detect
-from board.preprocess import cv2, letterbox, resize_bilinear_fixed
+from board.preprocess import RESAMPLES, cv2, letterbox, resize_bilinear_fixed
 
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
 RATIOS = {"python": (37.0, 30.0, 45.0), "memory": (70.0, 55.0, 90.0), "c_image": (20.0, 14.0, 28.0)}
@@ -70,6 +70,7 @@ A9_CALIBRATION = {"pil_resize_3840x2160_to_1920x1080": ("c_image", 1.02),
 # 3.10, and 3.11's speed-up over 3.10 differs by workload (10-60 %, its release notes), so a stage's time relative
 # to the calibration's is uncertain by up to 1.6/1.1 either way. Numpy over large arrays: the C image points' spread.
 A9_SINGLE_POINT_SPREAD = {"python": 1.6 / 1.1, "memory": 558.0 / 479.0}
+LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest"}  # the frame's, by resample
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
 
@@ -127,16 +128,14 @@ def camera_frame(w: int, h: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def jpeg_bytes(img: np.ndarray, quality: int = 85) -> bytes:
-    """An MJPEG camera frame as the camera sends it."""
-    if cv2 is not None:
-        return cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+def jpeg_bytes(img: np.ndarray, quality: int = 85, chroma: str = "4:2:0") -> bytes:
+    """An MJPEG camera frame as the camera sends it: 4:2:0 chroma, or 4:2:2 as many webcams send (more to decode)."""
     import io
 
     from PIL import Image
 
     b = io.BytesIO()
-    Image.fromarray(img).save(b, "JPEG", quality=quality)
+    Image.fromarray(img).save(b, "JPEG", quality=quality, subsampling={"4:2:0": 2, "4:2:2": 1}[chroma])
     return b.getvalue()
 
 
@@ -228,7 +227,7 @@ def stage_calls() -> tuple[dict, dict]:
     if cv2 is not None:
         cv2.setNumThreads(1)  # one core per stage, as on the board where the other core runs the other stages
     vga, hd = camera_frame(640, 480), camera_frame(1280, 720)
-    jpg = jpeg_bytes(vga)
+    jpg, jpg_422 = jpeg_bytes(vga), jpeg_bytes(vga, chroma="4:2:2")
     canvas = np.empty((size, size, 3), np.uint8)
     dma_in = np.zeros((1, size * size * 3), np.uint8)
     raw_out = pack(np.zeros((g * g, ch), np.int32), 8, ch).reshape(-1)
@@ -237,7 +236,9 @@ def stage_calls() -> tuple[dict, dict]:
     decoded = decode_image(jpg)  # read-only, as the pipeline hands it to the sink: draw copies it
     calls = {  # stage -> (call, ratio kind, holds the GIL, counted in the 640x480 frame)
         "capture_decode_640x480_jpeg": (lambda: decode_image(jpg), "c_image", False, True),
+        "capture_decode_640x480_jpeg_422": (lambda: decode_image(jpg_422), "c_image", False, False),
         "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
+        "letterbox_640x480_nearest": (lambda: letterbox(vga, size, canvas, resample="nearest"), "c_image", False, False),
         "letterbox_1280x720": (lambda: letterbox(hd, size, canvas), "c_image", False, False),
         "pack_copy_to_dma": (lambda: np.copyto(dma_in, canvas.reshape(1, -1)), "memory", False, True),
         "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),
@@ -288,17 +289,21 @@ def frame_cost(stage_s: dict, accelerator_s: float) -> tuple[float, str, str]:
     return lanes[lane][0], lane, top
 
 
-def estimate(m: dict, counts: dict | None = None) -> dict:
+def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") -> dict:
     """The JSON report: x86 and A9 (central, low, high) per stage and per frame. With `counts` (armhf instructions
     per call, count_on_armhf), each counted stage's A9 time comes from its instructions and its kind's A9 rate
-    instead of x86 time x ratio."""
-    stages, in_frame = {}, {}
+    instead of x86 time x ratio. The frame letterboxes with `resample` (the model's); `a9_by_resample` gives the
+    frame with each."""
+    stages = {}
     a9 = {"central": {}, "low": {}, "high": {}}
+    x86 = {}
     kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
     counted_a9 = a9_from_counts(counts, kinds) if counts else {}
     for name, (sec, kind, gil, counted) in m["stages"].items():
         r, lo, hi = RATIOS[kind]
         a9_s = {"central": sec * r, "low": sec * lo, "high": sec * hi}
+        if name in LETTERBOX_STAGE.values():
+            counted = name == LETTERBOX_STAGE[resample]
         stages[name] = {"x86_ms": round(sec * 1e3, 4), "ratio": kind, "ratio_value": r, "ratio_range": [lo, hi],
                         "holds_gil": gil, "in_640x480_frame": counted, "a9_method": "x86 time x ratio"}
         if name in counted_a9:
@@ -308,22 +313,36 @@ def estimate(m: dict, counts: dict | None = None) -> dict:
                                 a9_ms_by_ratio=round(sec * r * 1e3, 3))
         stages[name].update(a9_ms=round(a9_s["central"] * 1e3, 3),
                             a9_ms_range=[round(a9_s["low"] * 1e3, 3), round(a9_s["high"] * 1e3, 3)])
-        if counted:
-            in_frame[name] = sec
-            for key in a9:
-                a9[key][name] = a9_s[key]
+        x86[name] = sec
+        for key in a9:
+            a9[key][name] = a9_s[key]
     stages["accelerator"] = {"x86_ms": round(m["accelerator_s"] * 1e3, 3), "ratio": "hardware (simulated, not scaled)",
                              "a9_ms": round(m["accelerator_s"] * 1e3, 3), "execute_wall_x86_ms": round(m["execute_wall_s"] * 1e3, 3),
                              "execute_measured_on_sim": m["execute_measured"]}
+
+    def frame(per_stage: dict, letterbox_with: str) -> dict:
+        """The stages of one 640x480 frame letterboxed with `letterbox_with`."""
+        keep = {n for n, (_, _, _, counted) in m["stages"].items() if counted} - set(LETTERBOX_STAGE.values())
+        return {n: v for n, v in per_stage.items() if n in keep or n == LETTERBOX_STAGE[letterbox_with]}
+
+    by_resample = {}
+    for rs in RESAMPLES:
+        f, lane, top = frame_cost(frame(a9["central"], rs), m["accelerator_s"])
+        lo_f = frame_cost(frame(a9["low"], rs), m["accelerator_s"])[0]
+        hi_f = frame_cost(frame(a9["high"], rs), m["accelerator_s"])[0]
+        by_resample[rs] = {"a9_ms_per_frame": round(f * 1e3, 3), "a9_ms_per_frame_range": [round(lo_f * 1e3, 3), round(hi_f * 1e3, 3)],
+                           "a9_fps_estimate": round(1 / f, 1), "a9_fps_range": [round(1 / hi_f, 1), round(1 / lo_f, 1)],
+                           "bound_stage": top, "bound_by": lane}
+    in_frame = frame(x86, resample)
     x86_frame, x86_lane, x86_top = frame_cost(in_frame, m["accelerator_s"])
-    a9_frame, lane, top = frame_cost(a9["central"], m["accelerator_s"])
-    lo_frame = frame_cost(a9["low"], m["accelerator_s"])[0]
-    hi_frame = frame_cost(a9["high"], m["accelerator_s"])[0]
-    base = dict(in_frame, **{k: v for k, v in m["baseline"].items() if k in in_frame})
+    base = dict(in_frame)  # the baseline's letterbox (float bilinear) stands in for the frame's
+    base.pop(LETTERBOX_STAGE[resample])
+    base.update({k: v for k, v in m["baseline"].items() if k in base or k == "letterbox_640x480"})
     host_ms = sum(in_frame.values()) * 1e3
     base_ms = sum(base.values()) * 1e3
     no_decode = host_ms - in_frame["capture_decode_640x480_jpeg"] * 1e3
     return {
+        "resample": resample,
         "x86_ms_per_frame": round(host_ms, 3),
         "x86_ms_per_frame_without_capture_decode": round(no_decode, 3),
         "x86_baseline_ms_per_frame": round(base_ms, 3),
@@ -331,14 +350,11 @@ def estimate(m: dict, counts: dict | None = None) -> dict:
         "x86_speedup_vs_baseline": round(base_ms / host_ms, 2),
         "x86_speedup_vs_baseline_without_capture_decode": round((base_ms - (host_ms - no_decode)) / no_decode, 1),
         "x86_fps_estimate": round(1 / x86_frame, 1), "x86_bound_stage": x86_top, "x86_bound_by": x86_lane,
-        "a9_ms_per_frame": round(a9_frame * 1e3, 3),
-        "a9_ms_per_frame_range": [round(lo_frame * 1e3, 3), round(hi_frame * 1e3, 3)],
-        "a9_fps_estimate": round(1 / a9_frame, 1),
-        "a9_fps_range": [round(1 / hi_frame, 1), round(1 / lo_frame, 1)],
-        "bound_stage": top, "bound_by": lane,
+        **by_resample[resample],
+        "a9_by_resample": by_resample,
         "stages": stages,
         "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
-        "letterbox": "OpenCV" if cv2 is not None else "numpy fixed point (no cv2)",
+        "letterbox": "OpenCV" if cv2 is not None else "numpy (no cv2)",
         "software": software(),
         "method": ("armhf instruction counts under qemu-user / the A9's instructions per second on the same kind of "
                    "code (calibration calls with public Zynq-7020 timings, counted the same way); stages not counted: "
@@ -472,7 +488,12 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
 def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40,
            a9_dir: Path | None = None) -> dict:
     counts = count_on_armhf(a9_dir) if a9_dir else None
-    r = estimate(measure(deploy, reps), counts)
+    resample = "bilinear"
+    if deploy:
+        from board.accelerator import load_manifest
+
+        resample = load_manifest(deploy)["input"].get("resample", "bilinear")
+    r = estimate(measure(deploy, reps), counts, resample)
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "
           "(the PYNQ 3.0.1 image: Python 3.10, numpy 1.21.5, OpenCV 4.5.4, libjpeg-turbo 2.1.2)")
@@ -496,8 +517,10 @@ def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: i
           f"{r['x86_baseline_ms_per_frame']:.3f} ms ({r['x86_baseline_ms_per_frame_without_capture_decode']:.3f}): "
           f"{r['x86_speedup_vs_baseline']}x ({r['x86_speedup_vs_baseline_without_capture_decode']}x); {r['x86_fps_estimate']} FPS "
           f"estimated, bound by {r['x86_bound_by']}")
-    print(f"A9 estimate: {r['a9_ms_per_frame']:.2f} ms per frame, {r['a9_fps_estimate']} FPS "
-          f"(range {r['a9_fps_range'][0]}-{r['a9_fps_range'][1]}), bound by {r['bound_by']}: {r['bound_stage']}")
+    for rs, e in r["a9_by_resample"].items():
+        print(f"A9 estimate, {rs} letterbox{' (this model)' if rs == resample else ''}: {e['a9_ms_per_frame']:.2f} ms per "
+              f"frame, {e['a9_fps_estimate']} FPS (range {e['a9_fps_range'][0]}-{e['a9_fps_range'][1]}), bound by "
+              f"{e['bound_by']}: {e['bound_stage']}")
     if deploy:
         r["pipeline_x86"] = pipeline_fps(deploy, frames)
         p = r["pipeline_x86"]

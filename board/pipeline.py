@@ -21,7 +21,7 @@ import numpy as np
 
 from board.accelerator import BoardError
 from board.postprocess import detect_with_manifest
-from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
+from board.preprocess import check_resample, cv2, letterbox, to_rgb8, unletterbox_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _END = object()
@@ -145,6 +145,11 @@ class Pipeline:
                  workers: int = 2):
         self.accel, self.manifest = accel, accel.manifest
         self.size = self.manifest["input"]["accel_shape"][1]
+        self.resample = self.manifest["input"].get("resample", "bilinear")  # the model's (manifests before it: bilinear)
+        try:
+            check_resample(self.resample)
+        except ValueError as e:
+            raise BoardError(f"manifest.json input.resample: {e} (a deploy folder from a newer lpyolo-flow?)") from e
         self.conf, self.iou, self.depth, self.workers = conf_thresh, iou_thresh, depth, workers
 
     def _prepare(self, name: str, data):
@@ -156,7 +161,7 @@ class Pipeline:
                 raise data
             img = decode_image(data, name) if isinstance(data, (bytes, bytearray, memoryview)) else to_rgb8(data)
             t1 = time.perf_counter()
-            canvas, ratio, pad = letterbox(img, self.size)
+            canvas, ratio, pad = letterbox(img, self.size, resample=self.resample)
         except (BoardError, ValueError) as e:
             return BoardError(f"{name}: {e}" if not str(e).startswith(name) else str(e))
         return img, canvas, ratio, pad, (t1 - t0, time.perf_counter() - t1)

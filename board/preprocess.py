@@ -1,10 +1,16 @@
 """Letterboxing: the only image work the ARM does before the accelerator (its input is raw UINT8 pixels).
 
-OpenCV's fixed-point bilinear resize where cv2 imports (the PYNQ 3.0.1 image ships OpenCV 4.5.4); otherwise the same
-sampling in 7-bit fixed point with numpy. Neither converts the frame as a whole (a float32 copy of a 48 MP photo is
-576 MB, more than a PYNQ-Z2 has). Against the old float32 bilinear path: OpenCV within 1 LSB, the numpy fallback
-within 2 (tests/test_board_host_path.py). The golden model and the board are always compared on the same
-letterboxed canvas, so either path keeps the cross-check exact.
+Two resamples, a property of the model (QuantSpec.resample, manifest.json's input.resample): training, evaluation
+and the board all resize through `resize_into`, so the network sees on the board the kind of picture it was trained
+on (a mismatch costs far more AP than either resample does: see flow/train/loader.py's decode_fitted).
+- "bilinear": OpenCV's fixed-point bilinear resize where cv2 imports (the PYNQ 3.0.1 image ships OpenCV 4.5.4);
+  otherwise the same sampling in 7-bit fixed point with numpy. Against the old float32 bilinear path: OpenCV within
+  1 LSB, the numpy fallback within 2 (tests/board/test_board_host_path.py). The A9 pays ~11 M instructions
+  (~22 ms) per 640x480 frame: armhf OpenCV builds have no NEON resize.
+- "nearest": each output pixel copies the source pixel at floor(x * in/out), computed as OpenCV's INTER_NEAREST does
+  (so cv2 and the numpy fallback agree bit for bit, in every OpenCV version tried): ~1.7 M instructions (~3 ms).
+Neither converts the frame as a whole (a float32 copy of a 48 MP photo is 576 MB, more than a PYNQ-Z2 has). The golden
+model and the board are always compared on the same letterboxed canvas, so either keeps the cross-check exact.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ except ImportError:  # a bare board image without OpenCV
     cv2 = None
 
 PAD_VALUE = 114  # YOLOv5's grey
+RESAMPLES = ("bilinear", "nearest")
 _FRAC_BITS = 7  # fallback weights in 1/128 steps: (b - a) * w stays within int16 (255 * 128 < 32767)
 
 
@@ -71,16 +78,32 @@ def resize_bilinear_fixed(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return _lerp(np.take(rows, x0, axis=1), np.take(rows, x1, axis=1), wx[None, :, None])
 
 
-def resize_into(img: np.ndarray, out: np.ndarray) -> None:
-    """Resize img into the (h, w, 3) view `out`. OpenCV writes straight into it (no intermediate copy of the
-    resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
+def nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """Source index of each output index: floor(x * (1 / (n_out / n_in))), OpenCV INTER_NEAREST's own arithmetic
+    (the reciprocal of the scale, not n_in / n_out: the two round differently at exact integers)."""
+    return np.minimum(np.floor(np.arange(n_out) * (1.0 / (n_out / n_in))).astype(np.intp), n_in - 1)
+
+
+def check_resample(resample: str) -> str:
+    if resample not in RESAMPLES:
+        raise ValueError(f"unknown resample {resample!r}; use one of: {', '.join(RESAMPLES)}")
+    return resample
+
+
+def resize_into(img: np.ndarray, out: np.ndarray, resample: str = "bilinear") -> None:
+    """Resize img into the (h, w, 3) view `out` with `resample` (RESAMPLES). OpenCV writes straight into it (no
+    intermediate copy of the resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
     h, w = out.shape[:2]
+    check_resample(resample)
     if (img.shape[0], img.shape[1]) == (h, w):
         out[...] = img
     elif cv2 is not None:
-        got = cv2.resize(img, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
+        inter = cv2.INTER_LINEAR if resample == "bilinear" else cv2.INTER_NEAREST
+        got = cv2.resize(img, (w, h), dst=out, interpolation=inter)
         if not np.shares_memory(got, out):
             out[...] = got
+    elif resample == "nearest":
+        np.take(np.take(img, nearest_index(h, img.shape[0]), axis=0), nearest_index(w, img.shape[1]), axis=1, out=out)
     else:
         out[...] = resize_bilinear_fixed(img, h, w)
 
@@ -93,10 +116,12 @@ def letterbox_geometry(shape: tuple[int, int], size: int) -> tuple[float, tuple[
     return ratio, (nh, nw), ((size - nw) // 2, (size - nh) // 2)
 
 
-def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None,
+              resample: str = "bilinear") -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit an image into size x size RGB uint8 keeping its aspect ratio, padded with grey.
 
     `img`: anything `to_rgb8` takes. `out`: an optional (size, size, 3) uint8 array to write into (reused per frame).
+    `resample`: the model's (RESAMPLES; the module docstring).
     Returns (canvas, ratio, (pad_x, pad_y)); box_in_original = (box_in_canvas - pad) / ratio.
     """
     img = to_rgb8(img)
@@ -108,7 +133,7 @@ def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None) -> tupl
     canvas[py + nh :] = PAD_VALUE
     canvas[py : py + nh, :px] = PAD_VALUE
     canvas[py : py + nh, px + nw :] = PAD_VALUE
-    resize_into(img, canvas[py : py + nh, px : px + nw])
+    resize_into(img, canvas[py : py + nh, px : px + nw], resample)
     return canvas, ratio, (px, py)
 
 

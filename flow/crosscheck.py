@@ -270,15 +270,15 @@ def pick_device(device: str, allow_cpu_fallback: bool) -> str:
 
 def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
     """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels."""
-    img = manifest["input"]["shape"][2]
+    img, resample = manifest["input"]["shape"][2], manifest["input"].get("resample", "bilinear")
     source = "skimage photos"
     try:
         from flow.train.data import val_images
 
-        real = val_images(img, n_real) if n_real else np.zeros((0, img, img, 3), np.uint8)
+        real = val_images(img, n_real, resample=resample) if n_real else np.zeros((0, img, img, 3), np.uint8)
         source = "built-in val split"
     except (ImportError, FileNotFoundError, FlowError):
-        real = sample_images(img, n_real, 0, seed)
+        real = sample_images(img, n_real, 0, seed, resample)
     rnd = sample_images(img, 0, n_random, seed)
     return to_nchw_float(np.concatenate([real, rnd])), f"{len(real)} real ({source}) + {n_random} random"
 

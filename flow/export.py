@@ -107,7 +107,7 @@ def calibrate(model, images_nhwc: np.ndarray, steps: int = 8):
 def fresh_model(spec: QuantSpec, seed: int = 0):
     torch.manual_seed(seed)
     model = build_model(spec, collect_stats_steps=4)
-    return calibrate(model, sample_images(spec.img, n_real=6, n_random=2, seed=seed), steps=8)
+    return calibrate(model, sample_images(spec.img, n_real=6, n_random=2, seed=seed, resample=spec.resample), steps=8)
 
 
 def _strip_metadata(model_proto: onnx.ModelProto) -> None:
@@ -152,7 +152,7 @@ def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source
         "spec_hash": spec_hash(spec),
         "input": {"name": INPUT_NAME, "shape": [1, 3, spec.img, spec.img], "layout": "NCHW",
                   "accel_shape": [1, spec.img, spec.img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
-                  "meaning": "raw pixel values 0..255, letterboxed RGB"},
+                  "resample": spec.resample, "meaning": "raw pixel values 0..255, letterboxed RGB"},
         "output": {"name": OUTPUT_NAME, "shape": [1, spec.num_outputs, g, g], "layout": "NCHW",
                    "accel_shape": [1, g, g, spec.num_outputs], "accel_layout": "NHWC",
                    "datatype": f"INT{spec.output_bits}", "bits": spec.output_bits, "narrow": True,

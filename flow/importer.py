@@ -301,7 +301,7 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
             "spec": None, "spec_hash": None,
             "input": {"name": model.graph.input[0].name, "shape": [1, 3, img, img], "layout": "NCHW",
                       "accel_shape": [1, img, img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
-                      "meaning": "raw pixel values 0..255, letterboxed RGB"},
+                      "resample": "bilinear", "meaning": "raw pixel values 0..255, letterboxed RGB"},
             "output": {"name": model.graph.output[0].name, "shape": [1, oshape[1], g, g], "layout": "NCHW",
                        "accel_shape": [1, g, g, oshape[1]], "accel_layout": "NHWC",
                        "datatype": f"{'INT' if oq['signed'] else 'UINT'}{bits}", "bits": bits, "narrow": oq["narrow"],

@@ -19,9 +19,11 @@ def photo(name: str) -> np.ndarray:
     return img[:, :, :3].astype(np.uint8)
 
 
-def sample_images(img: int, n_real: int = 4, n_random: int = 2, seed: int = 0) -> np.ndarray:
-    """(n_real + n_random, img, img, 3) uint8 NHWC: letterboxed photos, then uniform random pixels."""
-    out = [letterbox(photo(PHOTOS[i % len(PHOTOS)]), img)[0] for i in range(n_real)]
+def sample_images(img: int, n_real: int = 4, n_random: int = 2, seed: int = 0,
+                  resample: str = "bilinear") -> np.ndarray:
+    """(n_real + n_random, img, img, 3) uint8 NHWC: letterboxed photos (with the model's `resample`), then uniform
+    random pixels."""
+    out = [letterbox(photo(PHOTOS[i % len(PHOTOS)]), img, resample=resample)[0] for i in range(n_real)]
     rng = np.random.default_rng(seed)
     out += [rng.integers(0, 256, (img, img, 3), dtype=np.uint8) for _ in range(n_random)]
     return np.stack(out) if out else np.zeros((0, img, img, 3), np.uint8)

@@ -55,7 +55,8 @@ def parse_overrides(items: list[str] | str | None) -> dict[tuple[str, str], int 
     return out
 
 
-def spec_for(variant: str, img: int = 416, overrides=None, num_classes: int = 1, anchors=None) -> QuantSpec:
+def spec_for(variant: str, img: int = 416, overrides=None, num_classes: int = 1, anchors=None,
+             resample: str = "bilinear") -> QuantSpec:
     if variant not in PRESETS:
         raise SpecError(f"unknown variant {variant!r}; presets: {', '.join(PRESETS)}")
     spec = PRESETS[variant]
@@ -64,7 +65,7 @@ def spec_for(variant: str, img: int = 416, overrides=None, num_classes: int = 1,
     for (layer, kind), bits in ovr.items():
         (w if kind == "w" else a)[LAYERS.index(layer)] = bits
     name = variant if not ovr else variant + "+" + ",".join(f"{lay}.{k}={b or 'f'}" for (lay, k), b in ovr.items())
-    kw = dict(name=name, weight_bits=tuple(w), act_bits=tuple(a), img=img, num_classes=num_classes)
+    kw = dict(name=name, weight_bits=tuple(w), act_bits=tuple(a), img=img, num_classes=num_classes, resample=resample)
     if anchors is not None:
         kw["anchors"] = tuple(tuple(float(v) for v in an) for an in anchors)
     return dataclasses.replace(spec, **kw).validate()

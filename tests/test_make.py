@@ -20,7 +20,8 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), *(["-n"] if dry else []), "-o", f"{VENV}/.installed",
            f"VENV={VENV}", *map(str, args)]
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE", "SKIP_BAD", "MODEL", "DEVICE", "PYNQ_IP")}
+           if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE", "SKIP_BAD", "RESAMPLE", "MODEL", "DEVICE",
+                         "PYNQ_IP")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -88,6 +89,8 @@ def test_train_defaults_to_the_presets_run_folder_and_forwards_force():
     assert " ".join(r.stdout.split()) == f"{PY} -m flow train --variant 2w4a --device auto --out runs/2w4a", r.stdout
     r = make("train-4w4a", "FORCE=1", "SKIP_BAD=1", dry=True)
     assert r.stdout.strip().endswith("--out runs/4w4a --skip-bad --force"), r.stdout
+    r = make("train-4w4a", "RESAMPLE=nearest", dry=True)
+    assert " --resample nearest --device auto --out runs/4w4a" in r.stdout, r.stdout
     r = make("export", f"RUN={R}", "FORCE=1", dry=True)
     assert r.stdout.strip().endswith("--force"), r.stdout
 

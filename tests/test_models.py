@@ -58,3 +58,17 @@ def test_size_and_finn_limits():
     with pytest.raises(SpecError, match="float layers cannot become hardware"):
         spec_for("float", img=64).validate(for_finn=True)
     assert len(LAYERS) == 10
+
+
+def test_resample_is_part_of_the_spec():
+    """The resample travels with the model (checkpoint, manifest); a spec written before it existed reads as bilinear."""
+    from models.lpyolo import QuantSpec
+
+    spec = spec_for("4w4a", img=64, resample="nearest")
+    assert spec.resample == "nearest" and "nearest resample" in spec.describe()
+    assert QuantSpec.from_json(spec.to_json()) == spec
+    old = spec_for("4w4a", img=64).to_json()
+    del old["resample"]
+    assert QuantSpec.from_json(old).resample == "bilinear"
+    with pytest.raises(SpecError, match="resample 'area'; use one of: bilinear, nearest"):
+        spec_for("4w4a", img=64, resample="area")

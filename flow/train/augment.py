@@ -1,5 +1,7 @@
 """Training-time augmentation (LPYOLO/YOLOv5 values from FACTS.md, in numpy): mosaic, random scale/translate,
-horizontal flip, HSV jitter, then letterbox to the model size. Boxes are xyxy pixels throughout."""
+horizontal flip, HSV jitter, then letterbox to the model size. Boxes are xyxy pixels throughout. Every resize is the
+board's letterbox resampler with the model's `resample` (board/preprocess.py), so training sees the same kind of
+pixels the board feeds the accelerator."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from board.preprocess import PAD_VALUE, letterbox
+from board.preprocess import PAD_VALUE, letterbox, resize_into
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
-def letterbox_with_boxes(img: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    canvas, ratio, (px, py) = letterbox(img, size)
+def letterbox_with_boxes(img: np.ndarray, boxes: np.ndarray, size: int,
+                         resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+    canvas, ratio, (px, py) = letterbox(img, size, resample=resample)
     out = boxes.copy() * ratio
     out[:, [0, 2]] += px
     out[:, [1, 3]] += py
@@ -58,14 +61,14 @@ def hsv_jitter(img: np.ndarray, rng, h: float, s: float, v: float) -> np.ndarray
     return np.clip(f, 0, 255, out=f).astype(np.uint8)
 
 
-def random_affine(img: np.ndarray, boxes: np.ndarray, size: int, rng, scale: float, translate: float):
+def random_affine(img: np.ndarray, boxes: np.ndarray, size: int, rng, scale: float, translate: float,
+                  resample: str = "bilinear"):
     """Scale by 1±scale and translate by ±translate*size, crop/pad to size x size; boxes clipped, tiny ones dropped."""
-    from PIL import Image
-
     s = rng.uniform(1 - scale, 1 + scale)
     h, w = img.shape[:2]
     nh, nw = max(1, int(h * s)), max(1, int(w * s))
-    scaled = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    scaled = np.empty((nh, nw, 3), np.uint8)
+    resize_into(img, scaled, resample)
     dx = int(rng.uniform(-translate, translate) * size + (size - nw) / 2)
     dy = int(rng.uniform(-translate, translate) * size + (size - nh) / 2)
     canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
@@ -87,13 +90,13 @@ def clip_boxes(b: np.ndarray, size: int, min_side: float = 2.0, min_keep: float 
     return c[ok]
 
 
-def mosaic(items, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+def mosaic(items, size: int, rng, resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
     """Four (image, xyxy boxes) around a random centre, into one size x size picture."""
     canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
     cx, cy = (int(rng.uniform(0.25, 0.75) * size) for _ in range(2))
     out = []
     for k, (img, boxes) in enumerate(items):
-        tile, tb = letterbox_with_boxes(img, boxes, size // 2)
+        tile, tb = letterbox_with_boxes(img, boxes, size // 2, resample)
         th, tw = tile.shape[:2]
         x = cx - tw if k in (0, 2) else cx
         y = cy - th if k in (0, 1) else cy
@@ -103,13 +106,13 @@ def mosaic(items, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return canvas, clip_boxes(np.concatenate(out) if out else np.zeros((0, 4), np.float32), size)
 
 
-def augment(items, size: int, rng, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def augment(items, size: int, rng, cfg: AugmentConfig, resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
     """items: one (image, xyxy) pair, or four for mosaic -> (size x size x 3 uint8, xyxy boxes)."""
     if len(items) == 4:
-        img, boxes = mosaic(items, size, rng)
+        img, boxes = mosaic(items, size, rng, resample)
     else:
-        img, boxes = letterbox_with_boxes(*items[0], size)
-    img, boxes = random_affine(img, boxes, size, rng, cfg.scale, cfg.translate)
+        img, boxes = letterbox_with_boxes(*items[0], size, resample)
+    img, boxes = random_affine(img, boxes, size, rng, cfg.scale, cfg.translate, resample)
     if rng.random() < cfg.fliplr:
         img = img[:, ::-1].copy()
         boxes = boxes.copy()

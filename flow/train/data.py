@@ -398,12 +398,12 @@ def resolve_data(data: Path | None) -> Path:
     return Path(data) if data else builtin_dataset()
 
 
-def val_images(img: int, n: int, data: Path | None = None) -> np.ndarray:
+def val_images(img: int, n: int, data: Path | None = None, resample: str = "bilinear") -> np.ndarray:
     """n letterboxed val images (uint8 NHWC) with faces: real inputs for the cross-check."""
     from board.preprocess import letterbox
 
     samples = [s for s in load_split(resolve_data(data), "val") if len(s.boxes)]
-    return np.stack([letterbox(read_image(s.path), img)[0] for s in samples[:n]])
+    return np.stack([letterbox(read_image(s.path), img, resample=resample)[0] for s in samples[:n]])
 
 
 def cli(argv: list[str]) -> int:

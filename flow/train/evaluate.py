@@ -493,7 +493,7 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     for start in range(0, len(samples), 16):
         chunk = samples[start : start + 16]
         imgs = [read_image(s.path) for s in chunk]
-        boxed = [letterbox(im, spec.img) for im in imgs]
+        boxed = [letterbox(im, spec.img, resample=spec.resample) for im in imgs]
         codes = predict_codes(model, to_nchw_float(np.stack([b[0] for b in boxed])), scale)
         for s, im, (_, ratio, pad), c in zip(chunk, imgs, boxed, codes, strict=True):
             d = detect(c.transpose(1, 2, 0), scale, spec.anchors, STRIDE, spec.num_classes, EVAL_CONF, EVAL_IOU)

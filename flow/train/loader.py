@@ -73,10 +73,11 @@ def image_size(path: Path) -> tuple[int, int]:
                         "(or drop its entry from the annotation file)") from e
 
 
-def decode_fitted(path: Path, size: tuple[int, int]) -> np.ndarray:
+def decode_fitted(path: Path, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
     """The picture at `path` as an h x w x 3 uint8 array of exactly `size` = (w, h), decoded in draft mode and
-    resized by the letterbox's own resampler: PIL's BILINEAR antialiases a downscale, so the network would train on
-    softer pictures than evaluation and the board show it (measured: demo AP50 0.25 -> 0.02)."""
+    resized by the letterbox's own resampler with the model's `resample`: PIL's BILINEAR antialiases a downscale, so
+    the network would train on softer pictures than evaluation and the board show it (measured: demo AP50 0.25 ->
+    0.02)."""
     from PIL import Image
 
     from board.preprocess import resize_into
@@ -90,7 +91,7 @@ def decode_fitted(path: Path, size: tuple[int, int]) -> np.ndarray:
                         "(or drop its entry from the annotation file), then `--resume` continues from the last "
                         "finished epoch") from e
     out = np.empty((size[1], size[0], 3), np.uint8)
-    resize_into(rgb, out)
+    resize_into(rgb, out, resample)
     return out
 
 
@@ -116,7 +117,7 @@ _FILL: dict = {}  # what the decoding pool's forked processes inherit: the map, 
 def _fill_one(i: int) -> int:
     w, h = _FILL["sizes"][i]
     view = np.frombuffer(_FILL["buf"], np.uint8, w * h * 3, _FILL["offsets"][i]).reshape(h, w, 3)
-    view[:] = decode_fitted(_FILL["paths"][i], (w, h))
+    view[:] = decode_fitted(_FILL["paths"][i], (w, h), _FILL["resample"])
     return i
 
 
@@ -125,13 +126,14 @@ class ImageCache:
     straight into it, and the DataLoader workers forked afterwards read the same pages, so the cache exists once
     per training process, however many workers. (DDP ranks are separate processes: one cache each.)"""
 
-    def __init__(self, paths: list[Path], sizes: list[tuple[int, int]], processes: int, show: bool = False):
+    def __init__(self, paths: list[Path], sizes: list[tuple[int, int]], processes: int, show: bool = False,
+                 resample: str = "bilinear"):
         self.sizes = sizes
         nbytes = np.array([w * h * 3 for w, h in sizes], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(nbytes)[:-1]]).astype(np.int64)
         self.nbytes = int(nbytes.sum())
         self.buf = mmap.mmap(-1, max(self.nbytes, 1))
-        _FILL.update(buf=self.buf, paths=paths, sizes=sizes, offsets=self.offsets)
+        _FILL.update(buf=self.buf, paths=paths, sizes=sizes, offsets=self.offsets, resample=resample)
         try:
             if processes <= 1:
                 for _ in _bar(map(_fill_one, range(len(paths))), len(paths), "decoding images", show):
@@ -177,10 +179,10 @@ class TrainSet(torch.utils.data.Dataset):
     sample."""
 
     def __init__(self, samples, img: int, aug: AugmentConfig, seed: int, cache: str = "ram", processes: int = 0,
-                 local_ranks: int = 1, show: bool = False):
+                 local_ranks: int = 1, show: bool = False, resample: str = "bilinear"):
         if cache not in CACHE_MODES:
             raise FlowError(f"--cache {cache!r}: use one of {', '.join(CACHE_MODES)}")
-        self.img, self.aug, self.seed = img, aug, seed
+        self.img, self.aug, self.seed, self.resample = img, aug, seed, resample
         self.paths = [s.path for s in samples]
         if processes > 1:
             with _pool(processes) as pool:
@@ -194,7 +196,7 @@ class TrainSet(torch.utils.data.Dataset):
         self.cache = None
         if cache == "ram":
             check_cache_fits(self.nbytes, len(self.paths), img, local_ranks)
-            self.cache = ImageCache(self.paths, self.sizes, processes, show)
+            self.cache = ImageCache(self.paths, self.sizes, processes, show, resample)
 
     def describe(self) -> str:
         where = (f"cached in RAM: {gb(self.nbytes)}, shared by the loader workers" if self.cache is not None
@@ -205,7 +207,7 @@ class TrainSet(torch.utils.data.Dataset):
         return len(self.paths)
 
     def image(self, i: int):
-        img = self.cache[i] if self.cache is not None else decode_fitted(self.paths[i], self.sizes[i])
+        img = self.cache[i] if self.cache is not None else decode_fitted(self.paths[i], self.sizes[i], self.resample)
         return img, self.boxes[i]
 
     def __getitem__(self, key):
@@ -216,7 +218,7 @@ class TrainSet(torch.utils.data.Dataset):
             items = [self.image(int(k)) for k in picks]
         else:
             items = [self.image(i)]
-        img, boxes = augment(items, self.img, rng, self.aug)
+        img, boxes = augment(items, self.img, rng, self.aug, self.resample)
         return np.ascontiguousarray(img.transpose(2, 0, 1)), boxes
 
 

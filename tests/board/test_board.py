@@ -12,6 +12,7 @@ import pytest
 from board.accelerator import Accelerator, BoardError, load_outputs, save_outputs
 from board.packing import pack, pack_naive, unpack, unpack_naive
 from board.pipeline import Pipeline, image_source, wider_prediction_text
+from board.preprocess import letterbox
 from board.sim import SimOverlay
 from flow.backends import QONNXBackend, load_manifest
 from flow.deploy import make_deploy
@@ -151,6 +152,27 @@ def test_pipeline_frames_of_any_size_and_channel_count(deploy):
     assert stats["frames"] == 4 and stats["undecodable"] == 1
     assert seen == [("grey", (30, 90, 3), 7), ("rgba", (200, 100, 3), 0), ("hd", (720, 1280, 3), 0),
                     ("16-bit", (50, 50, 3), 255)]
+
+
+def test_pipeline_letterboxes_with_the_models_resample(deploy):
+    """manifest.json's input.resample (the model's, from its QuantSpec) picks the board's letterbox; a deploy folder
+    without it is bilinear (older manifests), one this runtime does not know is refused by name."""
+    _, dep, _ = deploy
+    acc = Accelerator(dep, overlay=SimOverlay(dep))
+    assert acc.manifest["input"]["resample"] == "bilinear" and Pipeline(acc).resample == "bilinear"
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    size = acc.manifest["input"]["accel_shape"][1]
+    acc.manifest["input"]["resample"] = "nearest"
+    try:
+        canvas = Pipeline(acc)._prepare("f", frame)[1]
+        np.testing.assert_array_equal(canvas, letterbox(frame, size, resample="nearest")[0])
+        acc.manifest["input"]["resample"] = "lanczos"
+        with pytest.raises(BoardError, match="manifest.json input.resample: unknown resample 'lanczos'"):
+            Pipeline(acc)
+        del acc.manifest["input"]["resample"]
+        np.testing.assert_array_equal(Pipeline(acc)._prepare("f", frame)[1], letterbox(frame, size)[0])
+    finally:
+        acc.manifest["input"]["resample"] = "bilinear"
 
 
 def test_camera_that_disappears_stops_the_stream_cleanly(deploy):

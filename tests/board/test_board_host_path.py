@@ -27,7 +27,7 @@ from board.bench import (
 )
 from board.pipeline import decode_image
 from board.postprocess import decode, detect, nms
-from board.preprocess import letterbox, to_rgb8
+from board.preprocess import letterbox, nearest_index, resize_into, to_rgb8
 from flow.samples import photo
 
 
@@ -103,6 +103,34 @@ def test_16_bit_grey_png_is_scaled_not_clipped_white(resize_path, tmp_path):
 def test_corrupt_image_is_named(resize_path):
     with pytest.raises(board.accelerator.BoardError, match="broken.jpg: cannot decode image"):
         decode_image(b"\xff\xd8 not really a jpeg", "broken.jpg")
+
+
+def test_nearest_resample_is_the_same_with_and_without_opencv():
+    """The nearest letterbox (QuantSpec.resample = "nearest") gives the same pixels through cv2 and the numpy fallback,
+    so a board without OpenCV and the host's evaluation agree bit for bit; nearest_index is INTER_NEAREST's rule
+    (including where in/out and its reciprocal round differently, e.g. 20 -> 312)."""
+    cv2 = pytest.importorskip("cv2")
+    for n_in, n_out in ((20, 312), (14, 234), (640, 416), (480, 312), (1280, 416), (7, 3), (3, 7), (1, 5)):
+        ramp = np.arange(n_in, dtype=np.uint16)[None, :]
+        got = cv2.resize(ramp, (n_out, 1), interpolation=cv2.INTER_NEAREST)[0]
+        np.testing.assert_array_equal(got, nearest_index(n_out, n_in), err_msg=f"{n_in} -> {n_out}")
+    rng = np.random.default_rng(5)
+    for shape in ((480, 640), (720, 1280), (333, 517), (50, 40)):
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        with_cv2 = letterbox(img, 416, resample="nearest")[0]
+        board.preprocess.cv2 = None
+        try:
+            without = letterbox(img, 416, resample="nearest")[0]
+        finally:
+            board.preprocess.cv2 = cv2
+        np.testing.assert_array_equal(with_cv2, without, err_msg=str(shape))
+    ys, xs = nearest_index(312, 480), nearest_index(416, 640)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    canvas = letterbox(img, 416, resample="nearest")[0]
+    np.testing.assert_array_equal(canvas[52:364], img[ys][:, xs])  # every pixel a source pixel, none blended
+    assert (canvas[:52] == 114).all() and (canvas[364:] == 114).all()
+    with pytest.raises(ValueError, match="unknown resample 'bicubic'; use one of: bilinear, nearest"):
+        resize_into(img, np.empty((10, 10, 3), np.uint8), "bicubic")
 
 
 def test_jpeg_decode_is_opencvs_pixels_in_rgb(tmp_path):
@@ -190,6 +218,7 @@ def test_a9_estimate_from_armhf_instruction_counts():
     cal = {kind: [n for n, (k, _) in A9_CALIBRATION.items() if k == kind] for kind in ("c_image", "python", "memory")}
     (big, small), (unpack_cal,), (pack_cal,) = cal["c_image"], cal["python"], cal["memory"]
     per_call = {"capture_decode_640x480_jpeg": (10_000_000, 3_000_000), "letterbox_640x480": (11_000_000, 0),
+                "letterbox_640x480_nearest": (1_700_000, 0),
                 "decode_nms_3_faces": (1_400_000, 0), "pack_copy_to_dma": (150_000, 0), big: (490_000_000, 0),
                 small: (14_000_000, 0), unpack_cal: (79_000_000, 0), pack_cal: (19_000_000, 0)}
     info = {"stages": list(per_call), "calls": 5, "machine": "armv7l", "python": "3.11.2", "numpy": "1.24.2",
@@ -200,7 +229,8 @@ def test_a9_estimate_from_armhf_instruction_counts():
     m = measure(None, reps=1)
     kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
     a9 = a9_from_counts(counts, kinds)
-    assert set(a9) == {"capture_decode_640x480_jpeg", "letterbox_640x480", "decode_nms_3_faces", "pack_copy_to_dma"}
+    assert set(a9) == {"capture_decode_640x480_jpeg", "letterbox_640x480", "letterbox_640x480_nearest",
+                       "decode_nms_3_faces", "pack_copy_to_dma"}
     rate_big, rate_small = counts[big]["insns"] / 1.02, counts[small]["insns"] / 0.0246
     dec, n = a9["capture_decode_640x480_jpeg"], counts["capture_decode_640x480_jpeg"]["insns"]
     assert dec["low"] == pytest.approx(n / max(rate_big, rate_small))
@@ -219,6 +249,14 @@ def test_a9_estimate_from_armhf_instruction_counts():
     draw = r["stages"]["draw"]  # not in this log: falls back to x86 time x its ratio
     assert draw["a9_method"] == "x86 time x ratio" and draw["a9_ms"] == pytest.approx(draw["x86_ms"] * 20, rel=0.02, abs=5e-3)
     assert r["armhf_software"]["numpy"] == "1.24.2"
+    # the frame letterboxes with the model's resample; both frames are reported
+    by = r["a9_by_resample"]
+    assert r["resample"] == "bilinear" and r["a9_fps_estimate"] == by["bilinear"]["a9_fps_estimate"]
+    assert by["nearest"]["a9_ms_per_frame"] < by["bilinear"]["a9_ms_per_frame"]
+    assert not r["stages"]["letterbox_640x480_nearest"]["in_640x480_frame"]
+    rn = estimate(m, counts, "nearest")
+    assert rn["stages"]["letterbox_640x480_nearest"]["in_640x480_frame"] and not rn["stages"]["letterbox_640x480"]["in_640x480_frame"]
+    assert rn["a9_ms_per_frame"] == by["nearest"]["a9_ms_per_frame"] and rn["a9_by_resample"] == by
     assert r["a9_calibration"]["c_image"] == pytest.approx({big: rate_big, small: rate_small})
     with pytest.raises(board.accelerator.BoardError, match="no marks around stage 'letterbox_640x480'"):
         counts_per_call(info, {0: (0, 0), 1: (5, 0)})

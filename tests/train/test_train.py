@@ -25,7 +25,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
 def test_smoke_training_lowers_the_loss_and_exports(tiny_data, tmp_path):
     from flow.export import export_run
 
-    cfg = _cfg(tiny_data, tmp_path / "run", epochs=6)
+    cfg = _cfg(tiny_data, tmp_path / "run", epochs=6, resample="nearest")  # the cheap resample, end to end
     r = train(cfg, progress=False)
     losses = [row["loss"] for row in r["history"]]
     assert losses[-1] < 0.8 * losses[0], losses
@@ -34,6 +34,7 @@ def test_smoke_training_lowers_the_loss_and_exports(tiny_data, tmp_path):
     export_run(tmp_path / "run", checkpoint=tmp_path / "run" / "last.pt")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["spec"]["img"] == 64 and len(manifest["spec"]["anchors"]) == 3
+    assert manifest["spec"]["resample"] == manifest["input"]["resample"] == "nearest"  # the board letterboxes so
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,8 @@ def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
     train(_cfg(tiny_data, run, epochs=2, eval_every=1), progress=False, stop_after=1)
     with pytest.raises(FlowError, match=r"keeps the options it was started with; refused: --img 96 \(the run has 64\)"):
         cli(["--resume", "--out", str(run), "--img", "96"])
+    with pytest.raises(FlowError, match=r"refused: --resample nearest \(the run has bilinear\)"):
+        cli(["--resume", "--out", str(run), "--resample", "nearest"])
     with pytest.raises(FlowError, match="has 1 epochs done"):
         train(_cfg(tiny_data, run, epochs=0), resume=True, progress=False)
     # --epochs on --resume takes effect: the run goes on to 3 epochs (not its original 2), and says so
