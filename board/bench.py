@@ -68,8 +68,9 @@ A9_CALIBRATION = {"pil_resize_3840x2160_to_1920x1080": ("c_image", 1.02),
                   "finn_pack_input_1000x600_bipolar": ("memory", 0.0711)}
 # A kind with one calibration point has no spread of its own. Python: the count runs CPython 3.11, the board
 # 3.10, and 3.11's speed-up over 3.10 differs by workload (10-60 %, its release notes), so a stage's time relative
-# to the calibration's is uncertain by up to 1.6/1.1 either way. Numpy over large arrays: the C image points' spread.
-A9_SINGLE_POINT_SPREAD = {"python": 1.6 / 1.1, "memory": 558.0 / 479.0}
+# to the calibration's is uncertain by up to 1.6/1.1 either way. Any other (numpy over large arrays): the spread of
+# the C image points, as different kinds of compiled code differ.
+A9_SINGLE_POINT_SPREAD = {"python": 1.6 / 1.1}
 LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest"}  # the frame's, by resample
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
@@ -382,6 +383,7 @@ def a9_from_counts(counts: dict, kinds: dict) -> dict:
     (the calibration code is scalar; the A9's NEON unit is 64 bits wide, so a quad-register operation takes two).
     One point: central divided and multiplied by the kind's A9_SINGLE_POINT_SPREAD."""
     rates = a9_rates(counts)
+    c_image = rates["c_image"].values()
     out = {}
     for name, c in counts.items():
         if name.startswith("_") or name in A9_CALIBRATION or kinds.get(name) not in rates:
@@ -392,7 +394,7 @@ def a9_from_counts(counts: dict, kinds: dict) -> dict:
             out[name] = {"central": central, "low": c["insns"] / max(r),
                          "high": c["insns"] / min(r) + c["neon"] / A9_HZ}
         else:
-            f = A9_SINGLE_POINT_SPREAD[kinds[name]]
+            f = A9_SINGLE_POINT_SPREAD.get(kinds[name], max(c_image) / min(c_image))
             out[name] = {"central": central, "low": central / f, "high": central * f}
     return out
 

@@ -240,8 +240,9 @@ def test_a9_estimate_from_armhf_instruction_counts():
     assert nms["central"] == pytest.approx(n / (counts[unpack_cal]["insns"] / 0.3555))
     f = A9_SINGLE_POINT_SPREAD["python"]
     assert (nms["low"], nms["high"]) == pytest.approx((nms["central"] / f, nms["central"] * f))
-    copy = a9["pack_copy_to_dma"]  # numpy over a large array: FINN's pack's rate
+    copy = a9["pack_copy_to_dma"]  # numpy over a large array: FINN's pack's rate, spread as the C image points'
     assert copy["central"] == pytest.approx(counts["pack_copy_to_dma"]["insns"] / (counts[pack_cal]["insns"] / 0.0711))
+    assert copy["high"] / copy["central"] == pytest.approx(max(rate_big, rate_small) / min(rate_big, rate_small))
     r = estimate(m, counts)
     assert r["stages"]["capture_decode_640x480_jpeg"]["a9_method"] == "armhf instructions / A9 rate on c_image code"
     assert r["stages"]["capture_decode_640x480_jpeg"]["a9_ms"] == pytest.approx(dec["central"] * 1e3, abs=1e-3)
