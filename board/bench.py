@@ -221,7 +221,7 @@ def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
     and the armhf instruction count (board/a9count.py) run these same calls."""
-    from board.pipeline import decode_image, draw
+    from board.pipeline import decode_image, draw, image_array, open_image
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]
     anchors, stride, scale = LPYOLO["anchors"], LPYOLO["stride"], LPYOLO["scale"]
@@ -234,10 +234,12 @@ def stage_calls() -> tuple[dict, dict]:
     raw_out = pack(np.zeros((g * g, ch), np.int32), 8, ch).reshape(-1)
     realistic, worst = output_codes(3), output_codes(None)
     boxes_drawn = detect(realistic, scale, anchors, stride)
+    opened = open_image(jpg)
     decoded = decode_image(jpg)  # read-only, as the pipeline hands it to the sink: draw copies it
     calls = {  # stage -> (call, ratio kind, holds the GIL, counted in the 640x480 frame)
-        "capture_decode_640x480_jpeg": (lambda: decode_image(jpg), "c_image", False, True),
-        "capture_decode_640x480_jpeg_422": (lambda: decode_image(jpg_422), "c_image", False, False),
+        "capture_decode_640x480_jpeg": (lambda: open_image(jpg), "c_image", False, True),
+        "capture_decode_640x480_jpeg_422": (lambda: open_image(jpg_422), "c_image", False, False),
+        "decoded_frame_to_array": (lambda: image_array(opened), "c_image", True, True),
         "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
         "letterbox_640x480_nearest": (lambda: letterbox(vga, size, canvas, resample="nearest"), "c_image", False, False),
         "letterbox_1280x720": (lambda: letterbox(hd, size, canvas), "c_image", False, False),
@@ -271,10 +273,11 @@ def measure(deploy: Path | None = None, reps: int = 5) -> dict:
             "execute_measured": bool(deploy)}
 
 
-def frame_cost(stage_s: dict, accelerator_s: float) -> tuple[float, str, str]:
-    """(seconds per frame, bound lane, its largest stage) on two cores, from per-stage seconds (see module doc)."""
+def frame_cost(stage_s: dict, accelerator_s: float, gil: set) -> tuple[float, str, str]:
+    """(seconds per frame, bound lane, its largest stage) on two cores, from per-stage seconds (see module doc);
+    `gil`: the stages that hold the GIL."""
     s = stage_s
-    gil = ("unpack", "decode_nms_3_faces", "execute_host_cpu", "pipeline_handoffs")
+    gil = sorted(gil & set(s))
     lanes = {
         "both cores (all CPU stages / 2)": (sum(s.values()) / 2, s),
         "accelerator thread (copy in + accelerator + unpack)":
@@ -282,7 +285,7 @@ def frame_cost(stage_s: dict, accelerator_s: float) -> tuple[float, str, str]:
              {"accelerator": accelerator_s, "pack_copy_to_dma": s["pack_copy_to_dma"], "unpack": s["unpack"]}),
         "postprocess thread (decode + NMS, draw)":
             (s["decode_nms_3_faces"] + s["draw"], {k: s[k] for k in ("decode_nms_3_faces", "draw")}),
-        "GIL (Python-bound stages)":
+        "GIL (the stages that hold it)":
             (sum(s[k] for k in gil), {k: s[k] for k in gil}),
     }
     lane = max(lanes, key=lambda k: lanes[k][0])
@@ -299,6 +302,7 @@ def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") ->
     a9 = {"central": {}, "low": {}, "high": {}}
     x86 = {}
     kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
+    gil_stages = {name for name, (_, _, holds, _) in m["stages"].items() if holds}
     counted_a9 = a9_from_counts(counts, kinds) if counts else {}
     for name, (sec, kind, gil, counted) in m["stages"].items():
         r, lo, hi = RATIOS[kind]
@@ -328,20 +332,20 @@ def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") ->
 
     by_resample = {}
     for rs in RESAMPLES:
-        f, lane, top = frame_cost(frame(a9["central"], rs), m["accelerator_s"])
-        lo_f = frame_cost(frame(a9["low"], rs), m["accelerator_s"])[0]
-        hi_f = frame_cost(frame(a9["high"], rs), m["accelerator_s"])[0]
+        f, lane, top = frame_cost(frame(a9["central"], rs), m["accelerator_s"], gil_stages)
+        lo_f = frame_cost(frame(a9["low"], rs), m["accelerator_s"], gil_stages)[0]
+        hi_f = frame_cost(frame(a9["high"], rs), m["accelerator_s"], gil_stages)[0]
         by_resample[rs] = {"a9_ms_per_frame": round(f * 1e3, 3), "a9_ms_per_frame_range": [round(lo_f * 1e3, 3), round(hi_f * 1e3, 3)],
                            "a9_fps_estimate": round(1 / f, 1), "a9_fps_range": [round(1 / hi_f, 1), round(1 / lo_f, 1)],
                            "bound_stage": top, "bound_by": lane}
     in_frame = frame(x86, resample)
-    x86_frame, x86_lane, x86_top = frame_cost(in_frame, m["accelerator_s"])
+    x86_frame, x86_lane, x86_top = frame_cost(in_frame, m["accelerator_s"], gil_stages)
     base = dict(in_frame)  # the baseline's letterbox (float bilinear) stands in for the frame's
     base.pop(LETTERBOX_STAGE[resample])
     base.update({k: v for k, v in m["baseline"].items() if k in base or k == "letterbox_640x480"})
     host_ms = sum(in_frame.values()) * 1e3
     base_ms = sum(base.values()) * 1e3
-    no_decode = host_ms - in_frame["capture_decode_640x480_jpeg"] * 1e3
+    no_decode = host_ms - (in_frame["capture_decode_640x480_jpeg"] + in_frame["decoded_frame_to_array"]) * 1e3
     return {
         "resample": resample,
         "x86_ms_per_frame": round(host_ms, 3),

@@ -28,24 +28,37 @@ _END = object()
 _WAIT_S = 0.05  # longest a queue wait blocks before it looks at the stop flag again
 
 
-def decode_image(data, name: str = "image") -> np.ndarray:
-    """Encoded image bytes (JPEG/PNG/BMP, e.g. a camera's MJPEG frame) -> HxWx3 RGB uint8; 16-bit files scaled to 8 bits.
+def open_image(data, name: str = "image"):
+    """Encoded image bytes (JPEG/PNG/BMP, e.g. a camera's MJPEG frame) -> the decoded PIL image.
 
-    PIL's decoder (libjpeg-turbo, as OpenCV's; the GIL is released while it decodes): it hands over RGB, where
+    PIL's decoder (libjpeg-turbo, as OpenCV's), which releases the GIL while it decodes and hands over RGB, where
     cv2.imdecode gives BGR and the swap costs the A9 more than a third again of the decode (armhf counts, 640x480:
-    PIL 10.0 M instructions to an RGB array, cv2 11.0 M + 4.0 M for cvtColor). The pixels are the same
-    (tests/board). EXIF orientation is ignored, as a camera frame has none. The array is read-only: `draw` copies."""
+    PIL 10.0 M instructions to an RGB array, cv2 11.0 M + 4.0 M for cvtColor). The pixels are the same (tests/board).
+    EXIF orientation is ignored, as a camera frame has none."""
     import io
 
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.mode.startswith("I"):  # 16-bit grey ("I;16") or PIL's 32-bit container for it ("I")
-                return to_rgb8(np.asarray(im).clip(0, 65535).astype(np.uint16))
-            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        im = Image.open(io.BytesIO(data))
+        im.load()
+        return im
     except Exception as e:  # noqa: BLE001 - PIL raises several types for broken files
         raise BoardError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+def image_array(im) -> np.ndarray:
+    """A decoded PIL image -> HxWx3 RGB uint8, 16-bit files scaled to 8 bits. Read-only (`draw` copies it). Pillow
+    packs its 4-byte pixels to 3 holding the GIL (1.6 M armhf instructions a 640x480 frame): the bench counts that
+    apart from the decode."""
+    if im.mode.startswith("I"):  # 16-bit grey ("I;16") or PIL's 32-bit container for it ("I")
+        return to_rgb8(np.asarray(im).clip(0, 65535).astype(np.uint16))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def decode_image(data, name: str = "image") -> np.ndarray:
+    """Encoded image bytes -> HxWx3 RGB uint8 (open_image, then image_array)."""
+    return image_array(open_image(data, name))
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -196,6 +196,7 @@ def test_bench_estimate_is_stage_time_times_its_ratio():
         assert s["a9_ms"] == pytest.approx(s["x86_ms"] * value, rel=0.02, abs=5e-3)  # x86_ms is rounded
     assert r["stages"]["capture_decode_640x480_jpeg"]["ratio"] == "c_image"
     assert r["stages"]["decode_nms_3_faces"]["ratio"] == "python"
+    assert r["stages"]["decoded_frame_to_array"]["holds_gil"]  # Pillow's pack to 3-byte pixels keeps the GIL
     assert r["a9_fps_range"][0] <= r["a9_fps_estimate"] <= r["a9_fps_range"][1]
     assert r["bound_stage"] in r["stages"] or r["bound_stage"] == "accelerator"
     assert r["x86_baseline_ms_per_frame"] > r["x86_ms_per_frame_without_capture_decode"]
