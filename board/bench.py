@@ -31,10 +31,11 @@ The stages include the pipeline's own per-frame hand-offs between threads (a fut
 Python and hold the GIL. On the board itself the measured column is the A9's and the ratios do not apply.
 
 End-to-end FPS from the stage times: the pipeline runs capture, two preprocess workers (JPEG decode + letterbox,
-C code that releases the GIL), the accelerator thread (copy in, sleep until done, unpack) and the postprocess
-thread (decode + NMS, draw) on two cores, so a frame costs the largest of: the CPU time of all stages over two
-cores; the accelerator thread's copy + accelerator + unpack; the postprocess thread; the GIL-holding
-(Python-bound) stages, which no second core can run at once.
+C code that releases the GIL, but for Pillow's conversion of the decoded frame to an array), the accelerator
+thread (copy in, sleep until done, unpack) and the postprocess thread (decode + NMS, draw) on two cores, so a frame
+costs the largest of: the CPU time of all stages over two cores; the accelerator thread's copy + accelerator +
+unpack; the postprocess thread; the stages that hold the GIL (their flag in stage_calls), which no second core can
+run at once.
 """
 
 from __future__ import annotations
