@@ -324,7 +324,7 @@ def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
         events.setdefault(s.path.parent.name, {})[s.path.stem] = np.concatenate([s.boxes, s.ignore]).reshape(-1, 4)
         keeps["hard"][s.path.stem] = list(range(1, len(s.boxes) + 1))
     write_mats(tmp_path, events, keeps)
-    spec = SimpleNamespace(img=img, anchors=DEFAULT_ANCHORS, num_classes=1)
+    spec = SimpleNamespace(img=img, anchors=DEFAULT_ANCHORS, num_classes=1, resample="bilinear")
     write_preds(tmp_path / "pred", {"0--Synth_val/val_09999": [[0, 0, 10, 10, 0.9]]})  # left by an earlier run
     r = evaluate_model(Oracle(), spec, root, "val", mat_dir=tmp_path, predictions_dir=tmp_path / "pred")
     assert r["stale_prediction_files_removed"] == 1 and not (tmp_path / "pred" / "0--Synth_val" / "val_09999.txt").exists()
