@@ -72,8 +72,8 @@ def main(argv=None) -> int:
     b.add_argument("--json", type=Path, help="write the figures here")
     b.add_argument("--frames", type=int, default=40, help="frames through the real pipeline")
     b.add_argument("--reps", type=int, default=5, help="repeats per stage (the least of its timed calls is kept)")
-    b.add_argument("--a9", type=Path, metavar="DIR", help="armhf root + count plugin (board/a9/setup.sh DIR): the C "
-                   "image stages' A9 time from their instruction counts under qemu-user instead of a ratio")
+    b.add_argument("--a9", type=Path, metavar="DIR", help="armhf root + count plugin (board/a9/setup.sh DIR): every "
+                   "stage's A9 time from its instruction count under qemu-user instead of a ratio")
     a = p.parse_args(argv)
     try:
         return cmd_run(a) if a.cmd == "run" else cmd_bench(a)

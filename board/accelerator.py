@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from board.packing import pack, unpack, word_bytes
+from board.preprocess import check_resample
 
 BITFILE, HWH, MANIFEST = "finn-accel.bit", "finn-accel.hwh", "manifest.json"
 REG_CTRL, REG_ADDR, REG_BATCH = 0x00, 0x10, 0x1C
@@ -44,6 +45,14 @@ def load_manifest(deploy_dir: Path) -> dict:
         if key not in m:
             raise BoardError(f"{path}: manifest has no '{key}' entry; it is not an lpyolo-flow manifest")
     return m
+
+
+def input_resample(manifest: dict) -> str:
+    """The model's letterbox resample (board/preprocess.py) from the manifest; a manifest from before it: bilinear."""
+    try:
+        return check_resample(manifest["input"].get("resample", "bilinear"))
+    except ValueError as e:
+        raise BoardError(f"manifest.json input.resample: {e} (a deploy folder from a newer lpyolo-flow?)") from e
 
 
 def stream_geometry(manifest: dict) -> dict:

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError
+from board.accelerator import BoardError, input_resample, load_manifest
 from board.packing import pack, unpack
 from board.postprocess import box_iou, decode, detect
 from board.preprocess import RESAMPLES, cv2, letterbox, resize_bilinear_fixed
@@ -222,7 +222,7 @@ def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
     and the armhf instruction count (board/a9count.py) run these same calls."""
-    from board.pipeline import decode_image, draw, image_array, open_image
+    from board.pipeline import draw, image_array, open_image
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]
     anchors, stride, scale = LPYOLO["anchors"], LPYOLO["stride"], LPYOLO["scale"]
@@ -236,7 +236,7 @@ def stage_calls() -> tuple[dict, dict]:
     realistic, worst = output_codes(3), output_codes(None)
     boxes_drawn = detect(realistic, scale, anchors, stride)
     opened = open_image(jpg)
-    decoded = decode_image(jpg)  # read-only, as the pipeline hands it to the sink: draw copies it
+    decoded = image_array(opened)  # read-only, as the pipeline hands it to the sink: draw copies it
     calls = {  # stage -> (call, ratio kind, holds the GIL, counted in the 640x480 frame)
         "capture_decode_640x480_jpeg": (lambda: open_image(jpg), "c_image", False, True),
         "capture_decode_640x480_jpeg_422": (lambda: open_image(jpg_422), "c_image", False, False),
@@ -497,9 +497,7 @@ def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: i
     counts = count_on_armhf(a9_dir) if a9_dir else None
     resample = "bilinear"
     if deploy:
-        from board.accelerator import load_manifest
-
-        resample = load_manifest(deploy)["input"].get("resample", "bilinear")
+        resample = input_resample(load_manifest(deploy))
     r = estimate(measure(deploy, reps), counts, resample)
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "

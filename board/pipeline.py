@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError
+from board.accelerator import BoardError, input_resample
 from board.postprocess import detect_with_manifest
-from board.preprocess import check_resample, cv2, letterbox, to_rgb8, unletterbox_boxes
+from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _END = object()
@@ -158,11 +158,7 @@ class Pipeline:
                  workers: int = 2):
         self.accel, self.manifest = accel, accel.manifest
         self.size = self.manifest["input"]["accel_shape"][1]
-        self.resample = self.manifest["input"].get("resample", "bilinear")  # the model's (manifests before it: bilinear)
-        try:
-            check_resample(self.resample)
-        except ValueError as e:
-            raise BoardError(f"manifest.json input.resample: {e} (a deploy folder from a newer lpyolo-flow?)") from e
+        self.resample = input_resample(self.manifest)
         self.conf, self.iou, self.depth, self.workers = conf_thresh, iou_thresh, depth, workers
 
     def _prepare(self, name: str, data):

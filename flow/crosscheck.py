@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from board.accelerator import input_resample
 from board.postprocess import detect_with_manifest
 from flow.backends import (
     Backend,
@@ -270,7 +271,7 @@ def pick_device(device: str, allow_cpu_fallback: bool) -> str:
 
 def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
     """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels."""
-    img, resample = manifest["input"]["shape"][2], manifest["input"].get("resample", "bilinear")
+    img, resample = manifest["input"]["shape"][2], input_resample(manifest)
     source = "skimage photos"
     try:
         from flow.train.data import val_images

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from board.preprocess import RESAMPLES
+from board.preprocess import check_resample
 
 # (name, in_ch, out_ch, kernel, maxpool_after); in_ch of conv0 is the 3 image channels.
 BACKBONE = [(8, True), (8, True), (16, True), (32, True), (56, True), (104, False)]
@@ -100,8 +100,10 @@ class QuantSpec:
             raise SpecError(f"spec {self.name!r}: output_bits = {self.output_bits}; the accelerator output is 2..8 bits")
         if self.input_bits != 8:
             raise SpecError(f"spec {self.name!r}: the input is UINT8 pixels; input_bits must be 8")
-        if self.resample not in RESAMPLES:
-            raise SpecError(f"spec {self.name!r}: resample {self.resample!r}; use one of: {', '.join(RESAMPLES)}")
+        try:
+            check_resample(self.resample)
+        except ValueError as e:
+            raise SpecError(f"spec {self.name!r}: {e}") from e
         if len(self.anchors) < 1 or self.num_classes < 1:
             raise SpecError(f"spec {self.name!r}: needs at least one anchor and one class")
         if for_finn:
