@@ -124,6 +124,18 @@ def all_make_commands() -> list[str]:
     return sorted({c for readme in readmes() for c in make_commands(readme)})
 
 
+def test_every_make_target_has_a_line_in_the_readme():
+    """The README's Make targets table names every target of the Makefile (a new target gets its line)."""
+    text = README.read_text()
+    table = text[text.index("## Make targets"):]
+    table = table[:table.index("\n## ")]
+    named = set(re.findall(r"^\| `([\w-]+)`|/ `([\w-]+)`", table, re.M))
+    named = {n for pair in named for n in pair if n}
+    presets = {t for t in makefile_targets() if t.startswith("train-")}
+    missing = sorted(makefile_targets() - presets - named - {"train-%"})
+    assert "train-<preset>" in table and not missing, f"Make targets without a line in README.md: {missing}"
+
+
 @pytest.mark.parametrize("cmd", all_make_commands())
 def test_every_make_line_of_the_readmes_dry_runs(cmd):
     """The READMEs' own `make` lines, as typed (variables included), with -n: each runs what the Makefile says and
