@@ -109,27 +109,54 @@ def _deploy_record(out: Path) -> dict:
         return {}
 
 
-def check_bitfile(run_dir: Path, bit: Path) -> None:
-    """The bitfile must be Vivado's and come from the run's current FINN build, itself made from the run's current
-    model."""
+def check_bitfile(run_dir: Path, bit: Path, force: bool = False) -> None:
+    """The bitfile must be Vivado's, come from the run's current FINN build, itself made from the run's current
+    model, and meet timing (unless `force`)."""
     from flow.hw.build import check_build
     from flow.provenance import check
 
     check_vivado_bitfile(bit)
     check_build(run_dir)
     check(bit, [run_dir / "finn" / "build_done.json"], remake=f"python -m flow bitstream --run {run_dir}")
+    check_timing(run_dir, bit, force)
 
 
-def make_deploy(run_dir: Path, out: Path | None = None) -> dict:
+def check_timing(run_dir: Path, bit: Path, force: bool = False) -> None:
+    """Vivado writes a bitstream whatever the post-route slack, and a board running one that misses timing computes
+    wrong results without saying so: refuse it, from the timing `bitstream` recorded for this very bitfile
+    (finn/report/vivado.json, tied by sha256), unless `force`."""
+    from flow.files import sha256
+    from flow.hw.vivado import timing_verdict
+
+    rec = run_dir / "finn" / "report" / "vivado.json"
+    remake = f"python -m flow bitstream --run {run_dir}"
+    try:
+        timing = json.loads(rec.read_text())
+    except (OSError, json.JSONDecodeError):
+        problem = f"{bit}: no post-route timing recorded for it ({rec} missing or unreadable; `{remake}` writes it)"
+    else:
+        if timing.get("bitfile_sha256") != sha256(bit):
+            problem = f"{rec} is the timing of another bitfile than {bit}; `{remake}` makes both again"
+        else:
+            verdict = timing_verdict(timing["timing"], timing["clock_ns"])
+            problem = verdict and f"{bit} misses timing: {verdict}"
+    if problem and not force:
+        raise FlowError(f"{problem}. `python -m flow deploy --force` packages it anyway (the board may then compute "
+                        "wrong results)")
+    if problem:
+        print(f"warning (--force): {problem}")
+
+
+def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> dict:
     from flow.runlock import run_lock
 
     run_dir = Path(run_dir)
     out = Path(out or run_dir / "deploy")
     with run_lock(run_dir, f"python -m flow deploy --run {run_dir} --out {out}"):
-        return _make_deploy(run_dir, out)
+        return _make_deploy(run_dir, out, force)
 
 
-def _make_deploy(run_dir: Path, out: Path) -> dict:
+def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
     from flow.export import check_export
     from flow.files import atomic_write_json, sha256
     from flow.hw.build import check_build
@@ -144,7 +171,7 @@ def _make_deploy(run_dir: Path, out: Path) -> dict:
     check_export(run_dir, "manifest.json", "model.qcdq.onnx")  # the package carries the run's model, not an older one
     bit = find_bitfile(run_dir)
     if bit is not None:
-        check_bitfile(run_dir, bit)
+        check_bitfile(run_dir, bit, force)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
     previous = _deploy_record(out)
@@ -216,8 +243,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, help="deploy folder (default RUN/deploy)")
     p.add_argument("--board", help="PYNQ-Z2 address: copy the folder there over scp")
+    p.add_argument("--force", action="store_true", help="package a bitfile whose post-route timing fails (or is not "
+                   "recorded); the board may then compute wrong results")
     a = p.parse_args(argv)
-    info = make_deploy(a.run, a.out)
+    info = make_deploy(a.run, a.out, a.force)
     print(json.dumps(info, indent=2))
     if not info["bitfile"]:
         print("note: no bitfile yet (needs Vivado: `make bitstream` or `make docker-bitstream`); the package runs with "

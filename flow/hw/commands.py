@@ -89,8 +89,7 @@ def _bitstream(a) -> int:
     if not s["fits"]:
         raise FlowError(over_budget_message(s) + "; no bitstream attempted")
     if not tools["usable"]:
-        missing = " and ".join(t for t in ("vivado", "vitis_hls") if not tools[t])
-        print(f"error: Vivado/Vitis HLS not found ({missing} not on the PATH). Estimates are written to "
+        print(f"error: Vivado/Vitis HLS not found ({tools['missing']}). Estimates are written to "
               f"{a.run}/finn/report/estimate.json. Still to run, with Xilinx tools: {', '.join(VIVADO_STEPS)}.\n"
               "Source Vivado's settings64.sh (and Vitis HLS's) and run `make bitstream` again, or run them in the "
               "FINN container with Vivado mounted from the host:\n"
@@ -99,9 +98,14 @@ def _bitstream(a) -> int:
     made = run_vivado_steps(Path(a.run))
     print(f"written {made['bitfile']}, {made['hwh']}; FINN's driver in {made['driver']}; reports: "
           + ", ".join(made["reports"].values()))
+    print(f"post-route timing: {made['timing']} (finn/report/vivado.json)")
     if made["standin"]:
         print("note: made by the test suite's Vivado stand-in (tests/vivado_standin): not hardware files, and "
               "`python -m flow deploy` refuses them")
+    if not made["timing_met"]:
+        print(f"error: the bitfile misses timing: {made['timing']}. It is not copied to {a.run}/deploy; "
+              "`python -m flow deploy --force` would package it anyway")
+        return 1
     return 0
 
 

@@ -2,8 +2,8 @@
 the stitched IP, the Zynq project and bitfile (ZynqBuild), FINN's PYNQ driver and its deployment package. Needs
 Vivado and Vitis HLS, finn-hlslib and the Pynq-Z2 board files (`finn_deps`).
 
-The test suite runs all of it against `tests/vivado_standin/` (checking stand-ins for `vivado` and `vitis_hls`);
-what those write is marked (STANDIN_MARKER) and never deployed.
+The test suite runs all of it against `tests/vivado_standin/` (checking stand-ins for `vivado`, `vitis_hls` and
+`vitis-run`); what those write is marked (STANDIN_MARKER) and never deployed.
 """
 
 from __future__ import annotations
@@ -19,38 +19,78 @@ from flow.errors import FlowError
 
 VIVADO_STEPS = ["hw_codegen", "hw_ipgen", "set_fifo_depths", "create_stitched_ip", "synthesize_bitfile",
                 "make_driver", "deployment_package"]
-SUPPORTED_VIVADO = ("2022.2", "2023.1", "2023.2", "2024.1", "2024.2")  # FINN 1.6 calls vitis_hls up to 2024.2
+# What finn-plus 1.6.1 runs: finn/util/hls.py calls `vitis_hls SCRIPT` up to 2024.2 and `vitis-run --mode hls --tcl
+# SCRIPT` after it; finn/util/basic.py reads the version from XILINX_VIVADO with `(20\d{2})\.(1|2)`.
+SUPPORTED_VIVADO = ("2022.2", "2023.1", "2023.2", "2024.1", "2024.2", "2025.1", "2025.2")
+# `vivado -version` prints "Vivado v2022.2.1 (64-bit)" up to 2022.2 and "vivado v2023.1 (64-bit)" on Linux from 2023.1
+# on (tests/vivado_standin/fixtures/banner_*.txt); a patch release adds a third number.
+VIVADO_BANNER = re.compile(r"^\s*vivado v(\d{4}\.\d)(?:\.\d+)?\b", re.IGNORECASE | re.MULTILINE)
 STANDIN_MARKER = b"LPYOLO-FLOW VIVADO STAND-IN OUTPUT"  # tests/vivado_standin/standin.tcl writes it in every file
 # FINN's dependency list (finn/interface/external_dependencies.yaml) names what the Vivado half reads:
 NEEDED_DEPS = {"finn-hlslib": ("git_deps", "finn-hlslib"), "board_files/pynq-z2": ("direct_download_deps", "pynq-z2")}
 
 
 # ------------------------------------------------------------------------------------------------------ tools
+def vivado_version(banner: str) -> str | None:
+    """The release ("2024.2") in what `vivado -version` printed, in either case; None when there is none."""
+    m = VIVADO_BANNER.search(banner)
+    return m.group(1) if m else None
+
+
+def hls_tool(version: str) -> str:
+    """The HLS command finn-plus 1.6.1 calls for this Vivado release (finn/util/hls.py)."""
+    year, minor = (int(x) for x in version.split("."))
+    return "vitis-run" if (year, minor) > (2024, 2) else "vitis_hls"
+
+
+def hls_candidates(vivado_root: Path, version: str, tool: str) -> list[Path]:
+    """Where an installation keeps the HLS tool when sourcing Vivado's settings64.sh alone leaves it off the PATH:
+    Vitis_HLS/<version>/bin up to 2024.1, Vitis/<version>/bin from 2024.2 (FINN's interface_utils.py knows the move),
+    <root>/<version>/Vitis/bin for the 2025 layout (<root>/<version>/Vivado)."""
+    hls = os.environ.get("XILINX_HLS")
+    xilinx = vivado_root.parent.parent if vivado_root.parent.name == "Vivado" else vivado_root.parent
+    found = [Path(hls) / "bin" / tool] if hls else []
+    found += [xilinx / "Vitis" / version / "bin" / tool, xilinx / "Vitis_HLS" / version / "bin" / tool,
+              vivado_root.parent / "Vitis" / "bin" / tool]
+    return found
+
+
 def vivado_tools() -> dict:
-    """Vivado and Vitis HLS on the PATH, Vivado's own word on its version (`vivado -version`) and XILINX_VIVADO, which
-    FINN reads (its version picks the HLS tool's command line). Raises FlowError for a version FINN does not support."""
-    tools = {t: shutil.which(t) for t in ("vivado", "vitis_hls")}
-    tools["usable"] = bool(tools["vivado"] and tools["vitis_hls"])
-    if not tools["usable"]:
+    """Vivado on the PATH, Vivado's own word on its version (`vivado -version`), the HLS tool FINN calls for that
+    version (vitis_hls, or vitis-run after 2024.2) and XILINX_VIVADO, which FINN reads (its version picks the HLS
+    tool). Raises FlowError for a version finn-plus 1.6.1 does not run. `missing` says what is not on the PATH and,
+    where the installation has it, where it is."""
+    tools = {"vivado": shutil.which("vivado"), "hls": None, "missing": ""}
+    if not tools["vivado"]:
+        tools.update(usable=False, missing="vivado not on the PATH")
         return tools
     try:
         out = subprocess.run([tools["vivado"], "-version"], capture_output=True, text=True, timeout=300).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise FlowError(f"{tools['vivado']} -version failed ({e}): check the Vivado installation") from e
-    m = re.search(r"Vivado v(\d{4}\.\d)", out)
-    version = m.group(1) if m else None
+    version = vivado_version(out)
     if version not in SUPPORTED_VIVADO:
-        raise FlowError(f"{tools['vivado']} is Vivado {version or '(no version in `vivado -version`)'}; finn-plus 1.6.1 "
-                        f"runs {', '.join(SUPPORTED_VIVADO)}: source that version's settings64.sh (or set "
-                        "FINN_XILINX_VERSION for docker)")
+        said = out.strip().splitlines()[0] if out.strip() else "nothing"
+        raise FlowError(f"{tools['vivado']} is Vivado {version or f'of unknown version (`vivado -version` said: {said})'}"
+                        f"; finn-plus 1.6.1 runs {', '.join(SUPPORTED_VIVADO)}: source one of those versions' "
+                        "settings64.sh (or set FINN_XILINX_VERSION for docker)")
     env = os.environ.get("XILINX_VIVADO")
+    root = Path(tools["vivado"]).resolve().parent.parent
     if env is None:  # settings64.sh not sourced: the installation holding the binary
-        env = str(Path(tools["vivado"]).resolve().parent.parent)
+        env = str(root)
     if version not in env:
         raise FlowError(f"XILINX_VIVADO={env} does not name the Vivado on the PATH ({tools['vivado']}, {version}); "
                         "FINN reads the version from it: source that Vivado's settings64.sh")
     os.environ["XILINX_VIVADO"] = env
-    tools["version"] = version
+    tool = hls_tool(version)
+    tools.update(version=version, hls_name=tool, hls=shutil.which(tool))
+    if not tools["hls"]:
+        where = [p for p in hls_candidates(Path(env), version, tool) if p.is_file()]
+        tools["missing"] = (f"{tool} not on the PATH (finn-plus 1.6.1 calls {tool} for Vivado {version})"
+                            + (f"; this installation has it at {where[0]}: source {where[0].parent.parent}/settings64.sh"
+                               if where else "; Vivado 2024.2 and later install Vitis HLS under Vitis/<version>, "
+                               "so sourcing Vivado's settings64.sh alone leaves it off the PATH: source Vitis's too"))
+    tools["usable"] = bool(tools["hls"])
     return tools
 
 
@@ -136,6 +176,104 @@ def ensure_finn_deps() -> Path:
     return deps
 
 
+# ---------------------------------------------------------------------------------------------- Vivado's reports
+TIMING_COLUMNS = ("wns_ns", "tns_ns", "tns_failing_endpoints", "tns_total_endpoints", "whs_ns", "ths_ns",
+                  "ths_failing_endpoints", "ths_total_endpoints")
+# report_utilization's rows: 7-series parts (the Z2's xc7z020) say "Slice", UltraScale+ parts say "CLB"
+UTILIZATION_ROWS = {"LUT": ("Slice LUTs", "CLB LUTs"), "FF": ("Slice Registers", "CLB Registers"),
+                    "BRAM_36K": ("Block RAM Tile",), "DSP": ("DSPs",)}
+
+
+def parse_timing_summary(text: str, source: str = "report_timing_summary") -> dict:
+    """WNS/TNS/WHS/THS of the whole design (the "Design Timing Summary" table), Vivado's verdict line, the clock and
+    the worst setup path (its slack, start and end points) from `report_timing_summary` text."""
+    lines = text.splitlines()
+    try:
+        head = next(i for i, ln in enumerate(lines) if ln.strip().startswith("WNS(ns)"))
+        values = lines[head + 2].split()
+        out = {k: (int(v) if "endpoints" in k else float(v)) for k, v in zip(TIMING_COLUMNS, values, strict=False)}
+    except (StopIteration, IndexError, ValueError):
+        raise FlowError(f"{source}: no Design Timing Summary (WNS(ns) ...) in it: not a report_timing_summary "
+                        "of a routed design") from None
+    if len(out) < len(TIMING_COLUMNS):
+        raise FlowError(f"{source}: the Design Timing Summary row has {len(values)} numbers, not "
+                        f"{len(TIMING_COLUMNS)}+")
+    out["met"] = "All user specified timing constraints are met." in text
+    if not out["met"] and "Timing constraints are not met." not in text:  # neither verdict: decide from the numbers
+        out["met"] = out["wns_ns"] >= 0 and out["whs_ns"] >= 0
+    clock = re.search(r"^(\S+)\s+\{[\d. ]+\}\s+([\d.]+)\s+([\d.]+)\s*$", text, re.M)
+    if clock:
+        out["clock"] = {"name": clock.group(1), "period_ns": float(clock.group(2)), "mhz": float(clock.group(3))}
+    path = re.search(r"^Slack \((MET|VIOLATED)\)\s*:\s*(-?[\d.]+)ns.*\n\s+Source:\s+(\S+).*\n(?:.*\n)?"
+                     r"\s+Destination:\s+(\S+)", text, re.M)
+    if path:
+        out["worst_setup_path"] = {"slack_ns": float(path.group(2)), "from": path.group(3), "to": path.group(4)}
+    return out
+
+
+def parse_utilization(text: str, source: str = "report_utilization") -> dict:
+    """Used / available / percent per resource (LUT, FF, BRAM_36K tiles, DSP) from `report_utilization` text."""
+    out = {}
+    for key, names in UTILIZATION_ROWS.items():
+        for name in names:
+            m = re.search(rf"^\|\s*{re.escape(name)}\s*\|\s*(\d+)\s*\|[^|]*\|(?:[^|]*\|)?\s*(\d+)\s*\|\s*([\d.<]+)\s*\|",
+                          text, re.M)
+            if m:
+                out[key] = {"used": int(m.group(1)), "available": int(m.group(2)),
+                            "percent": float(m.group(3).lstrip("<"))}
+                break
+    if not out:
+        raise FlowError(f"{source}: no Slice/CLB LUTs, Registers, Block RAM Tile or DSPs rows: not a report_utilization")
+    return out
+
+
+def timing_verdict(timing: dict, clk_ns: float) -> str | None:
+    """None when the routed design meets timing; else one line: the worst path, its slack and what to lower."""
+    if timing["met"] and timing["wns_ns"] >= 0 and timing["whs_ns"] >= 0:
+        return None
+    worst = timing.get("worst_setup_path", {})
+    if timing["wns_ns"] < 0:
+        fmax = 1e3 / (clk_ns - timing["wns_ns"])
+        return (f"setup slack {timing['wns_ns']:.3f} ns at {1e3 / clk_ns:.0f} MHz ({timing['tns_failing_endpoints']} "
+                f"failing endpoints; worst path {worst.get('from', '?')} -> {worst.get('to', '?')}): the design runs at "
+                f"about {fmax:.0f} MHz; lower the clock (a period of {clk_ns - timing['wns_ns']:.2f} ns or more, "
+                "FinnConfig.clk_ns) or the folding (a --folding with less parallelism on that path's layer, or a lower "
+                "--target-fps) and run `make bitstream` again")
+    return (f"hold slack {timing['whs_ns']:.3f} ns ({timing['ths_failing_endpoints']} failing endpoints): a hold "
+            "violation is not fixed by a slower clock; see the post-route timing report")
+
+
+def write_vivado_report(run_dir: Path, bit: Path, standin: bool) -> dict:
+    """finn/report/vivado.json: Vivado's post-route timing and utilisation of the bitfile `bit` (its sha256 ties
+    them), beside FINN's estimate and Yosys's figures for the same build (estimate.json, synth.json), from the
+    reports the implementation run wrote."""
+    from flow.files import atomic_write_json, sha256
+
+    d = Path(run_dir) / "finn"
+    out = d / "vivado" / "report"
+    timing_rpt = out / "post_route_timing.rpt"  # FINN's copy of impl_1/top_wrapper_timing_summary_routed.rpt
+    util = sorted(d.glob("tmp/vivado_zynq_proj_*/finn_zynq_link.runs/impl_1/top_wrapper_utilization_placed.rpt"),
+                  key=lambda f: f.stat().st_mtime)
+    if not timing_rpt.is_file():
+        raise FlowError(f"{timing_rpt}: FINN's bitfile step left no post-route timing report; the bitfile cannot be "
+                        "checked. See " + str(d / "vivado" / "build_dataflow.log"))
+    cfg = json.loads((d / "build_config.json").read_text())
+    report = {"clock_ns": cfg["clk_ns"], "timing": parse_timing_summary(timing_rpt.read_text(errors="replace"),
+                                                                      str(timing_rpt)),
+              "reports": {"timing": str(timing_rpt)}, "standin": standin, "bitfile_sha256": sha256(bit)}
+    if util:
+        shutil.copy(util[-1], out / "post_place_utilization.rpt")
+        report["utilization"] = parse_utilization(util[-1].read_text(errors="replace"), str(util[-1]))
+        report["reports"]["utilization"] = str(out / "post_place_utilization.rpt")
+    for name, key in (("estimate.json", "total_with_overhead"), ("synth.json", "total")):
+        f = d / "report" / name
+        if f.is_file():
+            report[f"{name.split('.')[0]}_total"] = json.loads(f.read_text()).get(key)
+    report["verdict"] = timing_verdict(report["timing"], cfg["clk_ns"]) or "timing met"
+    atomic_write_json(d / "report" / "vivado.json", report)
+    return report
+
+
 # ------------------------------------------------------------------------------------------------------ build
 def is_standin(path: Path) -> bool:
     with open(path, "rb") as f:
@@ -196,7 +334,9 @@ def run_vivado_steps(run_dir: Path) -> dict:
     for f in (bit, hwh):
         record(f, [d / "build_done.json"], command)  # which build (hence which model) each file is
     standin = is_standin(bit)
-    if not standin:  # a stand-in's files stay where FINN put them: RUN/deploy only ever gets Vivado's
+    vivado = write_vivado_report(run_dir, bit, standin)  # the bitfile's post-route timing, before it goes anywhere
+    met = vivado["verdict"] == "timing met"
+    if met and not standin:  # RUN/deploy only ever gets Vivado's files, and only when they meet timing
         deploy = Path(run_dir) / "deploy"
         deploy.mkdir(exist_ok=True)
         bit, hwh = Path(shutil.copy(bit, deploy / "finn-accel.bit")), Path(shutil.copy(hwh, deploy / "finn-accel.hwh"))
@@ -205,7 +345,9 @@ def run_vivado_steps(run_dir: Path) -> dict:
             record(f, [d / "build_done.json"], command)
         record(deploy / "manifest.json", [Path(run_dir) / "manifest.json"], command)
     reports = {name: str(out / "report" / name) for name in ("post_synth_resources.json", "post_route_timing.rpt",
-                                                             "post_synth_report.xml")
+                                                             "post_place_utilization.rpt", "post_synth_report.xml")
                if (out / "report" / name).exists()}
+    reports["vivado.json"] = str(d / "report" / "vivado.json")
     return {"bitfile": str(bit), "hwh": str(hwh), "driver": str(out / "deploy" / "driver"),
-            "stitched_ip": str(out / "stitched_ip"), "reports": reports, "standin": standin}
+            "stitched_ip": str(out / "stitched_ip"), "reports": reports, "standin": standin,
+            "timing": vivado["verdict"], "timing_met": met}

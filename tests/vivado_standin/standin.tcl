@@ -3,7 +3,7 @@
 # variable (an unset `$::env(X)` fails as it would in Vivado), and each Vivado / HLS command is a stub that
 # checks what it is given, then writes the least FINN reads next. Nothing here synthesises anything: every file it
 # writes carries the marker below (flow.hw.vivado.STANDIN_MARKER), and `python -m flow deploy` refuses such a
-# bitfile. `vivado -version` answers 2024.2, or STANDIN_VIVADO_VERSION.
+# bitfile. `vivado -version` prints a real banner (standin::banner).
 #
 # What the stubs check (each a defect class a real build would stop on):
 #   - every file added, sourced or listed as an IP repository exists; C++ includes given in quotes resolve
@@ -18,6 +18,7 @@
 # An unknown command fails: a FINN version that writes new Tcl needs the stand-in extended, not ignored.
 
 namespace eval standin {
+    variable here [file dirname [file normalize [info script]]]
     variable marker "LPYOLO-FLOW VIVADO STAND-IN OUTPUT: not made by Xilinx tools, not a bitstream"
     variable part "xc7z020clg400-1"
     variable board_part "tul.com.tw:pynq-z2:part0:1.0"
@@ -78,6 +79,14 @@ proc standin::option {argv name {default ""}} {
 
 proc standin::need_file {path what} {
     if {![file exists $path]} { fail "$what: no such file or directory: $path" }
+}
+
+# a fixture of real Vivado output (tests/vivado_standin/fixtures), its source lines (# ...) kept as they are
+proc standin::fixture {name} {
+    set f [open [file join $standin::here fixtures $name] r]
+    set text [read $f]
+    close $f
+    return $text
 }
 
 proc standin::write {path text} {
@@ -414,7 +423,11 @@ proc launch_runs {args} {
     if {[standin::option $args -to_step] eq "write_bitstream"} {
         set top [expr {$standin::top ne "" ? $standin::top : "${standin::bd}_wrapper"}]
         standin::write $dir/$top.bit $standin::marker
-        standin::write $dir/${top}_timing_summary_routed.rpt "$standin::marker\nno timing: nothing was placed or routed"
+        # the reports an implementation run writes, as real Vivado wrote them (fixtures citing their sources):
+        # timing met, or with STANDIN_TIMING=failed a design that misses it
+        set timing [expr {[info exists ::env(STANDIN_TIMING)] ? $::env(STANDIN_TIMING) : "met"}]
+        standin::write $dir/${top}_timing_summary_routed.rpt "$standin::marker\n[standin::fixture timing_summary_$timing.rpt]"
+        standin::write $dir/${top}_utilization_placed.rpt "$standin::marker\n[standin::fixture utilization_routed.rpt]"
         standin::note "$run: wrote the stand-in's $dir/$top.bit (not a bitstream)"
     }
 }
@@ -508,9 +521,29 @@ namespace eval standin::hls {
     proc close_project {args} {}
 }
 
+# `vivado -version`: a real banner (fixtures/banner_<version>.txt, each citing where it was printed) for the version
+# STANDIN_VIVADO_VERSION names (2024.2 if unset); a version without a fixture prints the form its release prints
+# (capitalised up to 2022.2, lower case on Linux from 2023.1), so that a test can play an unsupported one.
+proc standin::banner {} {
+    set v [expr {[info exists ::env(STANDIN_VIVADO_VERSION)] ? $::env(STANDIN_VIVADO_VERSION) : "2024.2"}]
+    set fixture [file join [file dirname [file normalize [info script]]] fixtures banner_$v.txt]
+    if {[file exists $fixture]} {
+        set f [open $fixture r]
+        foreach line [split [string trimright [read $f]] "\n"] {
+            if {[string index $line 0] ne "#"} { puts $line }
+        }
+        close $f
+    } elseif {[package vcompare $v 2023.1] >= 0} {
+        puts "vivado v$v (64-bit)"
+    } else {
+        puts "Vivado v$v (64-bit)"
+    }
+    puts stderr "(lpyolo-flow test stand-in playing Vivado $v, not a Xilinx tool)"
+}
+
 proc standin::run {tool argv} {
     set standin::tool $tool
-    if {$tool eq "vitis_hls"} {
+    if {$tool in {vitis_hls vitis-run}} {
         foreach cmd [info commands ::standin::hls::*] {
             catch {rename ::[namespace tail $cmd] ""}
             rename $cmd ::[namespace tail $cmd]
@@ -518,8 +551,14 @@ proc standin::run {tool argv} {
         foreach cmd {config_compile config_interface config_rtl config_export config_dataflow config_array_partition} {
             proc ::$cmd {args} {}
         }
-        set script [lindex [positional $argv {-f -l}] 0]
-        if {[option $argv -f] ne ""} { set script [option $argv -f] }
+        if {$tool eq "vitis-run"} {
+            # finn/util/hls.py: `vitis-run --mode hls --tcl SCRIPT`
+            if {[option $argv --mode] ne "hls"} { puts stderr "stand-in vitis-run: only --mode hls is played ($argv)"; exit 2 }
+            set script [option $argv --tcl]
+        } else {
+            set script [lindex [positional $argv {-f -l}] 0]
+            if {[option $argv -f] ne ""} { set script [option $argv -f] }
+        }
     } else {
         set script [option $argv -source]
     }
@@ -527,10 +566,8 @@ proc standin::run {tool argv} {
         if {[string match set_directive_* $cmd]} { return }
         standin::fail "unknown command '$cmd': the stand-in does not know it (add it to tests/vivado_standin/standin.tcl)"
     }
-    if {[lsearch -exact $argv -version] >= 0} {
-        # the version the stand-in plays; STANDIN_VIVADO_VERSION lets a test play an unsupported one
-        set v [expr {[info exists ::env(STANDIN_VIVADO_VERSION)] ? $::env(STANDIN_VIVADO_VERSION) : "2024.2"}]
-        puts "[expr {$tool eq "vivado" ? "Vivado" : "Vitis HLS"}] v$v (64-bit) -- lpyolo-flow test stand-in, not a Xilinx tool"
+    if {$tool eq "vivado" && [lsearch -exact $argv -version] >= 0} {
+        banner
         exit 0
     }
     if {$script eq ""} { puts stderr "stand-in $tool: no script given ($argv)"; exit 2 }
