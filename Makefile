@@ -83,7 +83,7 @@ bitstream: install
 	$(PY) -m flow bitstream --run $(RUN) $(if $(HLS),--hls)
 
 docker-bitstream:
-	docker/run.sh make bitstream RUN=$(RUN)
+	docker/run.sh make bitstream RUN=$(RUN) $(if $(HLS),HLS=1)
 
 fifos: install
 	$(PY) -m flow fifos --run $(RUN)

@@ -11,12 +11,15 @@ ARG PYNQ_Z2_BOARD_FILES=https://dpoauwgwqsy2x.cloudfront.net/Download/pynq-z2.zi
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Vivado 2022.2-2024.2 on Ubuntu 22.04 needs libtinfo5/libncurses5 and the X libraries even in batch mode, and
-# libudev, which docker/run.sh preloads (Vivado's licence code crashes in containers without it, as FINN's
-# run-docker.sh knows).
+# What FINN's own image installs for the Vivado half (github.com/Xilinx/finn docker/Dockerfile.finn at 39f0c9a,
+# the same ubuntu:jammy base): libc6-dev-i386 (32-bit headers the Xilinx tools' gcc wrappers use), lsb-core
+# (`lsb_release`, which Vivado's and Vitis HLS's launch scripts call), libxrender-dev, locales. Vivado 2022.2-2025.2
+# on Ubuntu 22.04 also needs libtinfo5/libncurses5 and the X libraries even in batch mode, and libudev, which
+# docker/run.sh preloads (Vivado's licence code crashes in containers without it, as FINN's run-docker.sh knows).
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential ca-certificates git locales make unzip wget zip \
-        libglib2.0-0 libsm6 libtinfo5 libncurses5 libudev1 libx11-6 libxext6 libxi6 libxrender1 libxtst6 \
+        libc6-dev-i386 lsb-core \
+        libglib2.0-0 libsm6 libtinfo5 libncurses5 libudev1 libx11-6 libxext6 libxi6 libxrender1 libxrender-dev libxtst6 \
         python3.11 python3.11-dev python3.11-venv \
     && locale-gen en_US.UTF-8 \
     && rm -rf /var/lib/apt/lists/*

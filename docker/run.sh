@@ -10,11 +10,14 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tag="${FINN_DOCKER_TAG:-lpyolo-flow-finn:latest}"
 : "${FINN_XILINX_PATH:?set FINN_XILINX_PATH to the host Xilinx install root (the folder holding Vivado/)}"
 : "${FINN_XILINX_VERSION:?set FINN_XILINX_VERSION, e.g. 2024.2}"
-if [[ ! -d "$FINN_XILINX_PATH/Vivado/$FINN_XILINX_VERSION" ]]; then
-    echo "error: no Vivado at $FINN_XILINX_PATH/Vivado/$FINN_XILINX_VERSION" >&2
+# Vivado/<version> up to 2024.2; 2025.x installs to <version>/Vivado
+if [[ ! -d "$FINN_XILINX_PATH/Vivado/$FINN_XILINX_VERSION" && ! -d "$FINN_XILINX_PATH/$FINN_XILINX_VERSION/Vivado" ]]; then
+    echo "error: no Vivado at $FINN_XILINX_PATH/Vivado/$FINN_XILINX_VERSION (nor $FINN_XILINX_PATH/$FINN_XILINX_VERSION/Vivado)" >&2
     exit 2
 fi
-if ! docker image inspect "$tag" >/dev/null 2>&1; then
+# DRY_RUN=1: print the docker command instead of building the image and running it (the test suite's check that
+# what `make docker-bitstream` passes, HLS=1 included, reaches the command run in the container)
+if [[ -z "${DRY_RUN:-}" ]] && ! docker image inspect "$tag" >/dev/null 2>&1; then
     docker build -f "$repo/docker/finn.Dockerfile" -t "$tag" "$repo"
 fi
 
@@ -24,7 +27,7 @@ if [[ -t 0 ]]; then
 fi
 # As FINN's run-docker.sh: the host's user and group names for `-u uid:gid` (read-only), and libudev preloaded for
 # Vivado's licence code. /opt/venv is the image's prepared environment (LPYOLO_VENV, read by the Makefile).
-exec docker run --rm --init "${tty_flags[@]}" \
+run=(docker run --rm --init "${tty_flags[@]}" \
     -u "$(id -u):$(id -g)" \
     -v /etc/passwd:/etc/passwd:ro \
     -v /etc/group:/etc/group:ro \
@@ -38,4 +41,10 @@ exec docker run --rm --init "${tty_flags[@]}" \
     -v "$FINN_XILINX_PATH:$FINN_XILINX_PATH:ro" \
     -v "$repo:/workspace" \
     -w /workspace \
-    "$tag" "$@"
+    "$tag" "$@")
+if [[ -n "${DRY_RUN:-}" ]]; then
+    printf '%q ' "${run[@]}"
+    echo
+    exit 0
+fi
+exec "${run[@]}"

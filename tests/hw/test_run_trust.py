@@ -135,6 +135,9 @@ def test_a_bitfile_is_deployed_only_with_its_own_build(built, tmp_path):
     bit.with_suffix(".hwh").write_text("<hwh/>")
     for f in (bit, bit.with_suffix(".hwh")):
         record(f, [run / "finn" / "build_done.json"], f"python -m flow bitstream --run {run}")
+    timing = {"wns_ns": 0.5, "tns_ns": 0.0, "whs_ns": 0.05, "ths_ns": 0.0, "met": True}  # as `bitstream` records it
+    (run / "finn/report/vivado.json").write_text(json.dumps({"clock_ns": 10.0, "timing": timing,
+                                                             "bitfile_sha256": sha256(bit)}))
     assert make_deploy(run)["bitfile"]
     assert json.loads((run / "deploy/manifest.json").read_text())["files"]["bitfile"]["sha256"] == sha256(bit)
     run_estimate(FinnConfig(run_dir=str(run), target_fps=30), quiet=True)  # another build of the same model

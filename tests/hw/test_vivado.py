@@ -346,3 +346,112 @@ def test_exported_finn_rtllib_gets_the_mvu_fix_in_a_copy(tmp_path, monkeypatch):
     fixed = (copy / "mvu" / "mvu_vvu_axi.sv").read_text()
     assert all(new in fixed and old not in fixed for old, new in compat.MVU_QUEUE_FIX)
     assert compat.patched_rtllib() == copy  # made once
+
+
+FIXTURES = STANDIN / "fixtures"
+# each real banner (fixtures/banner_*.txt, with its source) -> the release, where that release installs Vivado
+# (2025.x: <root>/<version>/Vivado) and the HLS tool finn-plus 1.6.1 calls for it (finn/util/hls.py)
+BANNERS = {"2022.2.1": ("2022.2", "/tools/Xilinx/Vivado/2022.2", "vitis_hls"),
+           "2023.1": ("2023.1", "/tools/Xilinx/Vivado/2023.1", "vitis_hls"),
+           "2024.2": ("2024.2", "/tools/Xilinx/Vivado/2024.2", "vitis_hls"),
+           "2025.2": ("2025.2", "/opt/Xilinx/2025.2/Vivado", "vitis-run")}
+
+
+def test_every_banner_fixture_is_real_and_checked():
+    assert {f.name[len("banner_"):-len(".txt")] for f in FIXTURES.glob("banner_*.txt")} == set(BANNERS)
+    for f in FIXTURES.glob("*"):
+        assert re.search(r"^# .*https://github\.com/\S+", f.read_text(), re.M), f"{f.name} cites no source"
+
+
+@pytest.mark.parametrize("played", sorted(BANNERS))
+def test_version_check_on_real_banners(played, monkeypatch):
+    """`vivado` printing a real banner (2022.2.1 capitalised, 2023.1 and later in lower case) passes the check, and
+    the HLS tool asked for is the one finn-plus calls for that version."""
+    from flow.hw.vivado import vivado_tools, vivado_version
+
+    release, xilinx_vivado, hls = BANNERS[played]
+    banner = (FIXTURES / f"banner_{played}.txt").read_text()
+    assert vivado_version(banner) == release
+    monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}/usr/bin:/bin")
+    monkeypatch.setenv("STANDIN_VIVADO_VERSION", played)
+    monkeypatch.setenv("XILINX_VIVADO", xilinx_vivado)
+    tools = vivado_tools()
+    assert tools["usable"] and tools["version"] == release and tools["hls_name"] == hls
+    assert Path(tools["hls"]) == STANDIN / hls
+    printed = subprocess.run([str(STANDIN / "vivado"), "-version"], capture_output=True, text=True,
+                             env={**os.environ}).stdout
+    assert printed.splitlines()[0] == [ln for ln in banner.splitlines() if not ln.startswith("#")][0]
+
+
+def test_vitis_hls_off_the_path_is_found_under_vitis(tmp_path, monkeypatch):
+    """Vivado 2024.2's settings64.sh alone leaves Vitis HLS (now under Vitis/2024.2) off the PATH: the check says
+    where it is and which settings64.sh to source."""
+    from flow.hw.vivado import vivado_tools
+
+    bin_dir = tmp_path / "Xilinx" / "Vivado" / "2024.2" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "vivado").symlink_to(STANDIN / "vivado")
+    hls = tmp_path / "Xilinx" / "Vitis" / "2024.2" / "bin" / "vitis_hls"
+    hls.parent.mkdir(parents=True)
+    hls.write_text("#!/bin/sh\n")
+    hls.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
+    monkeypatch.setenv("XILINX_VIVADO", str(bin_dir.parent))
+    monkeypatch.delenv("XILINX_HLS", raising=False)
+    monkeypatch.delenv("STANDIN_VIVADO_VERSION", raising=False)
+    tools = vivado_tools()
+    assert not tools["usable"]
+    assert f"this installation has it at {hls}: source {hls.parent.parent}/settings64.sh" in tools["missing"]
+
+
+def test_timing_and_utilization_read_from_real_reports():
+    from flow.hw.vivado import parse_timing_summary, parse_utilization, timing_verdict
+
+    met = parse_timing_summary((FIXTURES / "timing_summary_met.rpt").read_text())
+    assert (met["wns_ns"], met["tns_ns"], met["whs_ns"], met["ths_ns"], met["met"]) == (0.507, 0.0, 0.042, 0.0, True)
+    assert met["clock"] == {"name": "clk", "period_ns": 5.0, "mhz": 200.0}
+    assert timing_verdict(met, 5.0) is None
+    failed = parse_timing_summary((FIXTURES / "timing_summary_failed.rpt").read_text())
+    assert (failed["wns_ns"], failed["tns_ns"], failed["tns_failing_endpoints"], failed["met"]) == (-0.089, -0.762, 20,
+                                                                                                    False)
+    assert failed["worst_setup_path"] == {"slack_ns": -0.089, "from": "pd21/out_reg[0]/C", "to": "mul_out1/out_reg[31]/D"}
+    verdict = timing_verdict(failed, 5.0)
+    assert "setup slack -0.089 ns at 200 MHz" in verdict and "pd21/out_reg[0]/C -> mul_out1/out_reg[31]/D" in verdict
+    assert "lower the clock (a period of 5.09 ns or more" in verdict and "or the folding" in verdict
+    util = parse_utilization((FIXTURES / "utilization_routed.rpt").read_text())
+    assert util == {"LUT": {"used": 753, "available": 70560, "percent": 1.07},
+                    "FF": {"used": 570, "available": 141120, "percent": 0.4},
+                    "BRAM_36K": {"used": 0, "available": 216, "percent": 0.0},
+                    "DSP": {"used": 12, "available": 360, "percent": 3.33}}
+    with pytest.raises(FlowError, match="no Design Timing Summary"):
+        parse_timing_summary((FIXTURES / "utilization_routed.rpt").read_text(), "util.rpt")
+
+
+@pytest.mark.parametrize("report", ["timing_summary_met.rpt", "timing_summary_failed.rpt", None, "another bitfile"])
+def test_deploy_refuses_a_bitfile_that_misses_timing(tmp_path, report, capsys):
+    """flow deploy's timing gate, on real report text: a bitfile whose recorded post-route timing fails (or is not
+    recorded, or is another bitfile's) is refused with the worst path and what to lower; --force packages it."""
+    from flow.deploy import BIT_HEADER, check_timing
+    from flow.files import sha256
+    from flow.hw.vivado import parse_timing_summary
+
+    run = tmp_path / "run"
+    bit = run / "deploy" / "finn-accel.bit"
+    bit.parent.mkdir(parents=True)
+    bit.write_bytes(BIT_HEADER + b"a bitfile")
+    (run / "finn" / "report").mkdir(parents=True)
+    if report is not None:
+        timing = parse_timing_summary((FIXTURES / report.replace("another bitfile", "timing_summary_met.rpt")
+                                       ).read_text())
+        digest = sha256(bit) if report != "another bitfile" else "0" * 64
+        (run / "finn" / "report" / "vivado.json").write_text(json.dumps({"clock_ns": 5.0, "timing": timing,
+                                                                          "bitfile_sha256": digest}))
+    if report == "timing_summary_met.rpt":
+        check_timing(run, bit)
+        return
+    expected = {"timing_summary_failed.rpt": r"misses timing: setup slack -0\.089 ns .*lower the clock",
+                None: "no post-route timing recorded for it", "another bitfile": "timing of another bitfile"}[report]
+    with pytest.raises(FlowError, match=expected + r".*deploy --force"):
+        check_timing(run, bit)
+    check_timing(run, bit, force=True)
+    assert "warning (--force)" in capsys.readouterr().out
