@@ -354,8 +354,9 @@ proc standin::lint_sources {} {
             note "Verilator (not failed on, see tests/vivado_standin/README.md): $line"
         }
     }
-    foreach f $failed { note_raw "ERROR: \[Synth 8-12188\] Failed to read verilog '$f'" }
-    if {[llength $failed]} { fail "syntax errors in [join $failed {, }] (Verilator --lint-only; see vivado.log)" }
+    if {[llength $failed]} {
+        fail "ERROR: \[Synth 8-12188\] Failed to read verilog '[join $failed {', '}]' (Verilator --lint-only found the syntax errors above)"
+    }
     note "Verilator parsed [llength $hdl] HDL sources of [dict size $cellrefs] module references: no syntax error"
 }
 
