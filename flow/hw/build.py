@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flow.backends import load_manifest
 from flow.errors import FlowError
-from flow.hw import boundary
 from flow.hw.boundary import MoveOutputScaleAndLayoutToHost
 from flow.hw.report import plot_layers, resource_summary
 from flow.hw.z2 import BOARD, CLK_NS, PART
@@ -250,15 +248,23 @@ def intermediate_model(build_dir: Path, step: str) -> Path:
     return Path(build_dir) / "intermediate_models" / f"{ESTIMATE_STEPS.index(step):02d}_{step}.onnx"
 
 
+# the modules whose code runs in the steps before folding (with what they import from this checkout: flow.codekey)
+PREFOLDING_MODULES = [__name__, "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.compat"]
+
+
 def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
     """Everything the steps before folding read: the model, its manifest, the build options they use and the code
-    that runs them. A folding search re-estimates one model many times; only folding and what follows change."""
+    that runs them (the logic of PREFOLDING_MODULES' import closure: a comment edit keeps the key, a code change
+    anywhere the steps reach changes it). A folding search re-estimates one model many times; only folding and what
+    follows change."""
     import hashlib
     from importlib.metadata import version
 
+    from flow.codekey import code_key
+
     h = hashlib.sha256(qonnx_path.read_bytes())
     for part in (json.dumps(manifest, sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
-                 version("finn-plus"), *(Path(m.__file__).read_text() for m in (sys.modules[__name__], boundary))):
+                 version("finn-plus"), version("qonnx"), code_key(PREFOLDING_MODULES)):
         h.update(part.encode())
     return h.hexdigest()
 
