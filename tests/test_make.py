@@ -61,7 +61,9 @@ EXPECTED = {
                      [f"{PY} -m flow deploy --run {R}", f"{PY} -m flow deploy --run {R} --board 192.168.2.99"]),
     "bench": ([], [f"{PY} -m flow bench crosscheck"]),
     "bench-a9": (["A9_DIR=/tmp/a9"], ["bash board/a9/setup.sh /tmp/a9", f"{PY} -m board bench --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
-    "clean": ([], ["rm -rf runs build .pytest_cache"]),
+    "clean": ([], ["rm -rf .pytest_cache .ruff_cache build",
+                   "find flow models board tests -name __pycache__ -type d -prune -exec rm -rf {} +"]),
+    "clean-runs": ([f"RUNS={R}", "CONFIRM=1"], [f"rm -rf {R}"]),
     **{f"train-{p}": ([f"RUN={R}", "IMG=64", "EPOCHS=1", "DATA=/data/WIDER_FACE"],
                       [f"{PY} -m flow train --variant {p} --img 64 --data /data/WIDER_FACE --epochs 1 --device auto "
                        f"--out {R}"]) for p in PRESETS},
@@ -143,3 +145,33 @@ def test_demo_retrains_only_in_its_own_folder(tmp_path):
     (theirs / "config.json").write_text('{"mine": true}')
     assert cli(["--out", str(theirs), "--quiet"]) == 1
     assert (theirs / "config.json").read_text() == '{"mine": true}' and not (theirs / "demo.json").exists()
+
+
+def test_clean_removes_caches_only_and_clean_runs_lists_then_asks(tmp_path):
+    """`make clean` in a checkout with trained runs keeps them; `make clean-runs` lists them and deletes nothing
+    without CONFIRM=1 (non-zero exit), and deletes them with it."""
+    best = tmp_path / "runs" / "4w4a" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"weeks of training")
+    caches = [tmp_path / d for d in ("flow/__pycache__", "tests/train/__pycache__", ".pytest_cache", ".ruff_cache",
+                                     "build/armhf")]
+    for d in caches:
+        d.mkdir(parents=True)
+        (d / "x").write_text("cached")
+
+    def make_here(*args):  # as typed in that checkout: the repository's Makefile, run in tmp_path
+        return subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path),
+                               *args], capture_output=True, text=True, timeout=60)
+
+    r = make_here("clean")
+    assert r.returncode == 0, r.stderr
+    assert not any(d.exists() for d in caches) and best.read_bytes() == b"weeks of training"
+    assert (tmp_path / "flow").is_dir() and (tmp_path / "tests/train").is_dir()
+    r = make_here("clean-runs")
+    assert r.returncode != 0 and "runs/4w4a" in r.stdout and "CONFIRM=1" in r.stdout, r.stdout
+    assert best.read_bytes() == b"weeks of training"
+    r = make_here("clean-runs", "CONFIRM=1")
+    assert r.returncode == 0 and "runs/4w4a" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "runs").exists()
+    r = make_here("clean-runs")
+    assert r.returncode == 0 and "no run folders" in r.stdout
