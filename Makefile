@@ -20,7 +20,10 @@ RUN ?= runs/$(VARIANT)
 FORCE ?=
 SKIP_BAD ?=
 RESAMPLE ?=
-PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
+# models.PRESETS, asked of the flow with the system Python (it reads them without importing torch: works before
+# `make install`)
+PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_SYS) -m flow presets)
+$(if $(PRESETS),,$(warning `$(PY_SYS) -m flow presets` listed no presets: the train-<preset> targets are missing))
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
 .PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \

@@ -56,12 +56,13 @@ def cli(argv: list[str]) -> int:
 
     from board.__main__ import main as board_main
     from flow.cli import main as flow_main
+    from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--img", type=int, default=192, help="model input size for the brief training")
     p.add_argument("--epochs", type=int, default=8, help="brief: `make train-4w4a` runs the full 40")
-    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--variant", default="4w4a", choices=list(PRESETS))
     p.add_argument("--quiet", action="store_true", help="hide each step's own output")
     a = p.parse_args(argv)
     console = Console()

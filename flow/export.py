@@ -19,7 +19,7 @@ from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
 from flow.files import atomic_write_bytes, atomic_write_json, read_checkpoint, sha256
 from flow.samples import sample_images, to_nchw_float
-from models import QuantSpec, build_model, spec_for
+from models import PRESETS, QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
@@ -239,8 +239,7 @@ def cli(argv: list[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m flow export", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", help="preset (4w4a, 2w4a, 3w5a, 4w2a, 6w4a, 8w3a, 8w8a, float); default: the "
-                   "checkpoint's, or 4w4a")
+    p.add_argument("--variant", choices=list(PRESETS), help="preset; default: the checkpoint's, or 4w4a")
     p.add_argument("--img", type=int, help="input size, a multiple of 32; default: the checkpoint's, or 416")
     p.add_argument("--checkpoint", type=Path, help="training checkpoint; without it a fresh BN-calibrated model")
     p.add_argument("--override", action="append", help="per-layer bits, e.g. conv3.w=2,conv5.a=3 (repeatable)")

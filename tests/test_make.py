@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from models import PRESETS
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)  # the environment running the tests: make's $(PY) is this interpreter
-PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a", "float"]
 
 
 def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
@@ -28,9 +29,24 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
 def makefile_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text()
     heads = {m for m in re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.M)}
-    presets = re.search(r"^PRESETS\s*:=\s*(.+)$", text, re.M).group(1).split()
-    assert presets == PRESETS
-    return heads | {f"train-{p}" for p in presets}
+    return heads | {f"train-{p}" for p in makefile_presets()}
+
+
+def makefile_presets() -> list[str]:
+    r = make("--eval", "print-presets: ; @echo $(PRESETS)", "print-presets")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_the_makefile_asks_the_flow_for_the_presets_without_the_venv():
+    """The Makefile's train-<preset> targets are models.PRESETS, as `python -m flow presets` prints them; that
+    command works without the venv (no site-packages: no torch), so the Makefile can ask before `make install`."""
+    assert makefile_presets() == list(PRESETS)
+    r = subprocess.run([sys.executable, "-S", "-m", "flow", "presets"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == list(PRESETS), r.stderr
+    r = make("--eval", "print-presets: ; @echo $(PRESETS)", "print-presets", "PY_SYS=false")
+    assert "listed no presets" in r.stderr
 
 
 def readme_targets() -> set[str]:

@@ -33,6 +33,7 @@ from flow.files import read_checkpoint
 from flow.train.augment import AugmentConfig
 from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
+from models import PRESETS
 
 
 @dataclass
@@ -395,7 +396,7 @@ def _log(row: dict, writer) -> None:
 # ------------------------------------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow train", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", default=None, help="preset (default 4w4a)")
+    p.add_argument("--variant", default=None, choices=list(PRESETS), help="preset (default 4w4a)")
     p.add_argument("--img", type=int, default=None, help="input size (default 416 on WIDER FACE, 192 on the built-in set)")
     p.add_argument("--epochs", type=int, default=None, help="default 300 on WIDER FACE, 40 on the built-in set")
     p.add_argument("--batch", type=int, default=None, help="default 32")

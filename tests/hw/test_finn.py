@@ -14,9 +14,9 @@ from flow.errors import FlowError
 from flow.export import export_run
 from flow.hw.build import ESTIMATE_STEPS, FinnConfig, FoldingError, prefolding_key, run_estimate
 from flow.hw.report import over_budget_message
-from models import SpecError
+from models import PRESETS, SpecError
 
-FINN_PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"]
+FINN_PRESETS = [p for p, s in PRESETS.items() if not s.is_float]
 
 
 @pytest.fixture(scope="module")
