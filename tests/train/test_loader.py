@@ -88,7 +88,7 @@ def test_wider_sized_set_has_widers_picture_width(tmp_path):
 
 def test_bench_loader_reports_both_rates_and_the_bound(tmp_path, capsys):
     from flow.train.data import synth_dataset
-    from flow.train.loop import bench_loader
+    from flow.train.bench import bench_loader
 
     data = synth_dataset(tmp_path / "d", seed=2, n_train=16, n_val=1, size=96)
     out = tmp_path / "loader.json"
