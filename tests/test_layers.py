@@ -15,7 +15,8 @@ LAYERS = [
     # the bottom: errors, file writing, the board's facts, the sample photos
     "flow.errors", "flow.files", "flow.codekey", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
     # the training wing, below the export it ends with
-    "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
+    "flow.train.augment", "flow.train.wider", "flow.train.builtin", "flow.train.data", "flow.train.loader",
+    "flow.train.anchors", "flow.train.loss",
     # the spine
     "flow.export", "flow.backends", "flow.qcdq", "flow.importer",
     "flow.train.evaluate", "flow.train.loop", "flow.train.bench",

@@ -129,7 +129,7 @@ def test_deploy_board_without_an_address_says_what_to_set(tmp_path):
 
 def test_the_cheap_targets_run_for_real_on_a_tiny_run_folder(tmp_path):
     """make train-4w4a EPOCHS=1 IMG=64 -> export -> qcdq -> crosscheck -> estimate -> deploy, RUN outside the repo."""
-    from flow.train.data import synth_dataset
+    from flow.train.builtin import synth_dataset
 
     data = synth_dataset(tmp_path / "data", seed=2, n_train=12, n_val=4, size=96)
     run = tmp_path / "run"

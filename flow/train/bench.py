@@ -92,8 +92,10 @@ def bench_loader(argv: list[str]) -> int:
     """images/s of the data loader alone at each worker count and of the 4w4a training step alone on the device, in
     one run: which of the two bounds training."""
     from flow.files import atomic_write_json
-    from flow.train.data import REPO, WIDER_TRAIN_IMAGES, load_split, resolve_data, synth_dataset
+    from flow.train.builtin import REPO, synth_dataset
+    from flow.train.data import resolve_data
     from flow.train.loader import TrainSet, cap_workers, cpu_count, default_workers
+    from flow.train.wider import WIDER_TRAIN_IMAGES, load_split
 
     p = argparse.ArgumentParser(prog="python -m flow bench loader", description=bench_loader.__doc__)
     p.add_argument("--data", type=Path, help="WIDER FACE root (default: the built-in set)")

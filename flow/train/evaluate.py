@@ -480,7 +480,8 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     from board.postprocess import detect
     from board.preprocess import letterbox, unletterbox_boxes
     from flow.samples import to_nchw_float
-    from flow.train.data import decodable, load_split, read_image, resolve_data
+    from flow.train.data import resolve_data
+    from flow.train.wider import decodable, load_split, read_image
     from models.lpyolo import STRIDE
 
     samples = load_split(resolve_data(data), split, skip_bad=skip_bad)[:limit]
@@ -701,7 +702,7 @@ def cli(argv: list[str]) -> int:
 def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | None, split: str = "val",
                             box_format: str = "auto") -> dict:
     """Score any detector's WIDER-format txts against the official .mat ground truth and/or annotation txts."""
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     truths, samples = [], []
     if mat_dir:

@@ -174,7 +174,7 @@ def refuse_to_replace_a_run(out: Path, resume: bool, force: bool) -> None:
 
 def read_splits(cfg: TrainConfig) -> tuple[list, list]:
     """Both splits read and every image decoded before the first epoch, so a broken val file costs no training."""
-    from flow.train.data import decodable, load_split
+    from flow.train.wider import decodable, load_split
 
     samples = decodable(load_split(cfg.data, "train", skip_bad=cfg.skip_bad, min_size=cfg.min_face)[: cfg.limit_train],
                         skip_bad=cfg.skip_bad)
