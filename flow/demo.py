@@ -70,11 +70,14 @@ def cli(argv: list[str]) -> int:
     # The demo marks its folder; a second `make demo` may retrain there, but a folder the demo did not make (a
     # user's run given as --out) keeps train's refusal to start over in it.
     marker = a.out / "demo.json"
-    again = marker.is_file()
+    from flow.provenance import ours, record
+
+    again = ours(marker)
     if again or not a.out.exists():
         from flow.files import atomic_write_json
 
         atomic_write_json(marker, {"made_by": "python -m flow demo", "variant": a.variant, "img": a.img})
+        record(marker, [], f"python -m flow demo --out {a.out}")
     for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant, again):
         cmd = "python -m " + (" ".join(args) if args[0] == "board" else "flow " + " ".join(args))
         console.rule(f"[bold]{name}[/]: {cmd}")
