@@ -41,7 +41,7 @@ def preset_names() -> list[str]:
 
     path = Path(__file__).resolve().parent.parent / "models" / "presets.py"
     for node in ast.parse(path.read_text(), str(path)).body:
-        if isinstance(node, ast.AnnAssign | ast.Assign) and "PRESETS" in [
+        if isinstance(node, (ast.AnnAssign, ast.Assign)) and "PRESETS" in [
                 t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]:
             if isinstance(node.value, ast.Dict) and all(isinstance(k, ast.Constant) for k in node.value.keys):
                 return [k.value for k in node.value.keys]
