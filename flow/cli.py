@@ -51,9 +51,9 @@ def preset_names() -> list[str]:
 
 def presets(argv: list[str]) -> int:
     """`python -m flow presets`: the preset names, one a line."""
-    if argv:
-        print("usage: python -m flow presets (no options)", file=sys.stderr)
-        return 2
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m flow presets", description=COMMANDS["presets"][1]).parse_args(argv)
     print("\n".join(preset_names()))
     return 0
 
