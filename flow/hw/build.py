@@ -1,5 +1,6 @@
-"""FINN (finn-plus) build of one run for the PYNQ-Z2 (xc7z020clg400-1, 100 MHz): the steps of `steps.py` in their
-order, in the build folder `build_dir.py` keeps.
+"""FINN (finn-plus) build of one run for the PYNQ-Z2 (xc7z020clg400-1, 100 MHz), up to the estimate reports.
+
+The steps of `steps.py` run in their order, in the build folder `build_dir.py` keeps.
 
 Each step takes a model and returns a model; each result is saved as finn/intermediate_models/NN_<step>.onnx, which
 the cross-check executes (python) as the `finn-*` backends. Steps left of the estimate reports run without
