@@ -20,11 +20,14 @@ RUN ?= runs/$(VARIANT)
 FORCE ?=
 SKIP_BAD ?=
 RESAMPLE ?=
-PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
+# models.PRESETS, asked of the flow with the system Python (it reads them without importing torch: works before
+# `make install`)
+PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_SYS) -m flow presets)
+$(if $(PRESETS),,$(warning `$(PY_SYS) -m flow presets` listed no presets: the train-<preset> targets are missing))
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
 .PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
-        bench bench-a9 fifos rtlsim synth data clean $(TRAIN_TARGETS)
+        bench bench-a9 fifos rtlsim synth data clean clean-runs $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
 # (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
@@ -111,5 +114,16 @@ bench-a9: install
 	bash board/a9/setup.sh $(A9_DIR)
 	$(PY) -m board bench --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
 
+# Caches only: everything here is remade by the commands that use it (build/ holds bench-a9's userland). Trained
+# runs are never touched by `clean`; `make clean-runs` lists them, and deletes them only with CONFIRM=1.
 clean:
-	rm -rf runs build .pytest_cache
+	rm -rf .pytest_cache .ruff_cache build
+	$(if $(wildcard flow models board tests),find $(wildcard flow models board tests) -name __pycache__ -type d -prune -exec rm -rf {} +)
+
+RUNS ?= runs
+CONFIRM ?=
+clean-runs:
+	@test -d $(RUNS) || { echo "$(RUNS): no run folders to delete"; exit 0; }; \
+	echo "$(if $(CONFIRM),deleting,would delete) $(RUNS) and everything in it:"; \
+	find $(RUNS) -mindepth 1 -maxdepth 1 -exec du -sh {} + | sed 's/^/  /'; \
+	$(if $(CONFIRM),rm -rf $(RUNS),echo "nothing deleted: run \`make clean-runs CONFIRM=1\` to delete them"; exit 1)

@@ -8,9 +8,9 @@ import sys
 
 BENCHES = {
     "crosscheck": "flow.crosscheck:bench",  # backend throughput vs float ORT; 416 cross-check verdict
-    "train": "flow.train.loop:bench_train",  # QAT step vs float step images/s
-    "loader": "flow.train.loop:bench_loader",  # data loader images/s per worker count vs the training step
-    "accuracy": "flow.train.loop:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
+    "train": "flow.train.bench:bench_train",  # QAT step vs float step images/s
+    "loader": "flow.train.bench:bench_loader",  # data loader images/s per worker count vs the training step
+    "accuracy": "flow.train.bench:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
     "finn": "flow.hw.commands:bench_finn",  # best estimated FPS per preset that fits the Z2
     "rtlsim": "flow.hw.commands:bench_rtlsim",  # all-RTL 4w4a at 416: simulated FPS on the RTL vs the estimate
 }

@@ -28,7 +28,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("flow.deploy:cli", "package bitfile + manifest + board runtime + notebooks for the PYNQ-Z2"),
     "demo": ("flow.demo:cli", "the main job: train briefly -> export -> QCDQ -> cross-check -> estimate -> board sim"),
     "bench": ("flow.bench:cli", "benchmarks (crosscheck | train | accuracy | finn), ratios against a baseline"),
+    "presets": ("flow.cli:presets", "the bit-width presets (models.PRESETS), one a line: the Makefile's train-<preset>"),
 }
+
+
+def preset_names() -> list[str]:
+    """The keys of the `PRESETS` dict literal in models/presets.py, read from its syntax tree rather than imported:
+    importing `models` imports torch (seconds, and absent before `make install`), and the Makefile asks for this
+    list on every run, with the system Python. tests/test_make.py checks it equals list(models.PRESETS)."""
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "models" / "presets.py"
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.AnnAssign, ast.Assign)) and "PRESETS" in [
+                t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]:
+            if isinstance(node.value, ast.Dict) and all(isinstance(k, ast.Constant) for k in node.value.keys):
+                return [k.value for k in node.value.keys]
+    raise SystemExit(f"{path}: PRESETS is not a dict literal with constant names; `python -m flow presets` reads it "
+                     "without importing torch")
+
+
+def presets(argv: list[str]) -> int:
+    """`python -m flow presets`: the preset names, one a line."""
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m flow presets", description=COMMANDS["presets"][1]).parse_args(argv)
+    print("\n".join(preset_names()))
+    return 0
 
 
 def usage() -> str:
@@ -58,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         raise
     from flow.errors import FlowError
-    from models import SpecError
 
     try:
         return int(getattr(mod, func)(rest) or 0)
-    except (FlowError, SpecError) as e:
+    except Exception as e:
+        # a SpecError can only come from a command that imported models (importing it here would import torch)
+        spec = sys.modules.get("models.lpyolo")
+        if not isinstance(e, (FlowError, *((spec.SpecError,) if spec else ()))):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every stage writes atomically and keeps its last good state: no traceback needed

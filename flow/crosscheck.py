@@ -477,10 +477,11 @@ def bench(argv: list[str]) -> int:
 
     from flow.export import export_run
     from flow.qcdq import lower_to_qcdq
+    from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow bench crosscheck", description=bench.__doc__)
     p.add_argument("--img", type=int, default=416)
-    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--variant", default="4w4a", choices=list(PRESETS))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
     a = p.parse_args(argv)

@@ -56,12 +56,13 @@ def cli(argv: list[str]) -> int:
 
     from board.__main__ import main as board_main
     from flow.cli import main as flow_main
+    from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--img", type=int, default=192, help="model input size for the brief training")
     p.add_argument("--epochs", type=int, default=8, help="brief: `make train-4w4a` runs the full 40")
-    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--variant", default="4w4a", choices=list(PRESETS))
     p.add_argument("--quiet", action="store_true", help="hide each step's own output")
     a = p.parse_args(argv)
     console = Console()
@@ -69,11 +70,14 @@ def cli(argv: list[str]) -> int:
     # The demo marks its folder; a second `make demo` may retrain there, but a folder the demo did not make (a
     # user's run given as --out) keeps train's refusal to start over in it.
     marker = a.out / "demo.json"
-    again = marker.is_file()
+    from flow.provenance import ours, record
+
+    again = ours(marker)
     if again or not a.out.exists():
         from flow.files import atomic_write_json
 
         atomic_write_json(marker, {"made_by": "python -m flow demo", "variant": a.variant, "img": a.img})
+        record(marker, [], f"python -m flow demo --out {a.out}")
     for name, args, artifact in steps(a.out, a.img, a.epochs, a.variant, again):
         cmd = "python -m " + (" ".join(args) if args[0] == "board" else "flow " + " ".join(args))
         console.rule(f"[bold]{name}[/]: {cmd}")

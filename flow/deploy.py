@@ -72,7 +72,6 @@ def check_vivado_bitfile(bit: Path) -> None:
             raise FlowError(f"{bit} does not open with a Vivado bitfile header; it is not a .bit from write_bitstream")
 
 
-DEPLOY_RECORD = ".flow-deploy.json"  # what a deploy wrote into its folder: the only paths a later deploy removes
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -90,23 +89,56 @@ def check_out(run_dir: Path, out: Path) -> None:
                         f"would replace the repository's own files. Use e.g. {run_dir / 'deploy'}")
     if o.exists() and not o.is_dir():
         raise FlowError(f"--out {out}: an existing file, not a folder; name a new folder")
-    ours = set(_deploy_record(o).get("wrote", [])) | {DEPLOY_RECORD, "provenance.json"}
-    from flow.provenance import recorded
+    from flow.provenance import ours
 
-    foreign = [p.name for p in o.iterdir() if p.name not in ours and not recorded(p)] if o.is_dir() else []
+    foreign = _not_ours(o) if o.is_dir() else []
     if foreign:
-        raise FlowError(f"--out {out}: holds files no deploy of ours wrote ({', '.join(sorted(foreign)[:5])}); "
+        raise FlowError(f"--out {out}: holds files no deploy of ours wrote, or changed since ({', '.join(foreign[:5])}); "
                         "nothing is deleted or overwritten that the flow did not make: name an empty or new folder")
     z = Path(f"{o}.zip")
-    if z.exists() and z.name not in _deploy_record(o).get("zip", ""):
+    if (z.exists() or z.is_symlink()) and not ours(z):
         raise FlowError(f"{z}: exists and was not written by a deploy of {out}; move it away or name another --out")
 
 
-def _deploy_record(out: Path) -> dict:
-    try:
-        return json.loads((out / DEPLOY_RECORD).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _not_ours(folder: Path) -> list[str]:
+    """The paths in a deploy folder that its provenance.json does not record with their current content (links
+    included: never ours); Python's __pycache__ beside the package's modules is a cache, not the user's."""
+    import os
+
+    from flow.provenance import RECORD, ours
+
+    out = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files + [d for d in dirs if (Path(top) / d).is_symlink()]:
+            p = Path(top) / name
+            if p != folder / RECORD and not ours(p, folder):
+                out.append(p.relative_to(folder).as_posix())
+    return sorted(out)
+
+
+def _remove_ours(folder: Path, keep: Path | None) -> None:
+    """Delete what an earlier deploy recorded in `folder` (all of it ours: `check_out` made sure), then the folders
+    that held it once empty (with Python's caches in them); `keep` (the bitfile being packaged, where it lies in the
+    folder) stays."""
+    from flow.provenance import forget, recorded_paths
+
+    gone = []
+    for key in recorded_paths(folder):
+        p = folder / key
+        if keep is not None and p.resolve() == keep.resolve():
+            continue
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+        gone.append(key)
+    forget(folder, gone)
+    held = {folder / Path(*Path(k).parts[:n]) for k in gone for n in range(1, len(Path(k).parts))}  # board/, ...
+    for d in sorted(held, key=lambda q: len(q.parts), reverse=True):  # deepest first
+        if d.is_dir() and not d.is_symlink():
+            if (d / "__pycache__").is_dir() and not (d / "__pycache__").is_symlink():
+                shutil.rmtree(d / "__pycache__")
+            if not any(d.iterdir()):
+                d.rmdir()
 
 
 def check_bitfile(run_dir: Path, bit: Path, force: bool = False) -> None:
@@ -174,14 +206,8 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         check_bitfile(run_dir, bit, force)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
-    previous = _deploy_record(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in previous.get("wrote", []):  # only what our last deploy here wrote, as it recorded
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() and p != bit:
-            p.unlink()
+    _remove_ours(out, keep=bit)  # only what our last deploy here wrote, as it recorded
     wrote = []
     if bit is not None and bit.parent.resolve() != out.resolve():
         shutil.copy(bit, out / "finn-accel.bit")
@@ -207,10 +233,15 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
     (out / "setup.py").write_text(BOARD_SETUP_PY)
     write_samples(out / "samples")
     wrote += ["model.qcdq.onnx", "manifest.json", "board", "notebooks", "README.md", "setup.py", "samples"]
-    record(out / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])],
-           f"python -m flow deploy --run {run_dir} --out {out}")
-    atomic_write_json(out / DEPLOY_RECORD, {"run": str(run_dir.resolve()), "wrote": wrote, "zip": f"{out.name}.zip"})
+    command = f"python -m flow deploy --run {run_dir} --out {out}"
+    for name in wrote:  # every file the package holds is recorded: a later deploy replaces exactly these
+        p = out / name
+        for f in [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
+            if f != out / "manifest.json":
+                record(f, [], command, folder=out)
+    record(out / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])], command)
     archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
+    record(Path(archive), [out / "manifest.json"], command)
     return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
 
 

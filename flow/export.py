@@ -19,7 +19,7 @@ from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
 from flow.files import atomic_write_bytes, atomic_write_json, read_checkpoint, sha256
 from flow.samples import sample_images, to_nchw_float
-from models import QuantSpec, build_model, spec_for
+from models import PRESETS, QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
@@ -31,34 +31,21 @@ class ExportError(FlowError):
     pass
 
 
-def written_by_flow(run_dir: Path) -> set[str]:
-    """The files of run_dir the flow wrote itself and nobody changed since: manifest.json (if it is ours) and every
-    file it records whose content still has the recorded hash."""
-    import json
+def written_by_flow(run_dir: Path, names=RUN_FILES) -> set[str]:
+    """Those of `names` in run_dir that the flow wrote itself and nobody changed since (their provenance records)."""
+    from flow.provenance import ours
 
-    path = Path(run_dir) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return set()
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return set()
-    ours = {"manifest.json"}
-    for entry in (manifest.get("files") or {}).values():
-        f = Path(run_dir) / str(entry.get("path", ""))
-        if isinstance(entry, dict) and f.is_file() and entry.get("sha256") == sha256(f):
-            ours.add(f.name)
-    return ours
+    return {n for n in names if ours(Path(run_dir) / n)}
 
 
 def refuse_to_overwrite(run_dir: Path, names=RUN_FILES, force: bool = False) -> None:
     """Before anything is written: a model, checkpoint or manifest in run_dir that the flow did not write itself
     (or that changed since) is the user's, and is not replaced unless force."""
     present = [n for n in names if (Path(run_dir) / n).exists()]
-    foreign = sorted(set(present) - written_by_flow(run_dir))
+    foreign = sorted(set(present) - written_by_flow(run_dir, names))
     if foreign and not force:
         raise ExportError(f"{run_dir}: {', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not the flow's own "
-                          "output (not recorded with this content in the run's manifest.json), so nothing was written; "
+                          "output (not recorded with this content in the run's provenance.json), so nothing was written; "
                           "choose another --out, or pass --force (make: FORCE=1) to replace "
                           f"{'it' if len(foreign) == 1 else 'them'}")
 
@@ -239,8 +226,7 @@ def cli(argv: list[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m flow export", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", help="preset (4w4a, 2w4a, 3w5a, 4w2a, 6w4a, 8w3a, 8w8a, float); default: the "
-                   "checkpoint's, or 4w4a")
+    p.add_argument("--variant", choices=list(PRESETS), help="preset; default: the checkpoint's, or 4w4a")
     p.add_argument("--img", type=int, help="input size, a multiple of 32; default: the checkpoint's, or 416")
     p.add_argument("--checkpoint", type=Path, help="training checkpoint; without it a fresh BN-calibrated model")
     p.add_argument("--override", action="append", help="per-layer bits, e.g. conv3.w=2,conv5.a=3 (repeatable)")

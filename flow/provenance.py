@@ -7,6 +7,12 @@ artifact: the artifact must be the one recorded (not replaced by hand) and every
 made from; otherwise a `StaleError` names the stale file, the input that changed and the command that remakes it.
 A folder-sized artifact (a FINN build) is identified by its marker file (`finn/build_done.json`, unique per build).
 
+It is also the one answer to "did the flow write this file, so that it may replace it": `ours(path)` is true only for
+a file whose record is in its folder's provenance.json with its current content (every writer records what it
+writes: export, import, qcdq, the FINN build, eval reports, the deploy package, the demo's marker). An artifact's
+recorded path is relative to the folder that holds the record, checked to lie inside it, and never followed through
+a symbolic link (a link is never ours).
+
 The chain of one run: checkpoint -> model.qonnx.onnx -> {model.pt, manifest.json, model.qcdq.onnx, finn/ build,
 fifos.json} ; finn/ build -> {finn/report/rtlsim.json, synth.json, the bitfile} ; -> deploy/manifest.json.
 Other stages (e.g. `flow import` of a user's QONNX) record their artifacts with the same two calls.
@@ -33,6 +39,23 @@ def _rel(path: Path, folder: Path) -> str:
     return os.path.relpath(Path(path).resolve(), folder.resolve())
 
 
+def artifact_key(artifact: Path, folder: Path) -> str:
+    """`artifact`'s path relative to `folder` (posix), refused unless it lies inside the folder through no symbolic
+    link: a record can only name a file of its own folder."""
+    artifact, folder = Path(artifact), Path(folder)
+    try:
+        rel = Path(os.path.abspath(artifact)).relative_to(os.path.abspath(folder))
+    except ValueError:
+        raise FlowError(f"{artifact}: not inside {folder}, whose {RECORD} would record it") from None
+    if not rel.parts or ".." in rel.parts:
+        raise FlowError(f"{artifact}: not a file inside {folder}")
+    for k in range(1, len(rel.parts) + 1):
+        if (folder / Path(*rel.parts[:k])).is_symlink():
+            raise FlowError(f"{folder / Path(*rel.parts[:k])}: a symbolic link; the flow records and replaces only "
+                            "files it wrote, never through links")
+    return rel.as_posix()
+
+
 def _records(folder: Path) -> dict:
     path = folder / RECORD
     try:
@@ -41,20 +64,52 @@ def _records(folder: Path) -> dict:
         raise FlowError(f"{path}: not readable JSON ({e}); move it away and remake the run's artifacts") from e
 
 
-def record(artifact: Path, inputs: list[Path] = (), command: str = "", **facts) -> dict:
-    """Record that `artifact` (just written) was made from `inputs` (files) by `command`."""
+def record(artifact: Path, inputs: list[Path] = (), command: str = "", folder: Path | None = None, **facts) -> dict:
+    """Record that `artifact` (just written) was made from `inputs` (files) by `command`, in the provenance.json of
+    `folder` (default the artifact's own; a folder above it for a tree of files, e.g. a deploy package)."""
     artifact = Path(artifact)
-    folder = artifact.parent
+    folder = artifact.parent if folder is None else Path(folder)
+    key = artifact_key(artifact, folder)
     entry = {"sha256": sha256(artifact), "made_from": {_rel(p, folder): sha256(p) for p in inputs},
              "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
     records = _records(folder)
-    records[artifact.name] = entry
+    records[key] = entry
     atomic_write_json(folder / RECORD, records)
     return entry
 
 
-def recorded(artifact: Path) -> dict | None:
-    return _records(Path(artifact).parent).get(Path(artifact).name)
+def recorded(artifact: Path, folder: Path | None = None) -> dict | None:
+    artifact = Path(artifact)
+    folder = artifact.parent if folder is None else Path(folder)
+    try:
+        key = artifact_key(artifact, folder)
+    except FlowError:  # outside the folder or behind a link: no record can be about it
+        return None
+    return _records(folder).get(key)
+
+
+def ours(path: Path, folder: Path | None = None) -> bool:
+    """Did the flow write `path` (a regular file, not a link), with the content it has now? What every "may I replace
+    this" check asks."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    entry = recorded(path, folder)
+    return entry is not None and entry.get("sha256") == sha256(path)
+
+
+def recorded_paths(folder: Path) -> list[str]:
+    """The paths (relative to `folder`) its provenance.json holds records of."""
+    return sorted(_records(Path(folder)))
+
+
+def forget(folder: Path, keys) -> None:
+    """Drop the records of `keys` (paths relative to `folder`), e.g. of files just deleted."""
+    records = _records(Path(folder))
+    if any(k in records for k in keys):
+        for k in keys:
+            records.pop(k, None)
+        atomic_write_json(Path(folder) / RECORD, records)
 
 
 def check(artifact: Path, inputs: list[Path], remake: str | None = None) -> dict:

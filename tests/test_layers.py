@@ -13,15 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # bottom first: a module may import only modules listed before it
 LAYERS = [
     # the bottom: errors, file writing, the board's facts, the sample photos
-    "flow.errors", "flow.files", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
+    "flow.errors", "flow.files", "flow.codekey", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
     # the training wing, below the export it ends with
-    "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
+    "flow.train.augment", "flow.train.wider", "flow.train.builtin", "flow.train.data", "flow.train.loader",
+    "flow.train.anchors", "flow.train.loss",
     # the spine
     "flow.export", "flow.backends", "flow.qcdq", "flow.importer",
-    "flow.train.evaluate", "flow.train.loop",
+    "flow.train.evaluate", "flow.train.loop", "flow.train.bench",
     # the hardware wing, bottom to top
     "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.compat", "flow.hw.foldings",
-    "flow.hw.boundary", "flow.hw.report", "flow.hw.build", "flow.hw.finn_backend", "flow.hw.rtlgen", "flow.hw.synth",
+    "flow.hw.boundary", "flow.hw.report", "flow.hw.steps", "flow.hw.build_dir", "flow.hw.build", "flow.hw.finn_backend",
+    "flow.hw.rtlgen", "flow.hw.synth",
     "flow.hw.rtlsim", "flow.hw.fold", "flow.hw.fifos", "flow.hw.vivado", "flow.hw.commands",
     # the spine's top and the edges
     "flow.crosscheck", "flow.deploy", "flow.cli", "flow.bench", "flow.demo", "flow.__main__",

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from models import PRESETS
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)  # the environment running the tests: make's $(PY) is this interpreter
-PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a", "float"]
 
 
 def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
@@ -28,9 +29,24 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
 def makefile_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text()
     heads = {m for m in re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.M)}
-    presets = re.search(r"^PRESETS\s*:=\s*(.+)$", text, re.M).group(1).split()
-    assert presets == PRESETS
-    return heads | {f"train-{p}" for p in presets}
+    return heads | {f"train-{p}" for p in makefile_presets()}
+
+
+def makefile_presets() -> list[str]:
+    r = make("--eval", "print-presets: ; @echo $(PRESETS)", "print-presets")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_the_makefile_asks_the_flow_for_the_presets_without_the_venv():
+    """The Makefile's train-<preset> targets are models.PRESETS, as `python -m flow presets` prints them; that
+    command works without the venv (no site-packages: no torch), so the Makefile can ask before `make install`."""
+    assert makefile_presets() == list(PRESETS)
+    r = subprocess.run([sys.executable, "-S", "-m", "flow", "presets"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == list(PRESETS), r.stderr
+    r = make("--eval", "print-presets: ; @echo $(PRESETS)", "print-presets", "PY_SYS=false")
+    assert "listed no presets" in r.stderr
 
 
 def readme_targets() -> set[str]:
@@ -61,7 +77,9 @@ EXPECTED = {
                      [f"{PY} -m flow deploy --run {R}", f"{PY} -m flow deploy --run {R} --board 192.168.2.99"]),
     "bench": ([], [f"{PY} -m flow bench crosscheck"]),
     "bench-a9": (["A9_DIR=/tmp/a9"], ["bash board/a9/setup.sh /tmp/a9", f"{PY} -m board bench --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
-    "clean": ([], ["rm -rf runs build .pytest_cache"]),
+    "clean": ([], ["rm -rf .pytest_cache .ruff_cache build",
+                   "find flow models board tests -name __pycache__ -type d -prune -exec rm -rf {} +"]),
+    "clean-runs": ([f"RUNS={R}", "CONFIRM=1"], [f"rm -rf {R}"]),
     **{f"train-{p}": ([f"RUN={R}", "IMG=64", "EPOCHS=1", "DATA=/data/WIDER_FACE"],
                       [f"{PY} -m flow train --variant {p} --img 64 --data /data/WIDER_FACE --epochs 1 --device auto "
                        f"--out {R}"]) for p in PRESETS},
@@ -111,7 +129,7 @@ def test_deploy_board_without_an_address_says_what_to_set(tmp_path):
 
 def test_the_cheap_targets_run_for_real_on_a_tiny_run_folder(tmp_path):
     """make train-4w4a EPOCHS=1 IMG=64 -> export -> qcdq -> crosscheck -> estimate -> deploy, RUN outside the repo."""
-    from flow.train.data import synth_dataset
+    from flow.train.builtin import synth_dataset
 
     data = synth_dataset(tmp_path / "data", seed=2, n_train=12, n_val=4, size=96)
     run = tmp_path / "run"
@@ -143,3 +161,33 @@ def test_demo_retrains_only_in_its_own_folder(tmp_path):
     (theirs / "config.json").write_text('{"mine": true}')
     assert cli(["--out", str(theirs), "--quiet"]) == 1
     assert (theirs / "config.json").read_text() == '{"mine": true}' and not (theirs / "demo.json").exists()
+
+
+def test_clean_removes_caches_only_and_clean_runs_lists_then_asks(tmp_path):
+    """`make clean` in a checkout with trained runs keeps them; `make clean-runs` lists them and deletes nothing
+    without CONFIRM=1 (non-zero exit), and deletes them with it."""
+    best = tmp_path / "runs" / "4w4a" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"weeks of training")
+    caches = [tmp_path / d for d in ("flow/__pycache__", "tests/train/__pycache__", ".pytest_cache", ".ruff_cache",
+                                     "build/armhf")]
+    for d in caches:
+        d.mkdir(parents=True)
+        (d / "x").write_text("cached")
+
+    def make_here(*args):  # as typed in that checkout: the repository's Makefile, run in tmp_path
+        return subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path),
+                               *args], capture_output=True, text=True, timeout=60)
+
+    r = make_here("clean")
+    assert r.returncode == 0, r.stderr
+    assert not any(d.exists() for d in caches) and best.read_bytes() == b"weeks of training"
+    assert (tmp_path / "flow").is_dir() and (tmp_path / "tests/train").is_dir()
+    r = make_here("clean-runs")
+    assert r.returncode != 0 and "runs/4w4a" in r.stdout and "CONFIRM=1" in r.stdout, r.stdout
+    assert best.read_bytes() == b"weeks of training"
+    r = make_here("clean-runs", "CONFIRM=1")
+    assert r.returncode == 0 and "runs/4w4a" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "runs").exists()
+    r = make_here("clean-runs")
+    assert r.returncode == 0 and "no run folders" in r.stdout

@@ -143,6 +143,67 @@ def test_provenance_records_name_inputs_and_command(tmp_path):
     assert rec["made_from"] == {"in.bin": rec["made_from"]["in.bin"]} and rec["command"] == "make-b --from in.bin"
 
 
+def test_provenance_records_files_inside_their_folder_and_never_through_links(tmp_path):
+    """One answer to "did the flow write this": a recorded file with its recorded content. Recorded paths are
+    relative to the folder holding the record and must stay inside it; a link is never recorded, nor ours."""
+    from flow.provenance import artifact_key, ours, recorded_paths
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    f = pkg / "sub" / "a.txt"
+    f.write_text("ours")
+    assert not ours(f, pkg)
+    record(f, [], "make-a", folder=pkg)
+    assert ours(f, pkg) and recorded_paths(pkg) == ["sub/a.txt"]
+    assert json.loads((pkg / "provenance.json").read_text())["sub/a.txt"]["command"] == "make-a"
+    f.write_text("edited by the user")
+    assert not ours(f, pkg)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    with pytest.raises(FlowError, match="not inside"):
+        record(outside, [], "make-x", folder=pkg)
+    with pytest.raises(FlowError, match="not inside"):
+        artifact_key(pkg / "sub" / ".." / ".." / "outside.txt", pkg)
+    with pytest.raises(FlowError, match="not a file inside"):
+        artifact_key(pkg, pkg)
+    (pkg / "link").symlink_to(tmp_path)
+    (pkg / "flink.txt").symlink_to(outside)
+    for p in (pkg / "link" / "outside.txt", pkg / "flink.txt"):
+        with pytest.raises(FlowError, match="symbolic link"):
+            record(p, [], "make-x", folder=pkg)
+        assert not ours(p, pkg)
+
+
+def test_a_deploy_package_edited_by_the_user_is_not_replaced(tmp_path, run_4w4a):
+    """A re-deploy replaces exactly the files its provenance records with their content; an edited notebook (or a
+    link planted in the package) is the user's: refused by name, nothing deleted."""
+    from flow.deploy import make_deploy
+
+    pkg = tmp_path / "pkg"
+    make_deploy(run_4w4a, pkg)
+    nb = next((pkg / "notebooks").glob("*.ipynb"))
+    (pkg / "board" / "__pycache__").mkdir()  # Python's cache beside the package's modules: not the user's
+    (pkg / "board" / "__pycache__" / "sim.cpython-311.pyc").write_bytes(b"cache")
+    make_deploy(run_4w4a, pkg)
+    assert not (pkg / "board" / "__pycache__").exists()
+    nb.write_text(nb.read_text() + " ")
+    with pytest.raises(FlowError, match=f"notebooks/{nb.name}"):
+        make_deploy(run_4w4a, pkg)
+    assert nb.read_text().endswith(" ")
+    nb.unlink()
+    (pkg / "samples" / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    with pytest.raises(FlowError, match="samples/link.jpg"):
+        make_deploy(run_4w4a, pkg)
+    (pkg / "samples" / "link.jpg").unlink()
+    make_deploy(run_4w4a, pkg)
+    assert (pkg / "notebooks" / nb.name).is_file()
+    zip_ = tmp_path / "pkg.zip"
+    zip_.write_bytes(b"the user's own archive")
+    with pytest.raises(FlowError, match="pkg.zip: exists and was not written by a deploy"):
+        make_deploy(run_4w4a, pkg)
+    assert zip_.read_bytes() == b"the user's own archive"
+
+
 def test_one_writer_per_run_folder(tmp_path, run_4w4a):
     run = tmp_path / "run"
     shutil.copytree(run_4w4a, run)

@@ -115,10 +115,11 @@ def bench_finn(argv: list[str]) -> int:
 
     from flow.export import export_run
     from flow.hw.fold import search_folding
+    from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow bench finn", description=bench_finn.__doc__)
     p.add_argument("--img", type=int, default=416)
-    p.add_argument("--variants", default="4w4a,2w4a,3w5a,4w2a,6w4a,8w3a,8w8a")
+    p.add_argument("--variants", default=",".join(n for n, s in PRESETS.items() if not s.is_float))
     p.add_argument("--out", type=Path)
     p.add_argument("--standalone-thresholds", action="store_true", help="search the all-RTL build mode")
     p.add_argument("--write-foldings", action="store_true",
@@ -156,9 +157,10 @@ def bench_rtlsim(argv: list[str]) -> int:
     from flow.export import export_run
     from flow.hw.build import FinnConfig, run_estimate
     from flow.hw.foldings import committed_folding, fifos_beside
+    from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow bench rtlsim", description=bench_rtlsim.__doc__)
-    p.add_argument("--variant", default="4w4a")
+    p.add_argument("--variant", default="4w4a", choices=[n for n, s in PRESETS.items() if not s.is_float])
     p.add_argument("--img", type=int, default=416)
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)

@@ -34,8 +34,8 @@ SHIFT_FIFO_MAX = 33  # fifo.sv builds every FIFO up to this depth as a shift reg
 def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost=None) -> dict[str, tuple[int, str]]:
     """{FIFO: (stream width in bits, highest fill with unbounded FIFOs)} -> {FIFO: (depth, ram_style)}.
     cost(depth, width, style) -> (BRAM18, LUT): FINN's model of fifo.sv by default."""
-    from flow.hw.build import FIFO_DEPTH
     from flow.hw.fold import best_per_block
+    from flow.hw.steps import FIFO_DEPTH
 
     if cost is None:
         from finn.util.resource_models import _fifo_cost  # what FINN's StreamingFIFO estimates are made of

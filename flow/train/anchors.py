@@ -37,7 +37,8 @@ def dataset_wh(data: Path | None, img: int, skip_bad: bool = False) -> np.ndarra
     """Training face sizes after letterboxing to img."""
     from PIL import Image
 
-    from flow.train.data import load_split, resolve_data, split_paths
+    from flow.train.data import resolve_data
+    from flow.train.wider import load_split, split_paths
 
     out = []
     root = resolve_data(data)

@@ -26,7 +26,6 @@ evaluation.m, boxoverlap.m, VOCap.m), rule by rule:
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ IOU_THRESH = 0.5
 THRESHOLDS = 1000  # evaluation.m's thresh_num
 EVAL_CONF, EVAL_IOU = 0.001, 0.45  # YOLO's evaluation thresholds: keep low-score boxes for the PR curve
 SETTINGS = ("easy", "medium", "hard")
-TOOL = "lpyolo-flow eval"  # marks eval.json and pr_curves.png as ours, so a later run may replace them
+TOOL = "lpyolo-flow eval"  # names the tool in eval.json and pr_curves.png (their provenance records make them ours)
 REPORT_FILES = ("eval.json", "pr_curves.png")
 
 
@@ -480,7 +479,8 @@ def evaluate_model(model, spec, data: Path | None, split: str = "val", limit: in
     from board.postprocess import detect
     from board.preprocess import letterbox, unletterbox_boxes
     from flow.samples import to_nchw_float
-    from flow.train.data import decodable, load_split, read_image, resolve_data
+    from flow.train.data import resolve_data
+    from flow.train.wider import decodable, load_split, read_image
     from models.lpyolo import STRIDE
 
     samples = load_split(resolve_data(data), split, skip_bad=skip_bad)[:limit]
@@ -592,22 +592,10 @@ def plot_pr_curves(curves: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _written_by_us(path: Path) -> bool:
-    try:
-        if path.suffix == ".json":
-            d = json.loads(path.read_text())
-            # earlier flow eval versions wrote eval.json without the marker; they always had these two keys
-            return isinstance(d, dict) and (d.get("tool") == TOOL or {"ap50", "coco_ap50"} <= d.keys())
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.info.get("Software") == TOOL
-    except Exception:  # noqa: BLE001 - unreadable means not ours
-        return False
-
-
 def refuse_foreign_report(out_dir: Path, overwrite: bool = False) -> None:
-    foreign = [out_dir / f for f in REPORT_FILES if (out_dir / f).exists() and not _written_by_us(out_dir / f)]
+    from flow.provenance import ours
+
+    foreign = [out_dir / f for f in REPORT_FILES if (out_dir / f).exists() and not ours(out_dir / f)]
     if foreign and not overwrite:
         raise FlowError(f"{foreign[0]} exists and was not written by flow eval; choose another --out or pass "
                         "--overwrite to replace it")
@@ -626,6 +614,10 @@ def finish_report(result: dict, out_dir: Path, title: str, overwrite: bool = Fal
     result["pr_curves"] = {s: {"precision": [None if np.isnan(v) else round(float(v), 6) for v in p],
                                "recall": [round(float(v), 6) for v in r]} for s, (p, r, _) in curves.items()}
     atomic_write_json(out_dir / "eval.json", result)
+    from flow.provenance import record
+
+    for name in REPORT_FILES:
+        record(out_dir / name, [], f"python -m flow eval --out {out_dir}")
     return result
 
 
@@ -701,7 +693,7 @@ def cli(argv: list[str]) -> int:
 def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | None, split: str = "val",
                             box_format: str = "auto") -> dict:
     """Score any detector's WIDER-format txts against the official .mat ground truth and/or annotation txts."""
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     truths, samples = [], []
     if mat_dir:

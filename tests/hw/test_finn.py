@@ -14,9 +14,9 @@ from flow.errors import FlowError
 from flow.export import export_run
 from flow.hw.build import ESTIMATE_STEPS, FinnConfig, FoldingError, prefolding_key, run_estimate
 from flow.hw.report import over_budget_message
-from models import SpecError
+from models import PRESETS, SpecError
 
-FINN_PRESETS = ["4w4a", "2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"]
+FINN_PRESETS = [p for p, s in PRESETS.items() if not s.is_float]
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,54 @@ def test_folding_config_must_apply(finn_run, tmp_path):
     cfg = _config(_parser("t").parse_args(["--run", str(d), "--folding", str(good)]))
     assert cfg.standalone_thresholds and cfg.folding == str(good)
     assert not _config(_parser("t").parse_args(["--run", str(d), "--no-committed-folding"])).folding
+
+
+def _checkout_copy(tmp_path) -> Path:
+    """The first-party packages' sources, copied: a checkout whose code a test may edit."""
+    from flow.codekey import PACKAGES, ROOT
+
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.ipynb"))
+    return tmp_path
+
+
+def test_prefolding_code_key_covers_what_the_steps_run(tmp_path, monkeypatch):
+    """The pre-folding key covers the modules the pre-folding steps import (the RTL max pool's FINN op among them):
+    a comment or docstring edit keeps it, a logic change in any of them changes it."""
+    from flow.codekey import closure, code_key
+    from flow.hw.build import PREFOLDING_MODULES
+
+    root = _checkout_copy(tmp_path)
+    reached = closure(PREFOLDING_MODULES, root)
+    for m in ("flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.rtl.maxpool", "flow.hw.compat"):
+        assert m in reached
+    key = code_key(PREFOLDING_MODULES, root)
+    assert key == code_key(PREFOLDING_MODULES)  # the copy is the checkout
+    finn_op = root / "flow/hw/rtl/finn_op.py"
+    src = finn_op.read_text()
+    finn_op.write_text("# a comment only\n" + src.replace("\n\n\n", "\n\n\n# another comment\n", 1))
+    assert code_key(PREFOLDING_MODULES, root) == key
+    doc = "(qonnx resolves a node's class from its domain module's `custom_op`)"
+    assert doc in src
+    finn_op.write_text(src.replace(doc, "(reworded)"))
+    assert code_key(PREFOLDING_MODULES, root) == key
+    finn_op.write_text(src.replace("if swg.op_type != \"ConvolutionInputGenerator\":", "if False:"))
+    assert code_key(PREFOLDING_MODULES, root) != key
+    finn_op.write_text(src.replace("\ndef ", "\nLOGIC_CHANGED = 1\n\n\ndef ", 1))
+    assert code_key(PREFOLDING_MODULES, root) != key
+    # prefolding_key reads the code it covers from the checkout
+    import flow.codekey
+
+    qonnx = tmp_path / "model.qonnx.onnx"
+    qonnx.write_bytes(b"any model")
+    manifest, cfg = {"output": {"scale": 1.0}}, FinnConfig(run_dir=str(tmp_path))
+    monkeypatch.setattr(flow.codekey, "ROOT", root)
+    changed = prefolding_key(cfg, qonnx, manifest)
+    finn_op.write_text(src)
+    assert prefolding_key(cfg, qonnx, manifest) != changed
+    boundary = root / "flow/hw/boundary.py"
+    boundary.write_text(boundary.read_text() + "\nLOGIC_CHANGED = 1\n")
+    assert code_key(PREFOLDING_MODULES, root) != key
 
 
 def test_float_model_and_over_budget_messages(tmp_path):

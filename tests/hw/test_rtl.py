@@ -11,6 +11,7 @@ import pytest
 from flow.errors import FlowError
 from flow.hw.rtl.maxpool import SOURCE, MaxPool
 from flow.hw.rtl.verilator import build, run_stream
+from models import PRESETS
 
 
 def frames(m: MaxPool, n: int, seed: int) -> np.ndarray:
@@ -122,7 +123,7 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     assert (got != want.reshape(got.shape)).any()
 
 
-@pytest.mark.parametrize("variant", ["2w4a", "3w5a", "4w2a", "6w4a", "8w3a", "8w8a"])
+@pytest.mark.parametrize("variant", [p for p, s in PRESETS.items() if not s.is_float and p != "4w4a"])
 def test_rtlsim_every_other_preset(tmp_path, variant):
     """The rest of the presets at 64x64, all-RTL (an HLS node would stop load_hw_model), bit-exact in Verilator,
     folded fast (1000 FPS) and refolded to fill the DSP lanes (`use_hard_blocks`: 2 to 5 products per DSP48E1 by

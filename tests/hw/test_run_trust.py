@@ -9,7 +9,8 @@ import pytest
 
 from flow.errors import FlowError
 from flow.export import export_run
-from flow.hw.build import MAX_CRASHED, FinnConfig, FoldingError, check_build, recover_build_dir, run_estimate
+from flow.hw.build import FinnConfig, FoldingError, check_build, run_estimate
+from flow.hw.build_dir import MAX_CRASHED, recover_build_dir
 from flow.provenance import StaleError, record
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from flow.train.data import AnnotationError, read_wider_annotations, synth_dataset
+from flow.train.builtin import synth_dataset
+from flow.train.wider import AnnotationError, read_wider_annotations
 
 
 def _tree(tmp_path, text, images=("0--Parade/a.jpg", "0--Parade/b.jpg", "0--Parade/c.jpg")):
@@ -61,7 +62,7 @@ def test_skip_bad_warns_with_a_count_and_keeps_the_rest(tmp_path):
 
 
 def test_builtin_set_is_deterministic_and_in_wider_format(tmp_path):
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     a = synth_dataset(tmp_path / "a", seed=3, n_train=6, n_val=3, size=96)
     b = synth_dataset(tmp_path / "b", seed=3, n_train=6, n_val=3, size=96)
@@ -118,7 +119,7 @@ def _dataset(tmp_path, train_text, val_text=None):
 def test_a_faceless_dataset_is_an_error_naming_the_file(tmp_path):
     from flow.errors import FlowError
     from flow.train.anchors import dataset_wh
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     root = _dataset(tmp_path, "0--Parade/a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n0--Parade/b.jpg\n1\n1 2 3 4 0 0 0 1 0 0\n")
     with pytest.raises(AnnotationError, match="none of its 2 images has a valid face") as e:

@@ -278,8 +278,9 @@ def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
     faces given as annotation txt or as .mat files give the same AP."""
     import torch
 
-    from flow.train.data import load_split, read_image, synth_dataset
+    from flow.train.builtin import synth_dataset
     from flow.train.evaluate import evaluate_model
+    from flow.train.wider import load_split, read_image
     from models.lpyolo import DEFAULT_ANCHORS
 
     root = synth_dataset(tmp_path / "data", n_train=1, n_val=6, size=96)

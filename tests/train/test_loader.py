@@ -9,8 +9,8 @@ import torch
 
 from flow.errors import FlowError
 from flow.train.augment import AugmentConfig
-from flow.train.data import Sample
 from flow.train.loader import EpochSampler, TrainSet, cap_workers, check_cache_fits, cpu_count
+from flow.train.wider import Sample
 
 
 @pytest.fixture
@@ -78,7 +78,8 @@ def test_ranks_draw_disjoint_shares_that_cover_the_set():
 def test_wider_sized_set_has_widers_picture_width(tmp_path):
     from PIL import Image
 
-    from flow.train.data import load_split, synth_dataset
+    from flow.train.builtin import synth_dataset
+    from flow.train.wider import load_split
 
     root = synth_dataset(tmp_path / "ws", n_train=3, n_val=1, wider_sized=True)
     samples = load_split(root, "train")
@@ -87,8 +88,8 @@ def test_wider_sized_set_has_widers_picture_width(tmp_path):
 
 
 def test_bench_loader_reports_both_rates_and_the_bound(tmp_path, capsys):
-    from flow.train.data import synth_dataset
-    from flow.train.loop import bench_loader
+    from flow.train.bench import bench_loader
+    from flow.train.builtin import synth_dataset
 
     data = synth_dataset(tmp_path / "d", seed=2, n_train=16, n_val=1, size=96)
     out = tmp_path / "loader.json"
@@ -139,7 +140,8 @@ def test_training_pictures_are_resampled_as_evaluation_and_the_board_letterbox_t
     """Where no JPEG draft scale applies, a training sample is the letterboxed picture evaluation and the board see,
     pixel for pixel: PIL's antialiasing downscale made them softer (the demo's AP50 fell from 0.25 to 0.02)."""
     from board.preprocess import letterbox
-    from flow.train.data import load_split, read_image, synth_dataset
+    from flow.train.builtin import synth_dataset
+    from flow.train.wider import load_split, read_image
 
     data = synth_dataset(tmp_path / "data", seed=3, n_train=4, n_val=1, size=256)
     samples = load_split(data, "train")

@@ -11,7 +11,7 @@ from flow.train.loop import TrainConfig, train
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from flow.train.data import synth_dataset
+    from flow.train.builtin import synth_dataset
 
     return synth_dataset(tmp_path_factory.mktemp("data"), seed=1, n_train=12, n_val=4, size=96)
 
@@ -75,12 +75,12 @@ def test_workers_and_resume_change_nothing(tiny_data, straight_run, tmp_path):
 def test_an_image_that_breaks_in_a_worker_names_the_file_and_the_run_resumes(tiny_data, tmp_path, monkeypatch):
     import shutil
 
-    import flow.train.data
+    import flow.train.wider
     from flow.errors import FlowError
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     # as if the file broke after the start-up check (which decodes every image before epoch 1): a worker finds it
-    monkeypatch.setattr(flow.train.data, "decodable", lambda samples, skip_bad=False: samples)
+    monkeypatch.setattr(flow.train.wider, "decodable", lambda samples, skip_bad=False: samples)
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -118,7 +118,7 @@ def test_ddp_two_ranks_on_cpu_stay_identical_on_their_own_halves(tiny_data, tmp_
     import sys
     from pathlib import Path
 
-    from flow.train.data import load_split
+    from flow.train.wider import load_split
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -141,7 +141,7 @@ def test_ddp_two_ranks_on_cpu_stay_identical_on_their_own_halves(tiny_data, tmp_
 def test_a_broken_val_split_fails_before_the_first_epoch(tiny_data, tmp_path):
     import shutil
 
-    from flow.train.data import AnnotationError
+    from flow.train.wider import AnnotationError
 
     data = shutil.copytree(tiny_data, tmp_path / "data")
     val = data / "wider_face_split" / "wider_face_val_bbx_gt.txt"
