@@ -30,12 +30,12 @@ def cmd_run(a) -> int:
 
     def sink(name, img, dets):
         results[name] = [{"box": [round(float(v), 1) for v in d[:4]], "score": round(float(d[4]), 4),
-                          "class": acc.manifest["classes"][int(d[5])]} for d in dets]
+                          "class": acc.manifest.classes[int(d[5])]} for d in dets]
         print(f"{name}: {len(dets)} detection(s)" + "".join(f"\n  {r['class']} {r['score']:.2f} {r['box']}"
                                                            for r in results[name]))
         png = out / Path(name).with_suffix(".png")  # name is relative to --images: a/x.jpg and b/x.jpg stay apart
         png.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(draw(img, dets, acc.manifest["classes"])).save(png)
+        Image.fromarray(draw(img, dets, acc.manifest.classes)).save(png)
 
     stats = Pipeline(acc, a.conf).run(image_source(a.images), sink)
     (out / "detections.json").write_text(json.dumps({"detections": results, "stats": stats}, indent=2))

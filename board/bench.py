@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError, input_resample, load_manifest
+from board.accelerator import BoardError, read_manifest
 from board.packing import pack, unpack
 from board.postprocess import box_iou, decode, detect
 from board.preprocess import RESAMPLES, cv2, letterbox, resize_bilinear_fixed
@@ -207,7 +207,7 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
 
     ov = SimOverlay(deploy, frame_time_s=ACCEL_FRAME_S)
     acc = Accelerator(deploy, overlay=ov)
-    frame = np.zeros(acc.manifest["input"]["accel_shape"], np.uint8)
+    frame = np.zeros(acc.manifest.input.accel_shape, np.uint8)
     acc(frame)
     walls, cpus = [], []
     for _ in range(frames):
@@ -491,7 +491,7 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
     jpg = jpeg_bytes(camera_frame(640, 480))
     s = Pipeline(acc).run((f"f{i}", jpg) for i in range(frames))
     return {k: s[k] for k in ("frames", "end_to_end_fps", "accelerator_fps", "stage_ms")} | {
-        "model_input": acc.manifest["input"]["accel_shape"][1:3]}
+        "model_input": acc.manifest.input.accel_shape[1:3]}
 
 
 def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40,
@@ -499,7 +499,7 @@ def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: i
     counts = count_on_armhf(a9_dir) if a9_dir else None
     resample = "bilinear"
     if deploy:
-        resample = input_resample(load_manifest(deploy))
+        resample = read_manifest(deploy).input.resample
     r = estimate(measure(deploy, reps), counts, resample)
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "

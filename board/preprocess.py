@@ -22,8 +22,8 @@ try:  # C image code releases the GIL and costs ~0.2 ms here per 640x480 frame
 except ImportError:  # a bare board image without OpenCV
     cv2 = None
 
-PAD_VALUE = 114  # YOLOv5's grey
-RESAMPLES = ("bilinear", "nearest")
+from board.manifest import PAD_VALUE, RESAMPLES  # noqa: E402 - the contract's facts: YOLOv5's grey, the two resamples
+
 _FRAC_BITS = 7  # fallback weights in 1/128 steps: (b - a) * w stays within int16 (255 * 128 < 32767)
 
 

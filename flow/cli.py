@@ -57,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"`{name}` is not implemented in this checkout yet ({module} missing)", file=sys.stderr)
             return 3
         raise
+    from board.manifest import ManifestError
     from flow.errors import FlowError
     from models import SpecError
 
     try:
         return int(getattr(mod, func)(rest) or 0)
-    except (FlowError, SpecError) as e:
+    except (FlowError, SpecError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every stage writes atomically and keeps its last good state: no traceback needed

@@ -8,16 +8,17 @@ that); the command says plainly that the hardware files are missing and how to m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from flow.backends import load_manifest
+from board.manifest import load_manifest
 from flow.errors import FlowError
 
-BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "packing.py", "pipeline.py", "postprocess.py",
-               "preprocess.py", "sim.py", "README.md")
+BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "manifest.py", "packing.py", "pipeline.py",
+               "postprocess.py", "preprocess.py", "sim.py", "README.md")
 # setup.py, not pyproject.toml: PYNQ 3.0.1 has pip 22.0.2 and setuptools 59.6 and no internet. A pyproject.toml makes
 # pip build in an isolated environment, which downloads setuptools; setuptools 59 cannot read a [project] table.
 # `pip3 install --no-index --no-build-isolation .` with this file uses the board's own setuptools, offline.
@@ -164,11 +165,11 @@ def _make_deploy(run_dir: Path, out: Path) -> dict:
         shutil.copy(hwh, out / "finn-accel.hwh")
         wrote += ["finn-accel.bit", "finn-accel.hwh"]
     shutil.copy(qcdq, out / "model.qcdq.onnx")
-    manifest["packing"].update(stream_folds(run_dir))
-    manifest["files"]["qcdq"] = {"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")}
+    manifest = manifest.replace(packing=dataclasses.replace(manifest.packing, **stream_folds(run_dir)))
+    manifest = manifest.with_files(qcdq={"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")})
     if bit is not None:
-        manifest["files"]["bitfile"] = {"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")}
-    atomic_write_json(out / "manifest.json", manifest)
+        manifest = manifest.with_files(bitfile={"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")})
+    manifest.write(out / "manifest.json")
     src = REPO / "board"
     pkg = out / "board"
     pkg.mkdir()

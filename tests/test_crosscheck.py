@@ -72,7 +72,8 @@ def test_planted_fault_is_caught_and_located(tmp_path, run_4w4a):
 
 
 def test_board_outputs_compare_and_reject(tmp_path, run_4w4a):
-    from flow.backends import QONNXBackend, load_manifest
+    from board.manifest import load_manifest
+    from flow.backends import QONNXBackend
     from flow.samples import sample_images, to_nchw_float
 
     m = load_manifest(run_4w4a)

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flow.backends import load_manifest
+from board.manifest import Manifest, load_manifest
 from flow.errors import FlowError
 from flow.hw import boundary
 from flow.hw.boundary import MoveOutputScaleAndLayoutToHost
@@ -71,8 +71,8 @@ def _dataflow_cfg(cfg: FinnConfig, target_fps: int | None):
         auto_fifo_depths=False, save_intermediate_models=False)
 
 
-def step_boundary(model, cfg: FinnConfig, manifest: dict):
-    t = MoveOutputScaleAndLayoutToHost(manifest["output"]["scale"])
+def step_boundary(model, cfg: FinnConfig, manifest: Manifest):
+    t = MoveOutputScaleAndLayoutToHost(manifest.output.scale)
     model = model.transform(t)
     if not t.removed and model.find_producer(model.graph.output[0].name).op_type != "MultiThreshold":
         raise FlowError("FINN could not streamline the output into integer thresholds: the graph ends in "
@@ -250,14 +250,14 @@ def intermediate_model(build_dir: Path, step: str) -> Path:
     return Path(build_dir) / "intermediate_models" / f"{ESTIMATE_STEPS.index(step):02d}_{step}.onnx"
 
 
-def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
+def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: Manifest) -> str:
     """Everything the steps before folding read: the model, its manifest, the build options they use and the code
     that runs them. A folding search re-estimates one model many times; only folding and what follows change."""
     import hashlib
     from importlib.metadata import version
 
     h = hashlib.sha256(qonnx_path.read_bytes())
-    for part in (json.dumps(manifest, sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
+    for part in (json.dumps(manifest.to_json(), sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
                  version("finn-plus"), *(Path(m.__file__).read_text() for m in (sys.modules[__name__], boundary))):
         h.update(part.encode())
     return h.hexdigest()
@@ -385,7 +385,7 @@ def check_build(run_dir: Path) -> dict:
     return json.loads(done.read_text())
 
 
-def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
+def check_inputs(cfg: FinnConfig) -> tuple[Path, Manifest]:
     """Everything an estimate reads, checked before the build dir is touched: a refused estimate leaves the last
     good build as it was. Returns (QONNX path, manifest)."""
     import onnx
@@ -394,8 +394,8 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
 
     run_dir = Path(cfg.run_dir)
     manifest = load_manifest(run_dir)
-    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
-        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
+    if manifest.spec is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
+        QuantSpec.from_json(manifest.spec).validate(for_finn=True)
     qonnx_path = run_dir / "model.qonnx.onnx"
     if not qonnx_path.is_file():
         raise FlowError(f"{qonnx_path}: missing; run `python -m flow export --out {run_dir}` first")
@@ -406,7 +406,7 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
                         f"(`python -m flow export --out {run_dir}`)") from e
     from flow.provenance import check
 
-    if manifest.get("files", {}).get("qonnx", {}).get("sha256") not in (None, _sha(qonnx_path)):
+    if manifest.files.get("qonnx", {}).get("sha256") not in (None, _sha(qonnx_path)):
         raise FlowError(f"{run_dir / 'manifest.json'}: describes another model.qonnx.onnx than the one in {run_dir}; "
                         f"re-export both (`python -m flow export --out {run_dir}`)")
     for what, f in (("folding", cfg.folding), ("FIFO config", cfg.fifo_config)):
@@ -441,7 +441,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
     return summary
 
 
-def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reused: bool, quiet: bool) -> dict:
+def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: Manifest, key: str, reused: bool, quiet: bool) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.files import atomic_write_json
@@ -495,7 +495,7 @@ def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reus
         if not quiet:
             print(f"  {name:<28} {times[name]:6.2f} s")
     summary = resource_summary(model, cfg)
-    summary.update({"variant": manifest["variant"], "img": manifest["input"]["shape"][2], "step_seconds": times,
+    summary.update({"variant": manifest.variant, "img": manifest.input.size, "step_seconds": times,
                     "flow_seconds": round(sum(t for t in times.values() if t != "reused"), 2), "folding": cfg.folding or
                     f"FINN target_fps heuristic (target {cfg.target_fps}, mvau_wwidth_max {cfg.mvau_wwidth_max})",
                     "folding_file": str(d / "report" / "folding_used.json"),

@@ -178,7 +178,7 @@ def crosscheck_backends(run_dir: Path, options: dict) -> list:
             self.sim = build("lpyolo_accel", sources, {}, cache=out / "verilator")
 
         def run(self, x):
-            check_input(x, options["manifest"]["input"]["shape"], self.name)
+            check_input(x, options["manifest"].input.shape, self.name)
             got, self.report = simulate(self.sim, self.insts, np.round(x).astype(np.int64).transpose(0, 2, 3, 1))
             return got.transpose(0, 3, 1, 2).astype(np.int32)
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from board.accelerator import Accelerator, BoardError, load_outputs, save_outputs
+from board.manifest import load_manifest
 from board.packing import pack, pack_naive, unpack, unpack_naive
 from board.pipeline import Pipeline, image_source, wider_prediction_text
 from board.preprocess import letterbox
 from board.sim import SimOverlay
-from flow.backends import QONNXBackend, load_manifest
+from flow.backends import QONNXBackend
 from flow.deploy import make_deploy
 from flow.samples import sample_images, to_nchw_float
 
@@ -154,25 +155,32 @@ def test_pipeline_frames_of_any_size_and_channel_count(deploy):
                     ("16-bit", (50, 50, 3), 255)]
 
 
-def test_pipeline_letterboxes_with_the_models_resample(deploy):
+def test_pipeline_letterboxes_with_the_models_resample(deploy, tmp_path):
     """manifest.json's input.resample (the model's, from its QuantSpec) picks the board's letterbox; a deploy folder
     without it is bilinear (older manifests), one this runtime does not know is refused by name."""
+    import dataclasses
+
     _, dep, _ = deploy
     acc = Accelerator(dep, overlay=SimOverlay(dep))
-    assert acc.manifest["input"]["resample"] == "bilinear" and Pipeline(acc).resample == "bilinear"
+    assert acc.manifest.input.resample == "bilinear" and Pipeline(acc).resample == "bilinear"
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    size = acc.manifest["input"]["accel_shape"][1]
-    acc.manifest["input"]["resample"] = "nearest"
-    try:
-        canvas = Pipeline(acc)._prepare("f", frame)[1]
-        np.testing.assert_array_equal(canvas, letterbox(frame, size, resample="nearest")[0])
-        acc.manifest["input"]["resample"] = "lanczos"
-        with pytest.raises(BoardError, match="manifest.json input.resample: unknown resample 'lanczos'"):
-            Pipeline(acc)
-        del acc.manifest["input"]["resample"]
-        np.testing.assert_array_equal(Pipeline(acc)._prepare("f", frame)[1], letterbox(frame, size)[0])
-    finally:
-        acc.manifest["input"]["resample"] = "bilinear"
+    size = acc.manifest.input.size
+    d = tmp_path / "dep"
+    d.mkdir()
+    shutil.copy(dep / "model.qcdq.onnx", d / "model.qcdq.onnx")
+    acc.manifest.replace(input=dataclasses.replace(acc.manifest.input, resample="nearest")).write(d / "manifest.json")
+    canvas = Pipeline(Accelerator(d, overlay=SimOverlay(d)))._prepare("f", frame)[1]
+    np.testing.assert_array_equal(canvas, letterbox(frame, size, resample="nearest")[0])
+    older = acc.manifest.to_json()
+    del older["contract_sha256"]  # as a manifest from before the contract hashes, which is not checked
+    (d / "manifest.json").write_text(json.dumps({**older, "input": {**older["input"], "resample": "lanczos"}}))
+    with pytest.raises(BoardError, match=r"manifest.json: input.resample = \"lanczos\" \(unknown resample; use one of"):
+        Accelerator(d, overlay=SimOverlay(d))
+    del older["input"]["resample"]
+    (d / "manifest.json").write_text(json.dumps(older))
+    older_acc = Accelerator(d, overlay=SimOverlay(d))
+    np.testing.assert_array_equal(Pipeline(older_acc)._prepare("f", frame)[1],
+                                  letterbox(frame, size, resample="bilinear")[0])
 
 
 def test_camera_that_disappears_stops_the_stream_cleanly(deploy):
