@@ -242,9 +242,9 @@ def stage_calls() -> tuple[dict, dict]:
         "capture_decode_640x480_jpeg": (lambda: open_image(jpg), "c_image", False, True),
         "capture_decode_640x480_jpeg_422": (lambda: open_image(jpg_422), "c_image", False, False),
         "decoded_frame_to_array": (lambda: image_array(opened), "c_image", True, True),
-        "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
+        "letterbox_640x480": (lambda: letterbox(vga, size, canvas, resample="bilinear"), "c_image", False, True),
         "letterbox_640x480_nearest": (lambda: letterbox(vga, size, canvas, resample="nearest"), "c_image", False, False),
-        "letterbox_1280x720": (lambda: letterbox(hd, size, canvas), "c_image", False, False),
+        "letterbox_1280x720": (lambda: letterbox(hd, size, canvas, resample="bilinear"), "c_image", False, False),
         "pack_copy_to_dma": (lambda: np.copyto(dma_in, canvas.reshape(1, -1)), "memory", False, True),
         "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),
         "decode_nms_3_faces": (lambda: detect(realistic, scale, anchors, stride), "python", True, True),
@@ -295,7 +295,7 @@ def frame_cost(stage_s: dict, accelerator_s: float, gil: set) -> tuple[float, st
     return lanes[lane][0], lane, top
 
 
-def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") -> dict:
+def estimate(m: dict, counts: dict | None, resample: str) -> dict:
     """The JSON report: x86 and A9 (central, low, high) per stage and per frame. With `counts` (armhf instructions
     per call, count_on_armhf), each counted stage's A9 time comes from its instructions and its kind's A9 rate
     instead of x86 time x ratio. The frame letterboxes with `resample` (the model's); `a9_by_resample` gives the

@@ -90,7 +90,7 @@ def check_resample(resample: str) -> str:
     return resample
 
 
-def resize_into(img: np.ndarray, out: np.ndarray, resample: str = "bilinear") -> None:
+def resize_into(img: np.ndarray, out: np.ndarray, resample: str) -> None:
     """Resize img into the (h, w, 3) view `out` with `resample` (RESAMPLES). OpenCV writes straight into it (no
     intermediate copy of the resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
     h, w = out.shape[:2]
@@ -116,8 +116,8 @@ def letterbox_geometry(shape: tuple[int, int], size: int) -> tuple[float, tuple[
     return ratio, (nh, nw), ((size - nw) // 2, (size - nh) // 2)
 
 
-def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None,
-              resample: str = "bilinear") -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None, *,
+              resample: str) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit an image into size x size RGB uint8 keeping its aspect ratio, padded with grey.
 
     `img`: anything `to_rgb8` takes. `out`: an optional (size, size, 3) uint8 array to write into (reused per frame).

@@ -278,8 +278,8 @@ def input_batch(manifest: Manifest, n_real: int, n_random: int, seed: int) -> tu
         real = val_images(img, n_real, resample=resample) if n_real else np.zeros((0, img, img, 3), np.uint8)
         source = "built-in val split"
     except (ImportError, FileNotFoundError, FlowError):
-        real = sample_images(img, n_real, 0, seed, resample)
-    rnd = sample_images(img, 0, n_random, seed)
+        real = sample_images(img, n_real, 0, seed, resample=resample)
+    rnd = sample_images(img, 0, n_random, seed, resample=resample)
     return to_nchw_float(np.concatenate([real, rnd])), f"{len(real)} real ({source}) + {n_random} random"
 
 
@@ -499,8 +499,8 @@ def bench(argv: list[str]) -> int:
                 ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cpu")]
     if dev == "cuda":
         backends.append(ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cuda"))
-    x1 = to_nchw_float(sample_images(a.img, 1, 0))
-    x32 = to_nchw_float(sample_images(a.img, 8, 24))
+    x1 = to_nchw_float(sample_images(a.img, 1, 0, resample=m.input.resample))
+    x32 = to_nchw_float(sample_images(a.img, 8, 24, resample=m.input.resample))
     table = Table(title=f"backend throughput, {a.variant} at {a.img}x{a.img} (ratio = images/s / float ORT's)")
     for col in ("backend", "batch 1 img/s", "ratio", "batch 32 img/s", "ratio", "where"):
         table.add_column(col)

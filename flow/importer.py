@@ -42,6 +42,7 @@ WHY_NOT = {"MultiThreshold": "a FINN-ONNX threshold node: the QCDQ/ONNX Runtime 
                       "quantized HardTanh instead)"}
 INPUT_RANGES = {"0-1": np.float32(1 / 255), "0-255": np.float32(1.0)}
 ORIGINAL = "model.original.onnx"
+IMPORTED_RESAMPLE = "bilinear"  # what an imported model was trained on is unknown: the common resize
 
 
 class ImportError_(FlowError):  # noqa: N801 - not the builtin ImportError
@@ -226,7 +227,7 @@ def agreement(original, imported, factor: np.float32, out_scale: float, img: int
 
     from flow.samples import sample_images, to_nchw_float
 
-    x = to_nchw_float(sample_images(img, n_real=2, n_random=1, seed=0))
+    x = to_nchw_float(sample_images(img, n_real=2, n_random=1, seed=0, resample=IMPORTED_RESAMPLE))
     names = [(m.graph.input[0].name, m.graph.output[0].name) for m in (original, imported)]
     a = np.concatenate([execute_onnx(original, {names[0][0]: xi[None] * factor})[names[0][1]] for xi in x])
     b = np.concatenate([execute_onnx(imported, {names[1][0]: xi[None]})[names[1][1]] for xi in x])
@@ -298,8 +299,7 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
         notes = t.notes or ["the input is used as it is (raw pixels)"]
         manifest = Manifest(
             variant="imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), spec=None, spec_hash=None,
-            # an imported model was trained on pictures we know nothing of: bilinear, the common resize
-            input=InputSpec(size=img, resample="bilinear", name=model.graph.input[0].name),
+            input=InputSpec(size=img, resample=IMPORTED_RESAMPLE, name=model.graph.input[0].name),
             output=OutputSpec(grid=g, channels=oshape[1], bits=bits, signed=bool(oq["signed"]), narrow=bool(oq["narrow"]),
                               scale=scale, name=model.graph.output[0].name,
                               meaning=f"the output quantizer {named(onode)}'s value = code * scale"),

@@ -29,7 +29,7 @@ def test_export_writes_clean_qonnx_and_manifest(run_4w4a):
 
 def test_qonnx_and_qcdq_agree_on_real_images(run_4w4a):
     m = load_manifest(run_4w4a)
-    x = to_nchw_float(sample_images(64, 3, 2))
+    x = to_nchw_float(sample_images(64, 3, 2, resample="bilinear"))
     a = QONNXBackend(run_4w4a / "model.qonnx.onnx", m).run(x)
     b = ORTBackend(run_4w4a / "model.qcdq.onnx", m).run(x)  # batch 5 through the symbolic batch dim
     assert a.shape == (5, 18, 2, 2) and np.array_equal(a, b)

@@ -44,7 +44,7 @@ def user_brevitas_qonnx(path: Path, input_scale: float = 1 / 255, img: int = 64)
             return self.net.output_scale()
 
     model = UserNet()
-    images = sample_images(img, n_real=6, n_random=2, seed=0)
+    images = sample_images(img, n_real=6, n_random=2, seed=0, resample="bilinear")
     model.train()
     with torch.no_grad():
         x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
@@ -122,7 +122,7 @@ def test_an_imported_float_input_model_runs_through_the_flow_in_its_own_domain(i
     from flow.samples import sample_images, to_nchw_float
 
     m = load_manifest(run)
-    x = to_nchw_float(sample_images(64, n_real=2, n_random=0, seed=0))
+    x = to_nchw_float(sample_images(64, n_real=2, n_random=0, seed=0, resample="bilinear"))
     ref = QONNXBackend(run / "model.qonnx.onnx", m).run(x)
     raw = OriginalBackend(run, m.replace(imported={**m.imported, "pixel_factor": 1.0})).run(x)
     assert np.array_equal(OriginalBackend(run, m).run(x), ref) and not np.array_equal(raw, ref)

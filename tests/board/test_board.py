@@ -74,7 +74,7 @@ def test_deploy_package_installs_offline_with_the_boards_setuptools(deploy, tmp_
 def test_simulated_board_is_bit_exact_with_golden(deploy):
     run, dep, _ = deploy
     m = load_manifest(run)
-    imgs = sample_images(64, 3, 2)
+    imgs = sample_images(64, 3, 2, resample="bilinear")
     golden = QONNXBackend(run / "model.qonnx.onnx", m).run(to_nchw_float(imgs)).transpose(0, 2, 3, 1)
     acc = Accelerator(dep, overlay=SimOverlay(dep))
     got = np.concatenate([acc(f[None]) for f in imgs])
@@ -89,7 +89,7 @@ def test_board_outputs_round_trip_into_crosscheck(deploy, tmp_path):
 
     run, dep, _ = deploy
     acc = Accelerator(dep, overlay=SimOverlay(dep))
-    imgs = sample_images(64, 2, 1)
+    imgs = sample_images(64, 2, 1, resample="bilinear")
     save_outputs(tmp_path / "b.npz", imgs, np.concatenate([acc(f[None]) for f in imgs]), acc.manifest)
     inputs, outputs = load_outputs(tmp_path / "b.npz")
     assert inputs.shape == (3, 64, 64, 3) and outputs.shape == (3, 2, 2, 18)
@@ -229,7 +229,7 @@ def test_dma_buffers_are_cacheable_and_the_runtime_flushes_and_invalidates(deplo
     """As FINN's driver: cacheable buffers, flush before the transfer, invalidate after. The simulated overlay's
     IODMAs see only the DRAM copy, so a runtime that skipped the flush would send the previous (here: zero) frame."""
     run, dep, _ = deploy
-    img = sample_images(64, 1, 0)
+    img = sample_images(64, 1, 0, resample="bilinear")
     golden = QONNXBackend(run / "model.qonnx.onnx", load_manifest(run)).run(to_nchw_float(img)).transpose(0, 2, 3, 1)
     acc = Accelerator(dep, overlay=SimOverlay(dep))
     assert acc.ibuf.cacheable and acc.obuf.cacheable and acc.copy_in

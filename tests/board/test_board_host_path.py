@@ -52,7 +52,7 @@ def test_letterbox_deviation_from_the_old_float_path_in_lsb(resize_path):
     worst = 0
     for img in images:
         for size in (64, 416, 1000):  # down and up
-            new, ratio, pad = letterbox(img, size)
+            new, ratio, pad = letterbox(img, size, resample="bilinear")
             old = float_letterbox_baseline(img, size)
             diff = np.abs(new.astype(int) - old.astype(int))
             worst = max(worst, int(diff.max()))
@@ -69,7 +69,7 @@ def test_letterbox_never_converts_the_whole_frame(resize_path):
     is less than the frame itself (a 48 MP photo as float32 is 576 MB, more than a PYNQ-Z2 has)."""
     img = np.random.default_rng(1).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     tracemalloc.start()
-    letterbox(img, 416)
+    letterbox(img, 416, resample="bilinear")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < img.nbytes, peak
@@ -186,7 +186,7 @@ def test_one_class_score_is_objectness_alone():
 
 
 def test_bench_estimate_is_stage_time_times_its_ratio():
-    r = estimate(measure(None, reps=1))
+    r = estimate(measure(None, reps=1), None, "bilinear")
     for name, s in r["stages"].items():
         if name == "accelerator":
             assert s["a9_ms"] == s["x86_ms"] == 3.97  # hardware: simulated frame time, not scaled
@@ -244,7 +244,7 @@ def test_a9_estimate_from_armhf_instruction_counts():
     copy = a9["pack_copy_to_dma"]  # numpy over a large array: FINN's pack's rate, spread as the C image points'
     assert copy["central"] == pytest.approx(counts["pack_copy_to_dma"]["insns"] / (counts[pack_cal]["insns"] / 0.0711))
     assert copy["high"] / copy["central"] == pytest.approx(max(rate_big, rate_small) / min(rate_big, rate_small))
-    r = estimate(m, counts)
+    r = estimate(m, counts, "bilinear")
     assert r["stages"]["capture_decode_640x480_jpeg"]["a9_method"] == "armhf instructions / A9 rate on c_image code"
     assert r["stages"]["capture_decode_640x480_jpeg"]["a9_ms"] == pytest.approx(dec["central"] * 1e3, abs=1e-3)
     assert r["stages"]["decode_nms_3_faces"]["a9_ms"] == pytest.approx(nms["central"] * 1e3, abs=1e-3)
@@ -290,7 +290,7 @@ from board.pipeline import decode_image, draw, read_image
 from board.preprocess import letterbox
 assert board.preprocess.cv2 is None
 img = read_image({str(tmp_path / "c.jpg")!r})
-canvas, ratio, pad = letterbox(img, 416)
+canvas, ratio, pad = letterbox(img, 416, resample="bilinear")
 assert canvas.shape == (416, 416, 3) and pad == (0, (416 - round(300 * 416 / 451)) // 2)
 out = draw(img, np.array([[10, 10, 100, 100, 0.9, 0]], np.float32), ["face"])
 assert out.shape == img.shape and (out != img).any()
