@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from board.manifest import load_manifest
+from board.manifest import Manifest, load_manifest
 from flow.errors import FlowError
 
 BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "manifest.py", "packing.py", "pipeline.py",
@@ -35,8 +35,9 @@ setup(
 """
 
 
-def stream_folds(run_dir: Path) -> dict:
-    """Elements per stream word at the accelerator's input and output, read off the folded FINN model."""
+def stream_folds(run_dir: Path, manifest: Manifest) -> dict:
+    """Elements per stream word at the accelerator's input and output, read off the folded FINN model; first, the
+    output datatype FINN's last node streams must be the manifest's, which the board unpacks (bits and sign)."""
     models = sorted((run_dir / "finn" / "intermediate_models").glob("*_fifo_depths.onnx"))
     if not models:
         return {}
@@ -45,6 +46,13 @@ def stream_folds(run_dir: Path) -> dict:
 
     m = ModelWrapper(str(models[-1]))
     first, last = getCustomOp(m.graph.node[0]), getCustomOp(m.graph.node[-1])
+    dt, out = last.get_output_datatype(), manifest.output
+    if dt.bitwidth() != out.bits or dt.signed() != out.signed:
+        raise FlowError(f"{run_dir / 'manifest.json'}: output.datatype {out.datatype} ({out.bits} bits, "
+                        f"{'signed' if out.signed else 'unsigned'}), but FINN's last node {m.graph.node[-1].name} in "
+                        f"{models[-1]} streams {dt.name}: the board would unpack other bits than the accelerator "
+                        f"sends; rebuild from this run's model (`python -m flow estimate --run {run_dir}`, then "
+                        "`bitstream`), or export the model again if the manifest is the stale one")
     return {"input_word_elems": int(first.get_folded_input_shape()[-1]),
             "output_word_elems": int(last.get_folded_output_shape()[-1])}
 
@@ -148,6 +156,7 @@ def _make_deploy(run_dir: Path, out: Path) -> dict:
         check_bitfile(run_dir, bit)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
+    folds = stream_folds(run_dir, manifest)  # checks the build's output datatype against the manifest's
     previous = _deploy_record(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in previous.get("wrote", []):  # only what our last deploy here wrote, as it recorded
@@ -165,7 +174,7 @@ def _make_deploy(run_dir: Path, out: Path) -> dict:
         shutil.copy(hwh, out / "finn-accel.hwh")
         wrote += ["finn-accel.bit", "finn-accel.hwh"]
     shutil.copy(qcdq, out / "model.qcdq.onnx")
-    manifest = manifest.replace(packing=dataclasses.replace(manifest.packing, **stream_folds(run_dir)))
+    manifest = manifest.replace(packing=dataclasses.replace(manifest.packing, **folds))
     manifest = manifest.with_files(qcdq={"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")})
     if bit is not None:
         manifest = manifest.with_files(bitfile={"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")})
