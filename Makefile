@@ -108,8 +108,8 @@ bench: install
 # timed here with the C image stages' A9 time from those counts. A9_DIR keeps the userland between runs.
 A9_DIR ?= build/armhf
 bench-a9: install
-	bash board/a9/setup.sh $(A9_DIR)
-	$(PY) -m board bench --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
+	bash flow/a9/setup.sh $(A9_DIR)
+	$(PY) -m flow bench a9 --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -60,7 +60,7 @@ EXPECTED = {
     "deploy-board": ([f"RUN={R}", "PYNQ_IP=192.168.2.99"],
                      [f"{PY} -m flow deploy --run {R}", f"{PY} -m flow deploy --run {R} --board 192.168.2.99"]),
     "bench": ([], [f"{PY} -m flow bench crosscheck"]),
-    "bench-a9": (["A9_DIR=/tmp/a9"], ["bash board/a9/setup.sh /tmp/a9", f"{PY} -m board bench --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
+    "bench-a9": (["A9_DIR=/tmp/a9"], ["bash flow/a9/setup.sh /tmp/a9", f"{PY} -m flow bench a9 --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
     "clean": ([], ["rm -rf runs build .pytest_cache"]),
     **{f"train-{p}": ([f"RUN={R}", "IMG=64", "EPOCHS=1", "DATA=/data/WIDER_FACE"],
                       [f"{PY} -m flow train --variant {p} --img 64 --data /data/WIDER_FACE --epochs 1 --device auto "
