@@ -149,7 +149,7 @@ def handoff_call():
     from concurrent.futures import ThreadPoolExecutor
 
     q1, q2 = queue.Queue(4), queue.Queue(4)
-    pool = ThreadPoolExecutor(1)  # lives as long as the process: the bench and a9count call it to the end
+    pool = ThreadPoolExecutor(1)  # lives as long as the process: the bench and the armhf count call it to the end
 
     def frame():
         q1.put(("f", pool.submit(int).result()), timeout=1)
@@ -181,7 +181,7 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
 def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
-    and the armhf instruction count (board/a9count.py) run these same calls."""
+    and the armhf instruction count (flow/a9/count.py, host side) run these same calls."""
     from board.pipeline import draw, image_array, open_image
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]

@@ -248,7 +248,8 @@ def parse(d, path: Path) -> Manifest:
     accel_in = get("input.accel_shape", list, None)
     resample = get("input.resample", str, lambda r: r in RESAMPLES, f"unknown resample; use one of: {', '.join(RESAMPLES)}",
                    default="bilinear")
-    pad = get("input.pad_value", int, lambda v: 0 <= v <= 255, "a pixel value 0..255", default=PAD_VALUE)
+    pad = get("input.pad_value", int, lambda v: v == PAD_VALUE,
+              f"this runtime letterboxes with grey {PAD_VALUE}, as training did", default=PAD_VALUE)
     in_dtype = get("input.datatype", str, lambda t: t == "UINT8", "the accelerator reads UINT8 pixels")
     oshape = get("output.shape", list, lambda s: len(s) == 4 and _pos_int(s[1]) and s[2] == s[3] and _pos_int(s[2]),
                  "[1, channels, grid, grid]")

@@ -62,6 +62,7 @@ def unhashed(change):
                                                       r"bilinear, nearest\)"),
     (lambda d: d["input"].update(shape=[1, 3, 0, 0]), r"input.shape = \[1, 3, 0, 0\] \(\[1, 3, size, size\] with a "
                                                       r"positive size\)"),
+    (lambda d: d["input"].update(pad_value=0), r"input.pad_value = 0 \(this runtime letterboxes with grey 114"),
     (lambda d: d.update(stride=16), r"stride = 16 \(the network maps input 64 to a 2x2 grid: stride 32\)"),
     (lambda d: d["output"].update(scale=-0.1), r"output.scale = -0.1 \(a positive finite number\)"),
     (lambda d: d["output"].update(scale="0.1"), r'output.scale = "0.1" \(expected an integer or float\)'),
