@@ -112,8 +112,9 @@ def estimate(m: dict, counts: dict | None, resample: str) -> dict:
         "a9_by_resample": by_resample,
         "method": ("armhf instruction counts under qemu-user / the A9's instructions per second on the same kind of "
                    "code (calibration calls with public Zynq-7020 timings, counted the same way); stages not counted: "
-                   if counts else "") + "x86 stage time x board/host ratio of the same kind of code (flow/a9/estimate.py docstring: PYNQ-HelloWorld and "
-                                        "finn-examples notebook timings)",
+                   if counts else "")
+                  + "x86 stage time x board/host ratio of the same kind of code (flow/a9/estimate.py docstring: "
+                    "PYNQ-HelloWorld and finn-examples notebook timings)",
         "a9_calibration": a9_rates(counts) if counts else None,
         "armhf_software": counts.get("_software") if counts else None,
     })
