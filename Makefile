@@ -111,8 +111,8 @@ bench: install
 # timed here with the C image stages' A9 time from those counts. A9_DIR keeps the userland between runs.
 A9_DIR ?= build/armhf
 bench-a9: install
-	bash board/a9/setup.sh $(A9_DIR)
-	$(PY) -m board bench --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
+	bash flow/a9/setup.sh $(A9_DIR)
+	$(PY) -m flow bench a9 --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
 
 # Caches only: everything here is remade by the commands that use it (build/ holds bench-a9's userland). Trained
 # runs are never touched by `clean`; `make clean-runs` lists them, and deletes them only with CONFIRM=1.

@@ -30,12 +30,12 @@ def cmd_run(a) -> int:
 
     def sink(name, img, dets):
         results[name] = [{"box": [round(float(v), 1) for v in d[:4]], "score": round(float(d[4]), 4),
-                          "class": acc.manifest["classes"][int(d[5])]} for d in dets]
+                          "class": acc.manifest.classes[int(d[5])]} for d in dets]
         print(f"{name}: {len(dets)} detection(s)" + "".join(f"\n  {r['class']} {r['score']:.2f} {r['box']}"
                                                            for r in results[name]))
         png = out / Path(name).with_suffix(".png")  # name is relative to --images: a/x.jpg and b/x.jpg stay apart
         png.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(draw(img, dets, acc.manifest["classes"])).save(png)
+        Image.fromarray(draw(img, dets, acc.manifest.classes)).save(png)
 
     stats = Pipeline(acc, a.conf).run(image_source(a.images), sink)
     (out / "detections.json").write_text(json.dumps({"detections": results, "stats": stats}, indent=2))
@@ -46,13 +46,13 @@ def cmd_run(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    """Every stage of the loop timed here, with the A9 estimate (board/bench.py says how it is made)."""
+    """Every stage of the loop timed where it runs, and the FPS those times allow (board/bench.py)."""
     from board.bench import report
 
     if a.deploy and not a.sim:
         raise BoardError("bench times the accelerator on the simulated overlay: add --sim (on the board, the "
                          "benchmark notebook times the real one)")
-    report(a.deploy, a.json, a.reps, a.frames, a.a9)
+    report(a.deploy, a.json, a.reps, a.frames)
     return 0
 
 
@@ -65,15 +65,14 @@ def main(argv=None) -> int:
     r.add_argument("--out", type=Path, default=Path("board_out"))
     r.add_argument("--sim", action="store_true", help="simulated overlay (golden model on the host)")
     r.add_argument("--conf", type=float, default=None)
-    b = sub.add_parser("bench", help="every stage's cost per frame here, and the PYNQ-Z2 (A9) estimate")
+    b = sub.add_parser("bench", help="every stage's cost per frame here (on a host, `python -m flow bench a9` adds "
+                       "the PYNQ-Z2 A9 estimate)")
     b.add_argument("--sim", action="store_true", help="time the accelerator wait and the real pipeline on the "
                    "simulated overlay (needs --deploy)")
     b.add_argument("--deploy", type=Path)
     b.add_argument("--json", type=Path, help="write the figures here")
     b.add_argument("--frames", type=int, default=40, help="frames through the real pipeline")
     b.add_argument("--reps", type=int, default=5, help="repeats per stage (the least of its timed calls is kept)")
-    b.add_argument("--a9", type=Path, metavar="DIR", help="armhf root + count plugin (board/a9/setup.sh DIR): every "
-                   "stage's A9 time from its instruction count under qemu-user instead of a ratio")
     a = p.parse_args(argv)
     try:
         return cmd_run(a) if a.cmd == "run" else cmd_bench(a)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from board.manifest import Manifest, ManifestError, load_manifest
 from board.packing import pack, unpack, word_bytes
-from board.preprocess import check_resample
 
 BITFILE, HWH, MANIFEST = "finn-accel.bit", "finn-accel.hwh", "manifest.json"
 REG_CTRL, REG_ADDR, REG_BATCH = 0x00, 0x10, 0x1C
@@ -33,36 +33,12 @@ class BoardError(RuntimeError):
     """A deployment or runtime problem on the board side, named precisely."""
 
 
-def load_manifest(deploy_dir: Path) -> dict:
-    path = Path(deploy_dir) / MANIFEST
-    if not path.is_file():
-        raise BoardError(f"{path}: manifest.json missing from the deploy folder (run `python -m flow deploy`)")
+def read_manifest(deploy_dir: Path) -> Manifest:
+    """The deploy folder's manifest.json, checked (board/manifest.py); its problems as a BoardError."""
     try:
-        m = json.loads(path.read_text())
-    except ValueError as e:
-        raise BoardError(f"{path}: not valid JSON ({e})") from e
-    for key in ("input", "output", "anchors", "stride", "classes"):
-        if key not in m:
-            raise BoardError(f"{path}: manifest has no '{key}' entry; it is not an lpyolo-flow manifest")
-    return m
-
-
-def input_resample(manifest: dict) -> str:
-    """The model's letterbox resample (board/preprocess.py) from the manifest; a manifest from before it: bilinear."""
-    try:
-        return check_resample(manifest["input"].get("resample", "bilinear"))
-    except ValueError as e:
-        raise BoardError(f"manifest.json input.resample: {e} (a deploy folder from a newer lpyolo-flow?)") from e
-
-
-def stream_geometry(manifest: dict) -> dict:
-    """Bits and stream-word sizes for input and output, from the manifest's packing section."""
-    p = manifest.get("packing", {})
-    cin = manifest["input"]["accel_shape"][-1]
-    cout = manifest["output"]["accel_shape"][-1]
-    return {"in_bits": p.get("input_bits", 8), "in_fold": p.get("input_word_elems", cin),
-            "out_bits": p.get("output_bits", manifest["output"]["bits"]), "out_fold": p.get("output_word_elems", cout),
-            "out_signed": manifest["output"]["datatype"].startswith("INT")}
+        return load_manifest(Path(deploy_dir) / MANIFEST)
+    except ManifestError as e:
+        raise BoardError(str(e)) from e
 
 
 class Accelerator:
@@ -70,8 +46,8 @@ class Accelerator:
 
     def __init__(self, deploy_dir, overlay=None, batch: int = 1, timeout_s: float = 1.0):
         self.deploy_dir = Path(deploy_dir)
-        self.manifest = load_manifest(self.deploy_dir)
-        self.geom = stream_geometry(self.manifest)
+        self.manifest = read_manifest(self.deploy_dir)
+        self.geom = self.manifest.geometry
         self.batch, self.timeout_s = batch, timeout_s
         if overlay is None:
             overlay = self._load_overlay()
@@ -80,15 +56,15 @@ class Accelerator:
             self.idma, self.odma = overlay.idma0, overlay.odma0
         except AttributeError as e:
             raise BoardError(f"overlay has no FINN IODMA ({e}); is {BITFILE} a FINN zynq-iodma build of this model?") from e
-        g, ishape, oshape = self.geom, self.manifest["input"]["accel_shape"], self.manifest["output"]["accel_shape"]
+        g, ishape, oshape = self.geom, self.manifest.input.accel_shape, self.manifest.output.accel_shape
         self.in_elems = int(np.prod(ishape[1:]))
         self.out_elems = int(np.prod(oshape[1:]))
-        in_bytes = self.in_elems // g["in_fold"] * word_bytes(g["in_fold"], g["in_bits"])
-        out_bytes = self.out_elems // g["out_fold"] * word_bytes(g["out_fold"], g["out_bits"])
+        in_bytes = self.in_elems // g.in_fold * word_bytes(g.in_fold, g.in_bits)
+        out_bytes = self.out_elems // g.out_fold * word_bytes(g.out_fold, g.out_bits)
         self.ibuf = overlay.allocate((batch, in_bytes), np.uint8, cacheable=True)
         self.obuf = overlay.allocate((batch, out_bytes), np.uint8, cacheable=True)
         # 8-bit pixels one per byte (FINN's layout for a UINT8 input): packing is one copy into the DMA buffer
-        self.copy_in = g["in_bits"] == 8 and g["in_fold"] == ishape[-1]
+        self.copy_in = g.in_bits == 8 and g.in_fold == ishape[-1]
         self.timings: list[float] = []
 
     def _load_overlay(self):
@@ -96,7 +72,7 @@ class Accelerator:
         for f, what in ((bit, "bitfile"), (hwh, "hardware handoff (.hwh, must sit beside the bitfile)")):
             if not f.is_file():
                 raise BoardError(f"{f}: {what} missing from the deploy folder")
-        want = self.manifest.get("files", {}).get("bitfile", {}).get("sha256")
+        want = self.manifest.files.get("bitfile", {}).get("sha256")
         if want and hashlib.sha256(bit.read_bytes()).hexdigest() != want:
             raise BoardError(f"{bit}: does not match manifest.json (sha256 differs): bitfile and manifest are from "
                              "different builds")
@@ -111,15 +87,15 @@ class Accelerator:
     # -- the three stages, separately callable so the pipeline can overlap them
     def pack_input(self, frames_nhwc: np.ndarray) -> None:
         frames = np.asarray(frames_nhwc)
-        want = tuple(self.manifest["input"]["accel_shape"][1:])
+        want = tuple(self.manifest.input.accel_shape[1:])
         if frames.dtype != np.uint8 or frames.shape[1:] != want or len(frames) != self.batch:
             raise BoardError(f"input must be uint8 {(self.batch, *want)}, got {frames.dtype}{frames.shape}")
         g = self.geom
         if self.copy_in:
             np.copyto(self.ibuf, frames.reshape(self.batch, -1))
         else:
-            flat = frames.reshape(self.batch, -1, g["in_fold"])
-            self.ibuf[:] = pack(flat, g["in_bits"], g["in_fold"]).reshape(self.batch, -1)
+            flat = frames.reshape(self.batch, -1, g.in_fold)
+            self.ibuf[:] = pack(flat, g.in_bits, g.in_fold).reshape(self.batch, -1)
         self.ibuf.flush()
 
     def dma_state(self) -> str:
@@ -160,8 +136,8 @@ class Accelerator:
         self.obuf.invalidate()
         g = self.geom
         raw = np.asarray(self.obuf).reshape(self.batch, -1)
-        vals = np.stack([unpack(r, g["out_bits"], g["out_fold"], self.out_elems, g["out_signed"]) for r in raw])
-        return vals.reshape(self.batch, *self.manifest["output"]["accel_shape"][1:])
+        vals = np.stack([unpack(r, g.out_bits, g.out_fold, self.out_elems, g.out_signed) for r in raw])
+        return vals.reshape(self.batch, *self.manifest.output.accel_shape[1:])
 
     def __call__(self, frames_nhwc: np.ndarray) -> np.ndarray:
         self.pack_input(frames_nhwc)
@@ -173,9 +149,9 @@ class Accelerator:
         return self.batch * len(self.timings) / sum(self.timings) if self.timings else 0.0
 
 
-def save_outputs(path, inputs: np.ndarray, outputs: np.ndarray, manifest: dict) -> None:
+def save_outputs(path, inputs: np.ndarray, outputs: np.ndarray, manifest: Manifest) -> None:
     """Raw board outputs for `python -m flow crosscheck --board-outputs`: inputs (N,H,W,3) uint8, outputs NHWC."""
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(manifest.to_json(), sort_keys=True).encode()).hexdigest()
     np.savez(path, inputs=np.asarray(inputs, np.uint8), outputs=np.asarray(outputs, np.int32), manifest_sha256=digest)
 
 

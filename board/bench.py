@@ -1,78 +1,37 @@
-"""`python -m board bench`: every stage of the board's loop timed on this host, and what it costs on the PYNQ-Z2.
+"""`python -m board bench`: every stage of the board's loop timed where it runs (the board, or a host with the
+simulated overlay), and the frames per second those times allow.
 
-Method of the A9 estimate (no board here): each stage's x86 time, measured in this run (least of many timed calls), times
-a board-to-host ratio measured on public Zynq-7020 timings of the same kind of code re-run on this project's
-2-core x86 (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples):
-  python  Python-bound numpy on small arrays (FINN's unpack_output: 355-371 ms board / 9.6-10.4 ms here)   37x
-  memory  numpy over large arrays, memory-bound (FINN's pack_input: 71-74 ms board / ~1 ms here)              70x
-  c_image C image code, PIL/OpenCV (PIL bilinear resizes in PYNQ-HelloWorld: 1.02 s / 63-73 ms, 24.6 / 0.9)   14-28x
-The low/high ends are the spread of those measurements, widened where our stage is not the measured code:
-python 30-45x, memory 55-90x, c_image 14-28x (central 20x). Further error the ratios cannot see: OpenCV on x86
-uses AVX2 where the A9 has NEON (both SIMD; OpenCV runs single-threaded here, as it effectively does on a core the
-pipeline already uses), and pynq's MMIO register reads cost more than the simulated overlay's (the wait reads
-the status register a few times a frame). The accelerator's own frame time (3.97 ms, Verilator simulation of the
-416x416 design with its sized FIFOs) is taken as is, not scaled.
+Each stage is the least of many timed calls of the code the Pipeline runs, on one 640x480 camera frame into the
+LPYOLO 416x416 geometry; the letterbox counted in the frame is the model's resample (manifest.json's
+input.resample). The stages include the pipeline's own per-frame hand-offs between threads (a future and two
+queues), which run Python and hold the GIL.
 
-The x86 side should run the board's libraries: the JPEG decode, most of a frame's CPU, is ~1.6x faster here
-with libjpeg-turbo 3.1 (opencv-python 4.13 wheels) than with 2.1.2 (opencv-python 4.5.5 wheels, and the PYNQ
-3.0.1 image's OpenCV 4.5.4), and numpy 1.x costs more per call than 2.x; the report names what it ran with.
-
-With `--a9 DIR` (board/a9/setup.sh DIR: an armhf Debian userland and a qemu-user plugin), every stage is instead
-counted: board/a9count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
-cortex-a9`, and each stage's instructions are divided by the A9's instruction rate on its kind of code, measured by
-counting, the same way, calls whose Zynq-7020 timings are public (A9_CALIBRATION): PIL resizes for C image code
-(479/558 M instructions/s), FINN's driver unpacking a batch for Python-bound code (221 M/s), FINN's packing a
-batch for numpy over large arrays (269 M/s). That removes the x86 side (AVX2 and other library builds here vs the
-armhf builds' code, which for OpenCV's resize has no NEON path; the host's load); what remains is how far a stage's
-code differs from its kind's calibration code (a9_from_counts says how the range is made) and what qemu-user does
-not count: kernel time (futex wake-ups, page faults) and the memory system beyond what the calibration code met.
-
-The stages include the pipeline's own per-frame hand-offs between threads (a future and two queues), which run
-Python and hold the GIL. On the board itself the measured column is the A9's and the ratios do not apply.
-
-End-to-end FPS from the stage times: the pipeline runs capture, two preprocess workers (JPEG decode + letterbox,
+Frames per second from the stage times: the pipeline runs capture, two preprocess workers (JPEG decode + letterbox,
 C code that releases the GIL, but for Pillow's conversion of the decoded frame to an array), the accelerator
 thread (copy in, sleep until done, unpack) and the postprocess thread (decode + NMS, draw) on two cores, so a frame
 costs the largest of: the CPU time of all stages over two cores; the accelerator thread's copy + accelerator +
 unpack; the postprocess thread; the stages that hold the GIL (their flag in stage_calls), which no second core can
 run at once.
+
+What these times come to on the PYNQ-Z2's Cortex-A9 when measured on a host is a host-side estimate:
+`python -m flow bench a9` (flow/a9/estimate.py), which builds on this module's measurements.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError, input_resample, load_manifest
+from board.accelerator import read_manifest
 from board.packing import pack, unpack
 from board.postprocess import box_iou, decode, detect
-from board.preprocess import RESAMPLES, cv2, letterbox, resize_bilinear_fixed
+from board.preprocess import cv2, letterbox, resize_bilinear_fixed
 
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
-RATIOS = {"python": (37.0, 30.0, 45.0), "memory": (70.0, 55.0, 90.0), "c_image": (20.0, 14.0, 28.0)}
-A9_HZ = 650e6
-# The calibration calls board/a9count.py counts, each with the kind of code it stands for and its seconds on a
-# Zynq-7020 board (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples): PIL resizes in
-# PYNQ-HelloWorld's Pynq-Z2 notebook; FINN's
-# driver in finn-examples' saved UNSW-NB15 notebook output (throughput_test, batch 1000, BIPOLAR in and out).
-A9_CALIBRATION = {"pil_resize_3840x2160_to_1920x1080": ("c_image", 1.02),
-                  "pil_resize_640x360_to_320x180": ("c_image", 0.0246),
-                  "finn_unpack_output_1000x1_bipolar": ("python", 0.3555),
-                  "finn_pack_input_1000x600_bipolar": ("memory", 0.0711)}
-# A kind with one calibration point has no spread of its own. Python: the count runs CPython 3.11, the board
-# 3.10, and 3.11's speed-up over 3.10 differs by workload (10-60 %, its release notes), so a stage's time relative
-# to the calibration's is uncertain by up to 1.6/1.1 either way. Any other (numpy over large arrays): the spread of
-# the C image points, as different kinds of compiled code differ.
-A9_SINGLE_POINT_SPREAD = {"python": 1.6 / 1.1}
 LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest"}  # the frame's, by resample
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
@@ -190,7 +149,7 @@ def handoff_call():
     from concurrent.futures import ThreadPoolExecutor
 
     q1, q2 = queue.Queue(4), queue.Queue(4)
-    pool = ThreadPoolExecutor(1)  # lives as long as the process: the bench and a9count call it to the end
+    pool = ThreadPoolExecutor(1)  # lives as long as the process: the bench and the armhf count call it to the end
 
     def frame():
         q1.put(("f", pool.submit(int).result()), timeout=1)
@@ -207,7 +166,7 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
 
     ov = SimOverlay(deploy, frame_time_s=ACCEL_FRAME_S)
     acc = Accelerator(deploy, overlay=ov)
-    frame = np.zeros(acc.manifest["input"]["accel_shape"], np.uint8)
+    frame = np.zeros(acc.manifest.input.accel_shape, np.uint8)
     acc(frame)
     walls, cpus = [], []
     for _ in range(frames):
@@ -222,7 +181,7 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
 def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
-    and the armhf instruction count (board/a9count.py) run these same calls."""
+    and the armhf instruction count (flow/a9/count.py, host side) run these same calls."""
     from board.pipeline import draw, image_array, open_image
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]
@@ -242,9 +201,9 @@ def stage_calls() -> tuple[dict, dict]:
         "capture_decode_640x480_jpeg": (lambda: open_image(jpg), "c_image", False, True),
         "capture_decode_640x480_jpeg_422": (lambda: open_image(jpg_422), "c_image", False, False),
         "decoded_frame_to_array": (lambda: image_array(opened), "c_image", True, True),
-        "letterbox_640x480": (lambda: letterbox(vga, size, canvas), "c_image", False, True),
+        "letterbox_640x480": (lambda: letterbox(vga, size, canvas, resample="bilinear"), "c_image", False, True),
         "letterbox_640x480_nearest": (lambda: letterbox(vga, size, canvas, resample="nearest"), "c_image", False, False),
-        "letterbox_1280x720": (lambda: letterbox(hd, size, canvas), "c_image", False, False),
+        "letterbox_1280x720": (lambda: letterbox(hd, size, canvas, resample="bilinear"), "c_image", False, False),
         "pack_copy_to_dma": (lambda: np.copyto(dma_in, canvas.reshape(1, -1)), "memory", False, True),
         "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),
         "decode_nms_3_faces": (lambda: detect(realistic, scale, anchors, stride), "python", True, True),
@@ -264,7 +223,7 @@ def stage_calls() -> tuple[dict, dict]:
 
 
 def measure(deploy: Path | None = None, reps: int = 5) -> dict:
-    """x86 seconds per stage of one frame (the LPYOLO 416x416 geometry), the baseline's, and the A9 estimate."""
+    """Seconds per stage of one frame (the LPYOLO 416x416 geometry) here, and the baseline's."""
     calls, base_calls = stage_calls()
     t = {name: (time_stage(fn, reps), kind, gil, counted) for name, (fn, kind, gil, counted) in calls.items()}
     execute = time_execute(deploy) if deploy else {"wall_s": ACCEL_FRAME_S, "host_cpu_s": 0.0}
@@ -295,178 +254,6 @@ def frame_cost(stage_s: dict, accelerator_s: float, gil: set) -> tuple[float, st
     return lanes[lane][0], lane, top
 
 
-def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") -> dict:
-    """The JSON report: x86 and A9 (central, low, high) per stage and per frame. With `counts` (armhf instructions
-    per call, count_on_armhf), each counted stage's A9 time comes from its instructions and its kind's A9 rate
-    instead of x86 time x ratio. The frame letterboxes with `resample` (the model's); `a9_by_resample` gives the
-    frame with each."""
-    stages = {}
-    a9 = {"central": {}, "low": {}, "high": {}}
-    x86 = {}
-    kinds = {name: kind for name, (_, kind, _, _) in m["stages"].items()}
-    gil_stages = {name for name, (_, _, holds, _) in m["stages"].items() if holds}
-    counted_a9 = a9_from_counts(counts, kinds) if counts else {}
-    for name, (sec, kind, gil, counted) in m["stages"].items():
-        r, lo, hi = RATIOS[kind]
-        a9_s = {"central": sec * r, "low": sec * lo, "high": sec * hi}
-        if name in LETTERBOX_STAGE.values():
-            counted = name == LETTERBOX_STAGE[resample]
-        stages[name] = {"x86_ms": round(sec * 1e3, 4), "ratio": kind, "ratio_value": r, "ratio_range": [lo, hi],
-                        "holds_gil": gil, "in_640x480_frame": counted, "a9_method": "x86 time x ratio"}
-        if name in counted_a9:
-            a9_s = counted_a9[name]
-            stages[name].update(a9_method=f"armhf instructions / A9 rate on {kind} code",
-                                armhf_insns=counts[name]["insns"], armhf_neon_insns=counts[name]["neon"],
-                                a9_ms_by_ratio=round(sec * r * 1e3, 3))
-        stages[name].update(a9_ms=round(a9_s["central"] * 1e3, 3),
-                            a9_ms_range=[round(a9_s["low"] * 1e3, 3), round(a9_s["high"] * 1e3, 3)])
-        x86[name] = sec
-        for key in a9:
-            a9[key][name] = a9_s[key]
-    stages["accelerator"] = {"x86_ms": round(m["accelerator_s"] * 1e3, 3), "ratio": "hardware (simulated, not scaled)",
-                             "a9_ms": round(m["accelerator_s"] * 1e3, 3), "execute_wall_x86_ms": round(m["execute_wall_s"] * 1e3, 3),
-                             "execute_measured_on_sim": m["execute_measured"]}
-
-    def frame(per_stage: dict, letterbox_with: str) -> dict:
-        """The stages of one 640x480 frame letterboxed with `letterbox_with`."""
-        keep = {n for n, (_, _, _, counted) in m["stages"].items() if counted} - set(LETTERBOX_STAGE.values())
-        return {n: v for n, v in per_stage.items() if n in keep or n == LETTERBOX_STAGE[letterbox_with]}
-
-    by_resample = {}
-    for rs in RESAMPLES:
-        f, lane, top = frame_cost(frame(a9["central"], rs), m["accelerator_s"], gil_stages)
-        lo_f = frame_cost(frame(a9["low"], rs), m["accelerator_s"], gil_stages)[0]
-        hi_f = frame_cost(frame(a9["high"], rs), m["accelerator_s"], gil_stages)[0]
-        by_resample[rs] = {"a9_ms_per_frame": round(f * 1e3, 3), "a9_ms_per_frame_range": [round(lo_f * 1e3, 3), round(hi_f * 1e3, 3)],
-                           "a9_fps_estimate": round(1 / f, 1), "a9_fps_range": [round(1 / hi_f, 1), round(1 / lo_f, 1)],
-                           "bound_stage": top, "bound_by": lane}
-    in_frame = frame(x86, resample)
-    x86_frame, x86_lane, x86_top = frame_cost(in_frame, m["accelerator_s"], gil_stages)
-    base = dict(in_frame)  # the baseline's letterbox (float bilinear) stands in for the frame's
-    base.pop(LETTERBOX_STAGE[resample])
-    base.update({k: v for k, v in m["baseline"].items() if k in base or k == "letterbox_640x480"})
-    host_ms = sum(in_frame.values()) * 1e3
-    base_ms = sum(base.values()) * 1e3
-    no_decode = host_ms - (in_frame["capture_decode_640x480_jpeg"] + in_frame["decoded_frame_to_array"]) * 1e3
-    return {
-        "resample": resample,
-        "x86_ms_per_frame": round(host_ms, 3),
-        "x86_ms_per_frame_without_capture_decode": round(no_decode, 3),
-        "x86_baseline_ms_per_frame": round(base_ms, 3),
-        "x86_baseline_ms_per_frame_without_capture_decode": round(base_ms - (host_ms - no_decode), 3),
-        "x86_speedup_vs_baseline": round(base_ms / host_ms, 2),
-        "x86_speedup_vs_baseline_without_capture_decode": round((base_ms - (host_ms - no_decode)) / no_decode, 1),
-        "x86_fps_estimate": round(1 / x86_frame, 1), "x86_bound_stage": x86_top, "x86_bound_by": x86_lane,
-        **by_resample[resample],
-        "a9_by_resample": by_resample,
-        "stages": stages,
-        "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
-        "letterbox": "OpenCV" if cv2 is not None else "numpy (no cv2)",
-        "software": software(),
-        "method": ("armhf instruction counts under qemu-user / the A9's instructions per second on the same kind of "
-                   "code (calibration calls with public Zynq-7020 timings, counted the same way); stages not counted: "
-                   if counts else "") +
-                  "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring: PYNQ-HelloWorld and "
-                  "finn-examples notebook timings)",
-        "a9_calibration": a9_rates(counts) if counts else None,
-        "armhf_software": counts.get("_software") if counts else None,
-    }
-
-
-# -- the A9 from instruction counts: the stages run on an armhf Debian userland under qemu-user --
-def a9_rates(counts: dict) -> dict:
-    """kind of code -> {calibration call: the A9's instructions per second on it}: the calls' armhf counts over their
-    public board timings."""
-    rates: dict = {}
-    for name, (kind, sec) in A9_CALIBRATION.items():
-        rates.setdefault(kind, {})[name] = counts[name]["insns"] / sec
-    return rates
-
-
-def a9_from_counts(counts: dict, kinds: dict) -> dict:
-    """stage -> A9 seconds (central, low, high) from its armhf instructions and the A9 rate on its kind of code
-    (`kinds`: stage -> "c_image" / "python" / "memory"). Central: the geometric mean of the kind's calibration
-    rates. Two or more points: low from the fastest, high from the slowest plus one more cycle per NEON instruction
-    (the calibration code is scalar; the A9's NEON unit is 64 bits wide, so a quad-register operation takes two).
-    One point: central divided and multiplied by the kind's A9_SINGLE_POINT_SPREAD."""
-    rates = a9_rates(counts)
-    c_image = rates["c_image"].values()
-    out = {}
-    for name, c in counts.items():
-        if name.startswith("_") or name in A9_CALIBRATION or kinds.get(name) not in rates:
-            continue
-        r = list(rates[kinds[name]].values())
-        central = c["insns"] / statistics.geometric_mean(r)
-        if len(r) > 1:
-            out[name] = {"central": central, "low": c["insns"] / max(r),
-                         "high": c["insns"] / min(r) + c["neon"] / A9_HZ}
-        else:
-            f = A9_SINGLE_POINT_SPREAD.get(kinds[name], max(c_image) / min(c_image))
-            out[name] = {"central": central, "low": central / f, "high": central * f}
-    return out
-
-
-def parse_marks(text: str) -> dict[int, tuple[int, int]]:
-    """insn_count.c's log: "mark <id> <instructions> <neon>" lines -> {id: (instructions, neon)}."""
-    marks = {}
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) == 4 and f[0] == "mark":
-            marks[int(f[1])] = (int(f[2]), int(f[3]))
-    return marks
-
-
-def counts_per_call(info: dict, marks: dict) -> dict:
-    """{name: {"insns", "neon"}} per call, from board/a9count.py's stage order (stage k between marks 2k, 2k+1)."""
-    out = {}
-    for k, name in enumerate(info["stages"]):
-        if 2 * k not in marks or 2 * k + 1 not in marks:
-            raise BoardError(f"armhf count: no marks around stage {name!r} in the plugin's log")
-        (i0, n0), (i1, n1) = marks[2 * k], marks[2 * k + 1]
-        out[name] = {"insns": (i1 - i0) // info["calls"], "neon": (n1 - n0) // info["calls"]}
-    out["_software"] = {k: info[k] for k in ("machine", "python", "numpy", "opencv", "pil")}
-    return out
-
-
-def count_on_armhf(a9_dir: Path, timeout: float = 3600) -> dict:
-    """Run board/a9count.py on the armhf root `a9_dir`/root under qemu-user with `a9_dir`/insn_count.so (both made
-    by board/a9/setup.sh) and return the instructions per call of every stage and calibration call."""
-    root, plugin, qemu = a9_dir / "root", a9_dir / "insn_count.so", shutil.which("qemu-arm")
-    python = root / "usr" / "bin" / "python3"
-    for need, what in ((python, "an armhf root with Python, numpy, OpenCV and Pillow"), (plugin, "the count plugin")):
-        if not need.exists():
-            raise BoardError(f"{need}: missing ({what}); make it with `bash board/a9/setup.sh {a9_dir}`")
-    if qemu is None:
-        raise BoardError("qemu-arm not on the PATH: `apt-get install qemu-user` (board/a9/setup.sh does)")
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        # FINN's data packing (the Python calibration code) and qonnx's DataType are pure Python: the guest imports
-        # this host's installed copies through links, beside the armhf root's own numpy.
-        shim = Path(tmp) / "pure"
-        shim.mkdir()
-        for pkg in ("finn", "qonnx"):
-            spec = importlib.util.find_spec(pkg)
-            if spec is None or not spec.submodule_search_locations:
-                raise BoardError(f"{pkg} is not installed here: the armhf count imports its data packing "
-                                 "(`make install` installs finn-plus and qonnx)")
-            (shim / pkg).symlink_to(spec.submodule_search_locations[0], target_is_directory=True)
-        # libjpeg-turbo turns NEON on from /proc/cpuinfo, which qemu-user 7.2 passes through from this x86 host (no
-        # "neon" there); the board's lists it, so the guest is told to use it as the board does.
-        env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{shim}", JSIMD_FORCENEON="1")
-        log = Path(tmp) / "marks.log"
-        cmd = [qemu, "-cpu", "cortex-a9", "-L", str(root), "-plugin", str(plugin), "-d", "plugin", "-D", str(log),
-               str(python), "-m", "board.a9count"]
-        print("counting armhf instructions per stage under qemu-user (about a minute): " + " ".join(cmd))
-        try:
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BoardError(f"armhf count: no result within {timeout:.0f} s") from None
-        if p.returncode:
-            raise BoardError(f"armhf count failed (exit {p.returncode}): {p.stderr.strip()[-600:]}")
-        info = json.loads(p.stdout.strip().splitlines()[-1])
-        return counts_per_call(info, parse_marks(log.read_text()))
-
-
 def software() -> dict:
     """What the x86 figures were measured with: the JPEG decoder above all (the board's OpenCV 4.5.4 decodes with
     libjpeg-turbo 2.1.2; opencv-python 4.5.5 wheels bundle the same, 4.13 wheels bundle 3.1, ~1.6x faster here)."""
@@ -491,49 +278,96 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
     jpg = jpeg_bytes(camera_frame(640, 480))
     s = Pipeline(acc).run((f"f{i}", jpg) for i in range(frames))
     return {k: s[k] for k in ("frames", "end_to_end_fps", "accelerator_fps", "stage_ms")} | {
-        "model_input": acc.manifest["input"]["accel_shape"][1:3]}
+        "model_input": acc.manifest.input.accel_shape[1:3]}
 
 
-def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40,
-           a9_dir: Path | None = None) -> dict:
-    counts = count_on_armhf(a9_dir) if a9_dir else None
-    resample = "bilinear"
-    if deploy:
-        resample = input_resample(load_manifest(deploy))
-    r = estimate(measure(deploy, reps), counts, resample)
+def frame_stages(m: dict, per_stage: dict, resample: str) -> dict:
+    """The stages of one 640x480 frame letterboxed with `resample`, from per-stage values."""
+    keep = {n for n, (_, _, _, counted) in m["stages"].items() if counted} - set(LETTERBOX_STAGE.values())
+    return {n: v for n, v in per_stage.items() if n in keep or n == LETTERBOX_STAGE[resample]}
+
+
+def summarize(m: dict, resample: str) -> dict:
+    """The measured report (the x86_* keys: measured here, whatever here is): per stage ms; one 640x480 frame
+    letterboxed with `resample` (the model's), against the baseline; the FPS the stage times allow, bound by what."""
+    stages, here = {}, {}
+    for name, (sec, _kind, gil, counted) in m["stages"].items():
+        if name in LETTERBOX_STAGE.values():
+            counted = name == LETTERBOX_STAGE[resample]
+        stages[name] = {"x86_ms": round(sec * 1e3, 4), "holds_gil": gil, "in_640x480_frame": counted}
+        here[name] = sec
+    stages["accelerator"] = {"x86_ms": round(m["accelerator_s"] * 1e3, 3),
+                             "execute_wall_x86_ms": round(m["execute_wall_s"] * 1e3, 3),
+                             "execute_measured_on_sim": m["execute_measured"]}
+    gil_stages = {name for name, (_, _, holds, _) in m["stages"].items() if holds}
+    in_frame = frame_stages(m, here, resample)
+    frame_s, lane, top = frame_cost(in_frame, m["accelerator_s"], gil_stages)
+    base = dict(in_frame)  # the baseline's letterbox (float bilinear) stands in for the frame's
+    base.pop(LETTERBOX_STAGE[resample])
+    base.update({k: v for k, v in m["baseline"].items() if k in base or k == "letterbox_640x480"})
+    host_ms = sum(in_frame.values()) * 1e3
+    base_ms = sum(base.values()) * 1e3
+    no_decode = host_ms - (in_frame["capture_decode_640x480_jpeg"] + in_frame["decoded_frame_to_array"]) * 1e3
+    return {
+        "resample": resample,
+        "x86_ms_per_frame": round(host_ms, 3),
+        "x86_ms_per_frame_without_capture_decode": round(no_decode, 3),
+        "x86_baseline_ms_per_frame": round(base_ms, 3),
+        "x86_baseline_ms_per_frame_without_capture_decode": round(base_ms - (host_ms - no_decode), 3),
+        "x86_speedup_vs_baseline": round(base_ms / host_ms, 2),
+        "x86_speedup_vs_baseline_without_capture_decode": round((base_ms - (host_ms - no_decode)) / no_decode, 1),
+        "x86_fps_estimate": round(1 / frame_s, 1), "x86_bound_stage": top, "x86_bound_by": lane,
+        "stages": stages,
+        "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
+        "letterbox": "OpenCV" if cv2 is not None else "numpy (no cv2)",
+        "software": software(),
+    }
+
+
+def print_measured(r: dict) -> None:
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "
           "(the PYNQ 3.0.1 image: Python 3.10, numpy 1.21.5, OpenCV 4.5.4, libjpeg-turbo 2.1.2)")
-    if counts:
-        a = r["armhf_software"]
-        print(f"armhf (qemu-user, Cortex-A9 ISA): Python {a['python']}, numpy {a['numpy']}, OpenCV {a['opencv']}, "
-              f"Pillow {a['pil']}; A9 rate, M instructions/s: "
-              + "; ".join(f"{kind} " + ", ".join(f"{v / 1e6:.0f} ({k})" for k, v in per.items())
-                          for kind, per in r["a9_calibration"].items()))
-    print(f"{'stage':<34} {'here ms':>8} {'ratio':>8} {'A9 ms (low-high)':>22}")
-    for name, s in r["stages"].items():
-        if name == "accelerator":
-            print(f"{name:<34} {s['x86_ms']:8.3f} {'hw':>8} {s['a9_ms']:10.3f} (simulated frame time)")
-            continue
-        mark = "" if s["in_640x480_frame"] else "  (not in the frame sum)"
-        how = f"{s['ratio_value']:7.0f}x" if "armhf_insns" not in s else f"{s['armhf_insns'] / 1e6:6.1f}Mi"
-        print(f"{name:<34} {s['x86_ms']:8.3f} {how:>8} {s['a9_ms']:9.2f} "
-              f"({s['a9_ms_range'][0]:.2f}-{s['a9_ms_range'][1]:.2f}){mark}")
-    print(f"x86: {r['x86_ms_per_frame']:.3f} ms host CPU per 640x480 frame ({r['x86_ms_per_frame_without_capture_decode']:.3f} "
+
+
+def print_frame(r: dict) -> None:
+    print(f"here: {r['x86_ms_per_frame']:.3f} ms CPU per 640x480 frame ({r['x86_ms_per_frame_without_capture_decode']:.3f} "
           f"without the JPEG decode); baseline (float letterbox, per-candidate NMS, converting pack) "
           f"{r['x86_baseline_ms_per_frame']:.3f} ms ({r['x86_baseline_ms_per_frame_without_capture_decode']:.3f}): "
           f"{r['x86_speedup_vs_baseline']}x ({r['x86_speedup_vs_baseline_without_capture_decode']}x); {r['x86_fps_estimate']} FPS "
-          f"estimated, bound by {r['x86_bound_by']}")
-    for rs, e in r["a9_by_resample"].items():
-        print(f"A9 estimate, {rs} letterbox{' (this model)' if rs == resample else ''}: {e['a9_ms_per_frame']:.2f} ms per "
-              f"frame, {e['a9_fps_estimate']} FPS (range {e['a9_fps_range'][0]}-{e['a9_fps_range'][1]}), bound by "
-              f"{e['bound_by']}: {e['bound_stage']}")
+          f"from the stage times, bound by {r['x86_bound_by']}")
+
+
+def print_pipeline(r: dict, deploy: Path | None, frames: int) -> None:
     if deploy:
         r["pipeline_x86"] = pipeline_fps(deploy, frames)
         p = r["pipeline_x86"]
         print(f"real Pipeline here, simulated {ACCEL_FRAME_S * 1e3:.2f} ms accelerator, {p['frames']} 640x480 JPEG frames "
               f"to a {p['model_input'][0]}x{p['model_input'][1]} model: {p['end_to_end_fps']} FPS end to end")
+
+
+def write_json(r: dict, json_path: Path | None) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(r, indent=2))
         print(f"written {json_path}")
+
+
+def model_resample(deploy: Path | None) -> str:
+    """The deploy's model's letterbox; without a deploy folder the bench's frame is letterboxed bilinear (both
+    letterboxes are timed either way)."""
+    return read_manifest(deploy).input.resample if deploy else "bilinear"
+
+
+def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40) -> dict:
+    """Measure, print and return the per-stage and per-frame figures here (with `deploy`: on the simulated overlay,
+    and the real Pipeline end to end)."""
+    r = summarize(measure(deploy, reps), model_resample(deploy))
+    print_measured(r)
+    print(f"{'stage':<34} {'here ms':>8}")
+    for name, s in r["stages"].items():
+        mark = "" if s.get("in_640x480_frame", True) else "  (not in the frame sum)"
+        print(f"{name:<34} {s['x86_ms']:8.3f}{' (simulated frame time)' if name == 'accelerator' else mark}")
+    print_frame(r)
+    print_pipeline(r, deploy, frames)
+    write_json(r, json_path)
     return r

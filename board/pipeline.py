@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError, input_resample
+from board.accelerator import BoardError
 from board.postprocess import detect_with_manifest
 from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
 
@@ -157,8 +157,8 @@ class Pipeline:
     def __init__(self, accel, conf_thresh: float | None = None, iou_thresh: float | None = None, depth: int = 2,
                  workers: int = 2):
         self.accel, self.manifest = accel, accel.manifest
-        self.size = self.manifest["input"]["accel_shape"][1]
-        self.resample = input_resample(self.manifest)
+        self.size = self.manifest.input.size
+        self.resample = self.manifest.input.resample
         self.conf, self.iou, self.depth, self.workers = conf_thresh, iou_thresh, depth, workers
 
     def _prepare(self, name: str, data):

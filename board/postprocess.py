@@ -100,12 +100,11 @@ def detect(codes_hwc: np.ndarray, scale: float, anchors, stride: int, num_classe
     return np.concatenate([boxes[k], scores[k, None], classes[k, None].astype(np.float32)], axis=1)
 
 
-def detect_with_manifest(codes_hwc: np.ndarray, manifest: dict, conf_thresh: float | None = None,
+def detect_with_manifest(codes_hwc: np.ndarray, manifest, conf_thresh: float | None = None,
                          iou_thresh: float | None = None) -> np.ndarray:
-    out = manifest["output"]
-    post = manifest.get("postprocess", {})
-    if manifest.get("decode", DECODE_VERSION) != DECODE_VERSION:
-        raise ValueError(f"manifest asks for decode {manifest.get('decode')!r}; this runtime implements {DECODE_VERSION}")
-    return detect(codes_hwc, out["scale"], manifest["anchors"], manifest["stride"], len(manifest["classes"]),
-                  post.get("conf_thresh", 0.25) if conf_thresh is None else conf_thresh,
-                  post.get("iou_thresh", 0.45) if iou_thresh is None else iou_thresh)
+    """detect() with the facts of a board.manifest.Manifest (thresholds: its own unless given)."""
+    if manifest.decode != DECODE_VERSION:
+        raise ValueError(f"manifest asks for decode {manifest.decode!r}; this runtime implements {DECODE_VERSION}")
+    return detect(codes_hwc, manifest.output.scale, manifest.anchors, manifest.stride, len(manifest.classes),
+                  manifest.conf_thresh if conf_thresh is None else conf_thresh,
+                  manifest.iou_thresh if iou_thresh is None else iou_thresh)

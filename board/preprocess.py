@@ -22,8 +22,8 @@ try:  # C image code releases the GIL and costs ~0.2 ms here per 640x480 frame
 except ImportError:  # a bare board image without OpenCV
     cv2 = None
 
-PAD_VALUE = 114  # YOLOv5's grey
-RESAMPLES = ("bilinear", "nearest")
+from board.manifest import PAD_VALUE, RESAMPLES  # noqa: E402 - the contract's facts: YOLOv5's grey, the two resamples
+
 _FRAC_BITS = 7  # fallback weights in 1/128 steps: (b - a) * w stays within int16 (255 * 128 < 32767)
 
 
@@ -90,7 +90,7 @@ def check_resample(resample: str) -> str:
     return resample
 
 
-def resize_into(img: np.ndarray, out: np.ndarray, resample: str = "bilinear") -> None:
+def resize_into(img: np.ndarray, out: np.ndarray, resample: str) -> None:
     """Resize img into the (h, w, 3) view `out` with `resample` (RESAMPLES). OpenCV writes straight into it (no
     intermediate copy of the resized frame); a cv2 whose binding hands back a new array instead has it copied in."""
     h, w = out.shape[:2]
@@ -116,8 +116,8 @@ def letterbox_geometry(shape: tuple[int, int], size: int) -> tuple[float, tuple[
     return ratio, (nh, nw), ((size - nw) // 2, (size - nh) // 2)
 
 
-def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None,
-              resample: str = "bilinear") -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None, *,
+              resample: str) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Fit an image into size x size RGB uint8 keeping its aspect ratio, padded with grey.
 
     `img`: anything `to_rgb8` takes. `out`: an optional (size, size, 3) uint8 array to write into (reused per frame).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import DONE, IDLE, REG_ADDR, REG_BATCH, REG_CTRL, START, Accelerator, BoardError, load_manifest, stream_geometry
+from board.accelerator import DONE, IDLE, REG_ADDR, REG_BATCH, REG_CTRL, START, BoardError, read_manifest
 from board.packing import pack, unpack
 
 
@@ -55,8 +55,8 @@ class SimOverlay:
 
     def __init__(self, deploy_dir: Path, stall: bool = False, frame_time_s: float = 0.0):
         self.deploy_dir = Path(deploy_dir)
-        self.manifest = load_manifest(self.deploy_dir)
-        self.geom = stream_geometry(self.manifest)
+        self.manifest = read_manifest(self.deploy_dir)
+        self.geom = self.manifest.geometry
         self.sess = golden_session(self.deploy_dir / "model.qcdq.onnx")
         self.buffers: dict[int, SimBuffer] = {}
         self.idma0, self.odma0 = SimIODMA(self, "in"), SimIODMA(self, "out")
@@ -86,14 +86,14 @@ class SimOverlay:
         ibuf = self.buffers[self.idma0.regs[REG_ADDR]].dram
         obuf = self.buffers[self.odma0.regs[REG_ADDR]].dram
         batch = self.idma0.regs[REG_BATCH]
-        ishape = m["input"]["accel_shape"][1:]
+        ishape = m.input.accel_shape[1:]
         n_in = int(np.prod(ishape))
-        frames = np.stack([unpack(ibuf[b], g["in_bits"], g["in_fold"], n_in, False) for b in range(batch)])
+        frames = np.stack([unpack(ibuf[b], g.in_bits, g.in_fold, n_in, False) for b in range(batch)])
         x = frames.reshape(batch, *ishape).transpose(0, 3, 1, 2).astype(np.float32)  # the golden model is NCHW
         y = self.sess.run(None, {self.sess.get_inputs()[0].name: x})[0]
-        codes = np.round(y.astype(np.float64) / m["output"]["scale"]).astype(np.int32).transpose(0, 2, 3, 1)
-        flat = codes.reshape(batch, -1, g["out_fold"])
-        obuf[:batch] = pack(flat, g["out_bits"], g["out_fold"]).reshape(batch, -1)
+        codes = np.round(y.astype(np.float64) / m.output.scale).astype(np.int32).transpose(0, 2, 3, 1)
+        flat = codes.reshape(batch, -1, g.out_fold)
+        obuf[:batch] = pack(flat, g.out_bits, g.out_fold).reshape(batch, -1)
 
 
 def golden_session(model: Path):
@@ -114,31 +114,3 @@ def golden_session(model: Path):
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for unreadable models
         raise BoardError(f"{model}: not a loadable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                          "copy it again from the run, or rebuild the deploy folder with `python -m flow deploy`") from e
-
-
-def crosscheck_backends(run_dir: Path, options: dict) -> list:
-    """The board path (pack -> IODMA registers -> golden model -> unpack) as a cross-check backend."""
-    from flow.backends import Backend, check_input
-
-    run_dir = Path(run_dir)
-    deploy = run_dir / "deploy"
-    src = deploy if (deploy / "model.qcdq.onnx").exists() else run_dir
-    if not (src / "model.qcdq.onnx").exists() or not (src / "manifest.json").exists():
-        return []
-
-    class BoardSimBackend(Backend):
-        name = "board-sim"
-        exact_integer = True
-
-        def __init__(self):
-            self.acc = Accelerator(src, overlay=SimOverlay(src))
-
-        def run(self, x):
-            check_input(x, self.acc.manifest["input"]["shape"], self.name)
-            frames = np.clip(np.round(x), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-            return np.concatenate([self.acc(f[None]).transpose(0, 3, 1, 2) for f in frames])
-
-        def info(self):
-            return {"overlay": "simulated (golden QCDQ on ORT behind the IODMA protocol)", "deploy": str(src)}
-
-    return [BoardSimBackend()]

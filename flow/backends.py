@@ -8,48 +8,13 @@ when the run holds none of their artifacts (e.g. no FINN build yet).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from board.manifest import Manifest
 from flow.errors import FlowError
-
-# What every stage reads from a manifest (export and `flow import` write them all).
-MANIFEST_KEYS = ("variant", "input.shape", "input.accel_shape", "input.datatype", "output.shape", "output.accel_shape",
-                 "output.datatype", "output.bits", "output.scale", "anchors", "stride", "classes", "decode", "packing")
-
-
-def load_manifest(run_dir: Path) -> dict:
-    """run_dir/manifest.json, with every key the stages read; a missing file or key is named with what to run."""
-    run_dir = Path(run_dir)
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        if (run_dir / "model.qonnx.onnx").is_file():
-            raise FlowError(f"{path}: no manifest beside {run_dir / 'model.qonnx.onnx'}; if that model was made "
-                            f"elsewhere, `python -m flow import {run_dir / 'model.qonnx.onnx'} --out NEW_RUN` makes a "
-                            "run folder of it (shapes, scales and anchors, checked)")
-        raise FlowError(f"{path}: no manifest; `python -m flow export --out {run_dir}` (our models) or "
-                        f"`python -m flow import MODEL.onnx --out {run_dir}` (a QONNX model from elsewhere) first")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise FlowError(f"{path}: not valid JSON ({e})") from e
-
-    def has(key: str) -> bool:
-        d = manifest
-        for part in key.split("."):
-            if not isinstance(d, dict) or part not in d:
-                return False
-            d = d[part]
-        return True
-
-    missing = [k for k in MANIFEST_KEYS if not has(k)]
-    if missing:
-        raise FlowError(f"{path}: missing {', '.join(missing)}; rewrite it with `python -m flow export` or "
-                        "`python -m flow import` rather than by hand")
-    return manifest
 
 
 def to_codes(values: np.ndarray, scale: float) -> np.ndarray:
@@ -100,12 +65,12 @@ class Backend:
 class BrevitasBackend(Backend):
     name = "brevitas"
 
-    def __init__(self, run_dir: Path, manifest: dict):
+    def __init__(self, run_dir: Path, manifest: Manifest):
         from flow.export import load_checkpoint
 
         self.model, self.spec = load_checkpoint(Path(run_dir) / "model.pt")
-        self.scale = manifest["output"]["scale"]
-        self.shape = manifest["input"]["shape"]
+        self.scale = manifest.output.scale
+        self.shape = manifest.input.shape
 
     def run(self, x):
         import torch
@@ -156,13 +121,13 @@ class QONNXBackend(Backend):
 
     name = "qonnx"
 
-    def __init__(self, path: Path, manifest: dict, name: str | None = None):
+    def __init__(self, path: Path, manifest: Manifest, name: str | None = None):
         from qonnx.core.modelwrapper import ModelWrapper
 
         self.path = Path(path)
         self.model = with_shapes(load_onnx_model(self.path, ModelWrapper), self.path)
-        self.scale = manifest["output"]["scale"]
-        self.shape = manifest["input"]["shape"]
+        self.scale = manifest.output.scale
+        self.shape = manifest.input.shape
         self.iname = self.model.graph.input[0].name
         self.oname = self.model.graph.output[0].name
         if name:
@@ -190,12 +155,12 @@ class QONNXBackend(Backend):
 class ORTBackend(Backend):
     """A plain ONNX file (QCDQ) on ONNX Runtime. ORT_ENABLE_BASIC: higher levels fuse QLinearConv and move ties."""
 
-    def __init__(self, path: Path, manifest: dict, device: str = "cpu", name: str | None = None, batch_ok=True):
+    def __init__(self, path: Path, manifest: Manifest, device: str = "cpu", name: str | None = None, batch_ok=True):
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.scale = manifest["output"]["scale"]
-        self.shape = manifest["input"]["shape"]
+        self.scale = manifest.output.scale
+        self.shape = manifest.input.shape
         self.device = device
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -13,6 +13,7 @@ BENCHES = {
     "accuracy": "flow.train.bench:bench_accuracy",  # built-in val AP50: float vs 4w4a vs 2w4a
     "finn": "flow.hw.commands:bench_finn",  # best estimated FPS per preset that fits the Z2
     "rtlsim": "flow.hw.commands:bench_rtlsim",  # all-RTL 4w4a at 416: simulated FPS on the RTL vs the estimate
+    "a9": "flow.a9.estimate:cli",  # the board loop's stages here and on the PYNQ-Z2's A9 (ratios or armhf counts)
 }
 
 

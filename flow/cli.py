@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"`{name}` is not implemented in this checkout yet ({module} missing)", file=sys.stderr)
             return 3
         raise
+    from board.manifest import ManifestError
     from flow.errors import FlowError
 
     try:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # a SpecError can only come from a command that imported models (importing it here would import torch)
         spec = sys.modules.get("models.lpyolo")
-        if not isinstance(e, (FlowError, *((spec.SpecError,) if spec else ()))):
+        if not isinstance(e, (FlowError, ManifestError, *((spec.SpecError,) if spec else ()))):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import input_resample
+from board.manifest import Manifest, load_manifest
 from board.postprocess import detect_with_manifest
 from flow.backends import (
     Backend,
@@ -25,7 +25,6 @@ from flow.backends import (
     LayerCut,
     ORTBackend,
     QONNXBackend,
-    load_manifest,
 )
 from flow.errors import FlowError
 from flow.samples import sample_images, to_nchw_float
@@ -37,7 +36,7 @@ PROVIDERS = [
     "flow.importer:crosscheck_backends",  # an imported run: the user's original file on its own inputs
     "flow.hw.finn_backend:crosscheck_backends",  # FINN intermediate models (python execution)
     "flow.hw.rtlsim:crosscheck_backends",  # the generated RTL in Verilator
-    "board.sim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
+    "flow.boardsim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
 ]
 TIE_TOL = 2.0**-10
 
@@ -82,7 +81,7 @@ def classify(ref: np.ndarray, got: np.ndarray, ref_pre: np.ndarray | None) -> Co
     return c
 
 
-def same_detections(ref_codes: np.ndarray, got_codes: np.ndarray, manifest: dict) -> bool:
+def same_detections(ref_codes: np.ndarray, got_codes: np.ndarray, manifest: Manifest) -> bool:
     """Decode + NMS both (NCHW codes -> the board's NHWC) and require identical boxes, scores and classes."""
     for r, g in zip(ref_codes, got_codes, strict=True):
         a = detect_with_manifest(r.transpose(1, 2, 0), manifest)
@@ -92,7 +91,7 @@ def same_detections(ref_codes: np.ndarray, got_codes: np.ndarray, manifest: dict
     return True
 
 
-def first_divergence(ref: QONNXBackend, other: Backend, x: np.ndarray, manifest: dict) -> dict | None:
+def first_divergence(ref: QONNXBackend, other: Backend, x: np.ndarray, manifest: Manifest) -> dict | None:
     """Walk the reference graph in order and name the first tensor whose value differs in `other`."""
     theirs = other.tensors(x[:1]) if other is not None else None
     if theirs is None:
@@ -269,9 +268,9 @@ def pick_device(device: str, allow_cpu_fallback: bool) -> str:
     return device
 
 
-def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
+def input_batch(manifest: Manifest, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
     """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels."""
-    img, resample = manifest["input"]["shape"][2], input_resample(manifest)
+    img, resample = manifest.input.size, manifest.input.resample
     source = "skimage photos"
     try:
         from flow.train.data import val_images
@@ -279,12 +278,12 @@ def input_batch(manifest: dict, n_real: int, n_random: int, seed: int) -> tuple[
         real = val_images(img, n_real, resample=resample) if n_real else np.zeros((0, img, img, 3), np.uint8)
         source = "built-in val split"
     except (ImportError, FileNotFoundError, FlowError):
-        real = sample_images(img, n_real, 0, seed, resample)
-    rnd = sample_images(img, 0, n_random, seed)
+        real = sample_images(img, n_real, 0, seed, resample=resample)
+    rnd = sample_images(img, 0, n_random, seed, resample=resample)
     return to_nchw_float(np.concatenate([real, rnd])), f"{len(real)} real ({source}) + {n_random} random"
 
 
-def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: dict) -> dict:
+def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: Manifest) -> dict:
     """Saved board outputs (npz: inputs N,H,W,3 uint8; outputs N,g,g,C codes) against the golden model."""
     path = Path(path)
     if not path.is_file():
@@ -294,10 +293,10 @@ def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: dict) -> dict
         inputs, outputs = data["inputs"], data["outputs"]
     except Exception as e:  # noqa: BLE001 - zip/pickle/key errors all mean "not our file"
         raise FlowError(f"{path}: not a board output file (npz with 'inputs' and 'outputs'): {e}") from e
-    want = tuple(manifest["output"]["accel_shape"][1:])
-    if inputs.dtype != np.uint8 or inputs.shape[1:] != tuple(manifest["input"]["accel_shape"][1:]):
+    want = tuple(manifest.output.accel_shape[1:])
+    if inputs.dtype != np.uint8 or inputs.shape[1:] != tuple(manifest.input.accel_shape[1:]):
         raise FlowError(f"{path}: inputs are {inputs.dtype}{list(inputs.shape)}; the manifest expects uint8 "
-                        f"(N, {', '.join(map(str, manifest['input']['accel_shape'][1:]))})")
+                        f"(N, {', '.join(map(str, manifest.input.accel_shape[1:]))})")
     if outputs.shape[1:] != want or len(outputs) != len(inputs):
         raise FlowError(f"{path}: outputs have shape {list(outputs.shape)}; expected ({len(inputs)}, "
                         f"{', '.join(map(str, want))}) — wrong layout or output size from the board")
@@ -348,7 +347,7 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
     t0 = time.perf_counter()
     ref_codes = ref.run(x)
     ref_pre = ref.pre_activation(x)
-    report = {"run": str(run_dir), "variant": manifest["variant"], "reference": ref.name, "inputs": source,
+    report = {"run": str(run_dir), "variant": manifest.variant, "reference": ref.name, "inputs": source,
               "tie_tolerance_codes": TIE_TOL,
               "backends": {ref.name: {"reference": True, "seconds": round(time.perf_counter() - t0, 3)}}}
 
@@ -501,8 +500,8 @@ def bench(argv: list[str]) -> int:
                 ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cpu")]
     if dev == "cuda":
         backends.append(ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cuda"))
-    x1 = to_nchw_float(sample_images(a.img, 1, 0))
-    x32 = to_nchw_float(sample_images(a.img, 8, 24))
+    x1 = to_nchw_float(sample_images(a.img, 1, 0, resample=m.input.resample))
+    x32 = to_nchw_float(sample_images(a.img, 8, 24, resample=m.input.resample))
     table = Table(title=f"backend throughput, {a.variant} at {a.img}x{a.img} (ratio = images/s / float ORT's)")
     for col in ("backend", "batch 1 img/s", "ratio", "batch 32 img/s", "ratio", "where"):
         table.add_column(col)

@@ -8,16 +8,17 @@ that); the command says plainly that the hardware files are missing and how to m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from flow.backends import load_manifest
+from board.manifest import Manifest, load_manifest
 from flow.errors import FlowError
 
-BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "packing.py", "pipeline.py", "postprocess.py",
-               "preprocess.py", "sim.py", "README.md")
+BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "manifest.py", "packing.py", "pipeline.py",
+               "postprocess.py", "preprocess.py", "sim.py", "README.md")
 # setup.py, not pyproject.toml: PYNQ 3.0.1 has pip 22.0.2 and setuptools 59.6 and no internet. A pyproject.toml makes
 # pip build in an isolated environment, which downloads setuptools; setuptools 59 cannot read a [project] table.
 # `pip3 install --no-index --no-build-isolation .` with this file uses the board's own setuptools, offline.
@@ -34,8 +35,9 @@ setup(
 """
 
 
-def stream_folds(run_dir: Path) -> dict:
-    """Elements per stream word at the accelerator's input and output, read off the folded FINN model."""
+def stream_folds(run_dir: Path, manifest: Manifest) -> dict:
+    """Elements per stream word at the accelerator's input and output, read off the folded FINN model; first, the
+    output datatype FINN's last node streams must be the manifest's, which the board unpacks (bits and sign)."""
     models = sorted((run_dir / "finn" / "intermediate_models").glob("*_fifo_depths.onnx"))
     if not models:
         return {}
@@ -44,6 +46,13 @@ def stream_folds(run_dir: Path) -> dict:
 
     m = ModelWrapper(str(models[-1]))
     first, last = getCustomOp(m.graph.node[0]), getCustomOp(m.graph.node[-1])
+    dt, out = last.get_output_datatype(), manifest.output
+    if dt.bitwidth() != out.bits or dt.signed() != out.signed:
+        raise FlowError(f"{run_dir / 'manifest.json'}: output.datatype {out.datatype} ({out.bits} bits, "
+                        f"{'signed' if out.signed else 'unsigned'}), but FINN's last node {m.graph.node[-1].name} in "
+                        f"{models[-1]} streams {dt.name}: the board would unpack other bits than the accelerator "
+                        f"sends; rebuild from this run's model (`python -m flow estimate --run {run_dir}`, then "
+                        "`bitstream`), or export the model again if the manifest is the stale one")
     return {"input_word_elems": int(first.get_folded_input_shape()[-1]),
             "output_word_elems": int(last.get_folded_output_shape()[-1])}
 
@@ -190,7 +199,7 @@ def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> 
 
 def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
     from flow.export import check_export
-    from flow.files import atomic_write_json, sha256
+    from flow.files import sha256
     from flow.hw.build import check_build
     from flow.provenance import record
     from flow.qcdq import lower_to_qcdq
@@ -206,6 +215,7 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         check_bitfile(run_dir, bit, force)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
+    folds = stream_folds(run_dir, manifest)  # checks the build's output datatype against the manifest's
     out.mkdir(parents=True, exist_ok=True)
     _remove_ours(out, keep=bit)  # only what our last deploy here wrote, as it recorded
     wrote = []
@@ -217,11 +227,11 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         shutil.copy(hwh, out / "finn-accel.hwh")
         wrote += ["finn-accel.bit", "finn-accel.hwh"]
     shutil.copy(qcdq, out / "model.qcdq.onnx")
-    manifest["packing"].update(stream_folds(run_dir))
-    manifest["files"]["qcdq"] = {"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")}
+    manifest = manifest.replace(packing=dataclasses.replace(manifest.packing, **folds))
+    manifest = manifest.with_files(qcdq={"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")})
     if bit is not None:
-        manifest["files"]["bitfile"] = {"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")}
-    atomic_write_json(out / "manifest.json", manifest)
+        manifest = manifest.with_files(bitfile={"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")})
+    manifest.write(out / "manifest.json")
     src = REPO / "board"
     pkg = out / "board"
     pkg.mkdir()

@@ -15,15 +15,15 @@ import numpy as np
 import onnx
 import torch
 
+from board.manifest import InputSpec, Manifest, OutputSpec, Packing
 from board.postprocess import DECODE_VERSION
 from flow.errors import FlowError
-from flow.files import atomic_write_bytes, atomic_write_json, read_checkpoint, sha256
+from flow.files import atomic_write_bytes, read_checkpoint, sha256
 from flow.samples import sample_images, to_nchw_float
 from models import PRESETS, QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
-MANIFEST_FORMAT = "lpyolo-flow-manifest"
 RUN_FILES = ("model.qonnx.onnx", "manifest.json", "model.pt")  # what export and import write into a run folder
 
 
@@ -129,35 +129,23 @@ def export_qonnx(model, spec: QuantSpec, path: Path) -> Path:
     return Path(path)
 
 
-def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source: str) -> dict:
+def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source: str) -> Manifest:
     g = spec.grid
-    return {
-        "format": "lpyolo-flow-manifest",
-        "version": 1,
-        "variant": spec.name,
-        "spec": spec.to_json(),
-        "spec_hash": spec_hash(spec),
-        "input": {"name": INPUT_NAME, "shape": [1, 3, spec.img, spec.img], "layout": "NCHW",
-                  "accel_shape": [1, spec.img, spec.img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
-                  "resample": spec.resample, "meaning": "raw pixel values 0..255, letterboxed RGB"},
-        "output": {"name": OUTPUT_NAME, "shape": [1, spec.num_outputs, g, g], "layout": "NCHW",
-                   "accel_shape": [1, g, g, spec.num_outputs], "accel_layout": "NHWC",
-                   "datatype": f"INT{spec.output_bits}", "bits": spec.output_bits, "narrow": True,
-                   "scale": output_scale, "meaning": "HardTanh(x/2) = code * scale"},
-        "anchors": [list(a) for a in spec.anchors],
-        "stride": STRIDE,
-        "classes": ["face"] if spec.num_classes == 1 else [f"class{i}" for i in range(spec.num_classes)],
-        "decode": DECODE_VERSION,
-        "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
-        "packing": {"input_bits": 8, "output_bits": spec.output_bits, "output_container": "int8"},
-        "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
-                  "torch": {"path": "model.pt", "sha256": sha256(qonnx_path.parent / "model.pt")}},
-        "source": source,
-    }
+    return Manifest(
+        variant=spec.name, spec=spec.to_json(), spec_hash=spec_hash(spec),
+        input=InputSpec(size=spec.img, resample=spec.resample, name=INPUT_NAME),
+        output=OutputSpec(grid=g, channels=spec.num_outputs, bits=spec.output_bits, signed=True, narrow=True,
+                          scale=output_scale, name=OUTPUT_NAME),
+        anchors=[list(a) for a in spec.anchors], stride=STRIDE,
+        classes=["face"] if spec.num_classes == 1 else [f"class{i}" for i in range(spec.num_classes)],
+        decode=DECODE_VERSION, packing=Packing(input_bits=8, output_bits=spec.output_bits, output_container="int8"),
+        files={"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
+               "torch": {"path": "model.pt", "sha256": sha256(qonnx_path.parent / "model.pt")}},
+        source=source)
 
 
 def export_run(out_dir: Path, variant: str | None = None, img: int | None = None, checkpoint: Path | None = None,
-               overrides=None, seed: int = 0, force: bool = False) -> dict:
+               overrides=None, seed: int = 0, force: bool = False) -> Manifest:
     """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}.
 
     A checkpoint brings its own variant and input size; variant/img given with one are checks (img: re-size,
@@ -197,7 +185,7 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
         atomic_write_bytes(out_dir / "model.pt", buf)
         record(out_dir / "model.pt", [qonnx_path], command)
         manifest = make_manifest(spec, model.output_scale(), qonnx_path, source)
-        atomic_write_json(out_dir / "manifest.json", manifest)
+        manifest.write(out_dir / "manifest.json")
         record(out_dir / "manifest.json", [qonnx_path], command)
     return manifest
 
@@ -235,5 +223,5 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true", help="replace a model/manifest in --out that the flow did not write")
     a = p.parse_args(argv)
     m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed, force=a.force)
-    print(f"exported {m['variant']} ({m['source']}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
+    print(f"exported {m.variant} ({m.source}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
     return 0

@@ -25,11 +25,12 @@ import onnx
 from onnx import helper
 from qonnx.transformation.base import Transformation
 
+from board.manifest import InputSpec, Manifest, OutputSpec, Packing
 from board.postprocess import DECODE_VERSION
 from flow.backends import QONNXBackend, load_onnx_model, to_codes
 from flow.errors import FlowError
-from flow.export import MANIFEST_FORMAT, refuse_to_overwrite
-from flow.files import atomic_write_bytes, atomic_write_json, sha256
+from flow.export import refuse_to_overwrite
+from flow.files import atomic_write_bytes, sha256
 from models.lpyolo import DEFAULT_ANCHORS, STRIDE
 
 # What the rest of the flow maps: FINN streamlines these into thresholds and MVAUs, QCDQ lowers the Quants.
@@ -41,6 +42,7 @@ WHY_NOT = {"MultiThreshold": "a FINN-ONNX threshold node: the QCDQ/ONNX Runtime 
                       "quantized HardTanh instead)"}
 INPUT_RANGES = {"0-1": np.float32(1 / 255), "0-255": np.float32(1.0)}
 ORIGINAL = "model.original.onnx"
+IMPORTED_RESAMPLE = "bilinear"  # what an imported model was trained on is unknown: the common resize
 
 
 class ImportError_(FlowError):  # noqa: N801 - not the builtin ImportError
@@ -225,7 +227,7 @@ def agreement(original, imported, factor: np.float32, out_scale: float, img: int
 
     from flow.samples import sample_images, to_nchw_float
 
-    x = to_nchw_float(sample_images(img, n_real=2, n_random=1, seed=0))
+    x = to_nchw_float(sample_images(img, n_real=2, n_random=1, seed=0, resample=IMPORTED_RESAMPLE))
     names = [(m.graph.input[0].name, m.graph.output[0].name) for m in (original, imported)]
     a = np.concatenate([execute_onnx(original, {names[0][0]: xi[None] * factor})[names[0][1]] for xi in x])
     b = np.concatenate([execute_onnx(imported, {names[1][0]: xi[None]})[names[1][1]] for xi in x])
@@ -235,7 +237,7 @@ def agreement(original, imported, factor: np.float32, out_scale: float, img: int
 
 
 def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None = None, input_range: str | None = None,
-                 decode: str = DECODE_VERSION, force: bool = False) -> dict:
+                 decode: str = DECODE_VERSION, force: bool = False) -> Manifest:
     """MODEL.onnx -> out/{model.qonnx.onnx, model.original.onnx, manifest.json}; every check before any write."""
     path, out = Path(path), Path(out)
     refuse_to_overwrite(out, ("model.qonnx.onnx", "manifest.json", "model.pt", ORIGINAL), force=force)
@@ -295,30 +297,24 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
         for stale in removed:  # the replaced model's: the cross-check would run them as this one
             (out / stale).unlink()
         notes = t.notes or ["the input is used as it is (raw pixels)"]
-        manifest = {
-            "format": MANIFEST_FORMAT, "version": 1,
-            "variant": "imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem),
-            "spec": None, "spec_hash": None,
-            "input": {"name": model.graph.input[0].name, "shape": [1, 3, img, img], "layout": "NCHW",
-                      "accel_shape": [1, img, img, 3], "accel_layout": "NHWC", "datatype": "UINT8",
-                      "resample": "bilinear", "meaning": "raw pixel values 0..255, letterboxed RGB"},
-            "output": {"name": model.graph.output[0].name, "shape": [1, oshape[1], g, g], "layout": "NCHW",
-                       "accel_shape": [1, g, g, oshape[1]], "accel_layout": "NHWC",
-                       "datatype": f"{'INT' if oq['signed'] else 'UINT'}{bits}", "bits": bits, "narrow": oq["narrow"],
-                       "scale": scale, "meaning": f"the output quantizer {named(onode)}'s value = code * scale"},
-            "anchors": anchors, "stride": STRIDE, "classes": classes, "decode": decode,
-            "postprocess": {"conf_thresh": 0.25, "iou_thresh": 0.45},
-            "packing": {"input_bits": 8, "output_bits": bits, "output_container": "int8" if oq["signed"] else "uint8"},
-            "files": {"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
-                      "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
-            "source": f"imported:{path.name}",
-            "import": {"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
-                       "pixel_factor": float(factor), "input_rewrite": notes,
-                       "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
-                       "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
-                       "removed": removed},
-        }
-        atomic_write_json(out / "manifest.json", manifest)
+        manifest = Manifest(
+            variant="imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), spec=None, spec_hash=None,
+            input=InputSpec(size=img, resample=IMPORTED_RESAMPLE, name=model.graph.input[0].name),
+            output=OutputSpec(grid=g, channels=oshape[1], bits=bits, signed=bool(oq["signed"]), narrow=bool(oq["narrow"]),
+                              scale=scale, name=model.graph.output[0].name,
+                              meaning=f"the output quantizer {named(onode)}'s value = code * scale"),
+            anchors=anchors, stride=STRIDE, classes=classes, decode=decode,
+            packing=Packing(input_bits=8, output_bits=bits, output_container="int8" if oq["signed"] else "uint8"),
+            files={"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
+                   "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
+            source=f"imported:{path.name}",
+            imported={"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
+                      "pixel_factor": float(factor), "input_rewrite": notes,
+                      "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
+                      "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
+                      "removed": removed},
+        )
+        manifest.write(out / "manifest.json")
         record(out / "manifest.json", [qonnx_path], command)
         return manifest
 
@@ -327,11 +323,11 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
 class OriginalBackend(QONNXBackend):
     """The user's own file, untouched, on its own inputs (pixels * the manifest's pixel factor)."""
 
-    def __init__(self, run_dir: Path, manifest: dict):
+    def __init__(self, run_dir: Path, manifest: Manifest):
         super().__init__(Path(run_dir) / ORIGINAL, manifest, name="original")
         self.model = cleaned(self.model.model, self.path)
         self.iname, self.oname = self.model.graph.input[0].name, self.model.graph.output[0].name
-        self.factor = np.float32(manifest["import"]["pixel_factor"])
+        self.factor = np.float32(manifest.imported["pixel_factor"])
 
     def _exec(self, x1, full=False):
         return super()._exec(np.asarray(x1 * self.factor, np.float32), full)
@@ -348,7 +344,7 @@ class OriginalBackend(QONNXBackend):
 
 def crosscheck_backends(run_dir: Path, options: dict) -> list:
     m = options["manifest"]
-    return [OriginalBackend(run_dir, m)] if m.get("import") and (Path(run_dir) / ORIGINAL).exists() else []
+    return [OriginalBackend(run_dir, m)] if m.imported and (Path(run_dir) / ORIGINAL).exists() else []
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
@@ -376,15 +372,15 @@ def cli(argv: list[str]) -> int:
     a = p.parse_args(argv)
     m = import_model(a.model, a.out, a.anchors, a.classes.split(",") if a.classes else None, a.input_range, a.decode,
                      a.force)
-    imp = m["import"]
+    imp = m.imported
     said = lambda key, flag: "given" if flag else "default, --" + key  # noqa: E731
-    print(f"imported {a.model} -> {a.out / 'model.qonnx.onnx'} + manifest.json ({m['variant']})")
-    print(f"  input  {m['input']['shape']} UINT8 pixels; {imp['input_domain']}")
+    print(f"imported {a.model} -> {a.out / 'model.qonnx.onnx'} + manifest.json ({m.variant})")
+    print(f"  input  {m.input.shape} UINT8 pixels; {imp['input_domain']}")
     for note in imp["input_rewrite"]:
         print(f"         {note}")
-    print(f"  output {m['output']['shape']} {m['output']['datatype']}, scale {m['output']['scale']:.6g}")
-    print(f"  anchors {m['anchors']} ({said('anchors', a.anchors)}), stride {m['stride']}, classes {m['classes']} "
-          f"({said('classes', a.classes)}), decode {m['decode']} ({said('decode', a.decode != DECODE_VERSION)})")
+    print(f"  output {m.output.shape} {m.output.datatype}, scale {m.output.scale:.6g}")
+    print(f"  anchors {m.anchors} ({said('anchors', a.anchors)}), stride {m.stride}, classes {m.classes} "
+          f"({said('classes', a.classes)}), decode {m.decode} ({said('decode', a.decode != DECODE_VERSION)})")
     c = imp["check"]
     print(f"  checked: {c['codes']} output codes on {c['images']} images equal the original's on its own inputs "
           f"(pixels x {imp['pixel_factor']:.6g}); {c['distinct_codes']} distinct codes")

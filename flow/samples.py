@@ -19,8 +19,7 @@ def photo(name: str) -> np.ndarray:
     return img[:, :, :3].astype(np.uint8)
 
 
-def sample_images(img: int, n_real: int = 4, n_random: int = 2, seed: int = 0,
-                  resample: str = "bilinear") -> np.ndarray:
+def sample_images(img: int, n_real: int = 4, n_random: int = 2, seed: int = 0, *, resample: str) -> np.ndarray:
     """(n_real + n_random, img, img, 3) uint8 NHWC: letterboxed photos (with the model's `resample`), then uniform
     random pixels."""
     out = [letterbox(photo(PHOTOS[i % len(PHOTOS)]), img, resample=resample)[0] for i in range(n_real)]

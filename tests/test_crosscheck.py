@@ -72,11 +72,12 @@ def test_planted_fault_is_caught_and_located(tmp_path, run_4w4a):
 
 
 def test_board_outputs_compare_and_reject(tmp_path, run_4w4a):
-    from flow.backends import QONNXBackend, load_manifest
+    from board.manifest import load_manifest
+    from flow.backends import QONNXBackend
     from flow.samples import sample_images, to_nchw_float
 
     m = load_manifest(run_4w4a)
-    imgs = sample_images(64, 2, 1)
+    imgs = sample_images(64, 2, 1, resample="bilinear")
     codes = QONNXBackend(run_4w4a / "model.qonnx.onnx", m).run(to_nchw_float(imgs)).transpose(0, 2, 3, 1)
     np.savez(tmp_path / "good.npz", inputs=imgs, outputs=codes.astype(np.int8))
     r = run_crosscheck(run_4w4a, device="cpu", n_real=1, n_random=0, board_outputs=tmp_path / "good.npz")

@@ -1,11 +1,11 @@
-import json
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from flow.backends import ORTBackend, QONNXBackend, load_manifest
+from board.manifest import load_manifest
+from flow.backends import ORTBackend, QONNXBackend
 from flow.errors import FlowError
 from flow.export import ExportError, export_run, load_checkpoint
 from flow.qcdq import QCDQRefusal, lower_to_qcdq
@@ -13,9 +13,9 @@ from flow.samples import sample_images, to_nchw_float
 
 
 def test_export_writes_clean_qonnx_and_manifest(run_4w4a):
-    m = json.loads((run_4w4a / "manifest.json").read_text())
-    assert m["variant"] == "4w4a" and m["input"]["datatype"] == "UINT8"
-    assert m["output"]["accel_shape"] == [1, 2, 2, 18] and m["output"]["scale"] == pytest.approx(1 / 127)
+    m = load_manifest(run_4w4a)
+    assert m.variant == "4w4a" and m.input.datatype == "UINT8"
+    assert m.output.accel_shape == [1, 2, 2, 18] and m.output.scale == pytest.approx(1 / 127)
     from qonnx.core.modelwrapper import ModelWrapper
 
     model = ModelWrapper(str(run_4w4a / "model.qonnx.onnx"))
@@ -24,12 +24,12 @@ def test_export_writes_clean_qonnx_and_manifest(run_4w4a):
     assert "Quant" in ops and "Conv" in ops
     # torch's stack traces (with the exporting machine's paths) are stripped from every node
     assert not any(n.doc_string or len(n.metadata_props) for n in model.graph.node)
-    assert m["files"]["qonnx"]["sha256"]
+    assert m.files["qonnx"]["sha256"]
 
 
 def test_qonnx_and_qcdq_agree_on_real_images(run_4w4a):
     m = load_manifest(run_4w4a)
-    x = to_nchw_float(sample_images(64, 3, 2))
+    x = to_nchw_float(sample_images(64, 3, 2, resample="bilinear"))
     a = QONNXBackend(run_4w4a / "model.qonnx.onnx", m).run(x)
     b = ORTBackend(run_4w4a / "model.qcdq.onnx", m).run(x)  # batch 5 through the symbolic batch dim
     assert a.shape == (5, 18, 2, 2) and np.array_equal(a, b)

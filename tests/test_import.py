@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from board.manifest import load_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,7 +44,7 @@ def user_brevitas_qonnx(path: Path, input_scale: float = 1 / 255, img: int = 64)
             return self.net.output_scale()
 
     model = UserNet()
-    images = sample_images(img, n_real=6, n_random=2, seed=0)
+    images = sample_images(img, n_real=6, n_random=2, seed=0, resample="bilinear")
     model.train()
     with torch.no_grad():
         x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
@@ -89,15 +91,15 @@ def imported(user_model, tmp_path_factory):
 
 def test_import_reads_the_graph_and_says_what_it_assumed(imported, user_model):
     out, said = imported
-    m = json.loads((out / "manifest.json").read_text())
-    assert m["input"]["shape"] == [1, 3, 64, 64] and m["input"]["datatype"] == "UINT8"
-    assert m["output"]["shape"] == [1, 18, 2, 2] and m["output"]["datatype"] == "INT8"
-    assert m["output"]["scale"] == pytest.approx(1 / 127)
-    assert m["import"]["pixel_factor"] == pytest.approx(1 / 255)
-    assert "identity on pixel codes 0..255" in m["import"]["input_rewrite"][0]
+    m = load_manifest(out)
+    assert m.input.shape == [1, 3, 64, 64] and m.input.datatype == "UINT8"
+    assert m.output.shape == [1, 18, 2, 2] and m.output.datatype == "INT8"
+    assert m.output.scale == pytest.approx(1 / 127)
+    assert m.imported["pixel_factor"] == pytest.approx(1 / 255)
+    assert "identity on pixel codes 0..255" in m.imported["input_rewrite"][0]
     assert "(default, --anchors)" in said and "(default, --classes)" in said and "trained on pixels in 0..1" in said
     assert (out / "model.original.onnx").read_bytes() == user_model.read_bytes()  # the user's file, untouched
-    assert m["import"]["check"]["differing"] == 0 and m["import"]["check"]["distinct_codes"] > 2
+    assert m.imported["check"]["differing"] == 0 and m.imported["check"]["distinct_codes"] > 2
 
 
 def test_an_imported_float_input_model_runs_through_the_flow_in_its_own_domain(imported, tmp_path):
@@ -119,10 +121,10 @@ def test_an_imported_float_input_model_runs_through_the_flow_in_its_own_domain(i
     from flow.backends import QONNXBackend
     from flow.samples import sample_images, to_nchw_float
 
-    m = json.loads((run / "manifest.json").read_text())
-    x = to_nchw_float(sample_images(64, n_real=2, n_random=0, seed=0))
+    m = load_manifest(run)
+    x = to_nchw_float(sample_images(64, n_real=2, n_random=0, seed=0, resample="bilinear"))
     ref = QONNXBackend(run / "model.qonnx.onnx", m).run(x)
-    raw = OriginalBackend(run, {**m, "import": {**m["import"], "pixel_factor": 1.0}}).run(x)
+    raw = OriginalBackend(run, m.replace(imported={**m.imported, "pixel_factor": 1.0})).run(x)
     assert np.array_equal(OriginalBackend(run, m).run(x), ref) and not np.array_equal(raw, ref)
     assert make_deploy(run)["manifest"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from board.manifest import load_manifest
 from models import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ EXPECTED = {
     "deploy-board": ([f"RUN={R}", "PYNQ_IP=192.168.2.99"],
                      [f"{PY} -m flow deploy --run {R}", f"{PY} -m flow deploy --run {R} --board 192.168.2.99"]),
     "bench": ([], [f"{PY} -m flow bench crosscheck"]),
-    "bench-a9": (["A9_DIR=/tmp/a9"], ["bash board/a9/setup.sh /tmp/a9", f"{PY} -m board bench --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
+    "bench-a9": (["A9_DIR=/tmp/a9"], ["bash flow/a9/setup.sh /tmp/a9", f"{PY} -m flow bench a9 --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
     "clean": ([], ["rm -rf .pytest_cache .ruff_cache build",
                    "find flow models board tests -name __pycache__ -type d -prune -exec rm -rf {} +"]),
     "clean-runs": ([f"RUNS={R}", "CONFIRM=1"], [f"rm -rf {R}"]),
@@ -141,7 +142,7 @@ def test_the_cheap_targets_run_for_real_on_a_tiny_run_folder(tmp_path):
         r = make(target, f"RUN={run}", *args)
         assert r.returncode == 0, f"make {target}: {r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     assert json.loads((run / "config.json").read_text())["epochs"] == 1
-    assert json.loads((run / "manifest.json").read_text())["input"]["shape"] == [1, 3, 64, 64]
+    assert load_manifest(run).input.shape == [1, 3, 64, 64]
     assert not json.loads((run / "crosscheck.json").read_text())["any_mismatch"]
     assert json.loads((run / "finn/report/estimate.json").read_text())["fits"]
     assert (run / "deploy" / "manifest.json").is_file()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from board.manifest import load_manifest
 from flow.errors import FlowError
 from flow.export import ExportError, export_run, load_checkpoint
 from flow.provenance import StaleError, check, record
@@ -87,8 +88,8 @@ def test_deploy_never_deletes_what_it_did_not_write(tmp_path, run_4w4a, monkeypa
 
     pkg = tmp_path / "pkg"
     info = make_deploy(run_4w4a, pkg)
-    m = json.loads((pkg / "manifest.json").read_text())
-    assert m["files"]["qcdq"]["sha256"] and (pkg / "board" / "sim.py").is_file() and Path(info["zip"]).is_file()
+    m = load_manifest(pkg)
+    assert m.files["qcdq"]["sha256"] and (pkg / "board" / "sim.py").is_file() and Path(info["zip"]).is_file()
     check(pkg / "manifest.json", [run_4w4a / "model.qonnx.onnx", run_4w4a / "model.qcdq.onnx"])
     make_deploy(run_4w4a, pkg)
     (pkg / "extra.txt").write_text("user's")

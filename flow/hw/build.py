@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from flow.backends import load_manifest
+from board.manifest import Manifest, load_manifest
 from flow.errors import FlowError
 from flow.hw.build_dir import finish_build_dir, intermediate_model, prepare_build_dir
 from flow.hw.report import plot_layers, resource_summary
@@ -39,7 +39,7 @@ HW_ATTRS = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",
 PREFOLDING_MODULES = ["flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.compat"]
 
 
-def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
+def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: Manifest) -> str:
     """Everything the steps before folding read: the model, its manifest, the build options they use and the code
     that runs them (the logic of PREFOLDING_MODULES' import closure: a comment edit keeps the key, a code change
     anywhere the steps reach changes it). A folding search re-estimates one model many times; only folding and what
@@ -50,7 +50,7 @@ def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
     from flow.codekey import code_key
 
     h = hashlib.sha256(qonnx_path.read_bytes())
-    for part in (json.dumps(manifest, sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
+    for part in (json.dumps(manifest.to_json(), sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
                  version("finn-plus"), version("qonnx"), code_key(PREFOLDING_MODULES)):
         h.update(part.encode())
     return h.hexdigest()
@@ -98,7 +98,7 @@ def check_build(run_dir: Path) -> dict:
     return json.loads(done.read_text())
 
 
-def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
+def check_inputs(cfg: FinnConfig) -> tuple[Path, Manifest]:
     """Everything an estimate reads, checked before the build dir is touched: a refused estimate leaves the last
     good build as it was. Returns (QONNX path, manifest)."""
     import onnx
@@ -107,8 +107,8 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
 
     run_dir = Path(cfg.run_dir)
     manifest = load_manifest(run_dir)
-    if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
-        QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
+    if manifest.spec is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
+        QuantSpec.from_json(manifest.spec).validate(for_finn=True)
     qonnx_path = run_dir / "model.qonnx.onnx"
     if not qonnx_path.is_file():
         raise FlowError(f"{qonnx_path}: missing; run `python -m flow export --out {run_dir}` first")
@@ -119,7 +119,7 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
                         f"(`python -m flow export --out {run_dir}`)") from e
     from flow.provenance import check
 
-    if manifest.get("files", {}).get("qonnx", {}).get("sha256") not in (None, _sha(qonnx_path)):
+    if manifest.files.get("qonnx", {}).get("sha256") not in (None, _sha(qonnx_path)):
         raise FlowError(f"{run_dir / 'manifest.json'}: describes another model.qonnx.onnx than the one in {run_dir}; "
                         f"re-export both (`python -m flow export --out {run_dir}`)")
     for what, f in (("folding", cfg.folding), ("FIFO config", cfg.fifo_config)):
@@ -154,7 +154,7 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
     return summary
 
 
-def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reused: bool, quiet: bool) -> dict:
+def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: Manifest, key: str, reused: bool, quiet: bool) -> dict:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.files import atomic_write_json
@@ -193,7 +193,7 @@ def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reus
         if not quiet:
             print(f"  {name:<28} {times[name]:6.2f} s")
     summary = resource_summary(model, cfg)
-    summary.update({"variant": manifest["variant"], "img": manifest["input"]["shape"][2], "step_seconds": times,
+    summary.update({"variant": manifest.variant, "img": manifest.input.size, "step_seconds": times,
                     "flow_seconds": round(sum(t for t in times.values() if t != "reused"), 2), "folding": cfg.folding or
                     f"FINN target_fps heuristic (target {cfg.target_fps}, mvau_wwidth_max {cfg.mvau_wwidth_max})",
                     "folding_file": str(d / "report" / "folding_used.json"),

@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from flow.backends import load_manifest
+from board.manifest import load_manifest
 from flow.errors import FlowError
 from flow.hw import build
 from flow.hw.build import FinnConfig, run_estimate
@@ -41,7 +41,7 @@ def _config(a) -> FinnConfig:
     folding = a.folding
     if folding is None and not a.no_committed_folding:
         m = load_manifest(a.run)
-        committed = committed_folding(m["variant"], m["input"]["shape"][2], a.standalone_thresholds)
+        committed = committed_folding(m.variant, m.input.size, a.standalone_thresholds)
         folding = committed if committed.exists() else None
     # a folding names the nodes of the build mode it was made in; its meta file says which
     standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))

@@ -16,7 +16,7 @@ class FinnPythonBackend(Backend):
 
     exact_integer = True
 
-    def __init__(self, path: Path, name: str, manifest: dict):
+    def __init__(self, path: Path, name: str, manifest):
         from qonnx.core.modelwrapper import ModelWrapper
 
         from flow.hw.compat import init_finn, to_python_exec
@@ -33,10 +33,10 @@ class FinnPythonBackend(Backend):
     def run(self, x):
         from finn.core.onnx_exec import execute_onnx
 
-        check_input(x, self.manifest["input"]["shape"], self.name)
+        check_input(x, self.manifest.input.shape, self.name)
         out = []
-        nchw_in = list(self.in_shape[1:]) == list(self.manifest["input"]["shape"][1:])
-        accel_out = list(self.out_shape[1:]) == list(self.manifest["output"]["accel_shape"][1:])
+        nchw_in = list(self.in_shape[1:]) == list(self.manifest.input.shape[1:])
+        accel_out = list(self.out_shape[1:]) == list(self.manifest.output.accel_shape[1:])
         for i in range(len(x)):
             xi = x[i : i + 1] if nchw_in else x[i : i + 1].transpose(0, 2, 3, 1)
             y = execute_onnx(self.model, {self.iname: np.ascontiguousarray(xi)})[self.oname]
@@ -44,7 +44,7 @@ class FinnPythonBackend(Backend):
             if accel_out:  # integer codes, NHWC: the accelerator's boundary
                 out.append(np.round(y).astype(np.int32).transpose(0, 3, 1, 2))
             else:  # before the boundary step: dequantized NCHW values
-                out.append(np.round(y / self.manifest["output"]["scale"]).astype(np.int32))
+                out.append(np.round(y / self.manifest.output.scale).astype(np.int32))
         return np.concatenate(out)
 
     @functools.cached_property

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from board.manifest import load_manifest
 from flow.errors import FlowError
 from flow.hw.rtlgen import load_hw_model, read_estimate, stitched_sources
 from flow.hw.z2 import CLK_NS
@@ -90,7 +91,8 @@ def _run_rtlsim(run_dir: Path, frames: int, stall_pct: int, node: str | None, bo
     sim = build("lpyolo_accel", sources, {}, cache=out_dir / "verilator")
     t_build = time.perf_counter() - t0 - t_gen
     img = model.get_tensor_shape(model.graph.input[0].name)[1]
-    frames_in = sample_images(img, n_real=min(frames, 2), n_random=max(frames - 2, 0))[:frames].astype(np.int64)
+    frames_in = sample_images(img, n_real=min(frames, 2), n_random=max(frames - 2, 0),
+                              resample=load_manifest(run_dir).input.resample)[:frames].astype(np.int64)
     tensors = (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0])  # a node alone: its tensors in the graph
     x, want = golden(model, frames_in, tensors)
     t1 = time.perf_counter()
@@ -178,7 +180,7 @@ def crosscheck_backends(run_dir: Path, options: dict) -> list:
             self.sim = build("lpyolo_accel", sources, {}, cache=out / "verilator")
 
         def run(self, x):
-            check_input(x, options["manifest"]["input"]["shape"], self.name)
+            check_input(x, options["manifest"].input.shape, self.name)
             got, self.report = simulate(self.sim, self.insts, np.round(x).astype(np.int64).transpose(0, 2, 3, 1))
             return got.transpose(0, 3, 1, 2).astype(np.int32)
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from board.manifest import Manifest
 from flow.errors import FlowError
 from flow.hw.boundary import MoveOutputScaleAndLayoutToHost
 from flow.hw.z2 import BOARD, CLK_NS, PART
@@ -69,7 +70,7 @@ class StepContext:
 
     cfg: FinnConfig
     dcfg: object
-    manifest: dict
+    manifest: Manifest
 
 
 def finn_step(name: str):
@@ -85,7 +86,7 @@ def finn_step(name: str):
 def step_boundary(model, ctx: StepContext):
     """The trailing output scale and layout change move to the host (`boundary.py`); what is left must end in the
     integer thresholds."""
-    t = MoveOutputScaleAndLayoutToHost(ctx.manifest["output"]["scale"])
+    t = MoveOutputScaleAndLayoutToHost(ctx.manifest.output.scale)
     model = model.transform(t)
     if not t.removed and model.find_producer(model.graph.output[0].name).op_type != "MultiThreshold":
         raise FlowError("FINN could not streamline the output into integer thresholds: the graph ends in "

@@ -30,7 +30,7 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
 
 
 def letterbox_with_boxes(img: np.ndarray, boxes: np.ndarray, size: int,
-                         resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+                         resample: str) -> tuple[np.ndarray, np.ndarray]:
     canvas, ratio, (px, py) = letterbox(img, size, resample=resample)
     out = boxes.copy() * ratio
     out[:, [0, 2]] += px
@@ -63,7 +63,7 @@ def hsv_jitter(img: np.ndarray, rng, h: float, s: float, v: float) -> np.ndarray
 
 
 def random_affine(img: np.ndarray, boxes: np.ndarray, size: int, rng, scale: float, translate: float,
-                  resample: str = "bilinear"):
+                  resample: str):
     """Scale by 1±scale and translate by ±translate*size, crop/pad to size x size; boxes clipped, tiny ones dropped."""
     s = rng.uniform(1 - scale, 1 + scale)
     h, w = img.shape[:2]
@@ -91,7 +91,7 @@ def clip_boxes(b: np.ndarray, size: int, min_side: float = 2.0, min_keep: float 
     return c[ok]
 
 
-def mosaic(items, size: int, rng, resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+def mosaic(items, size: int, rng, resample: str) -> tuple[np.ndarray, np.ndarray]:
     """Four (image, xyxy boxes) around a random centre, into one size x size picture."""
     canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
     cx, cy = (int(rng.uniform(0.25, 0.75) * size) for _ in range(2))
@@ -107,7 +107,7 @@ def mosaic(items, size: int, rng, resample: str = "bilinear") -> tuple[np.ndarra
     return canvas, clip_boxes(np.concatenate(out) if out else np.zeros((0, 4), np.float32), size)
 
 
-def augment(items, size: int, rng, cfg: AugmentConfig, resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+def augment(items, size: int, rng, cfg: AugmentConfig, resample: str) -> tuple[np.ndarray, np.ndarray]:
     """items: one (image, xyxy) pair, or four for mosaic -> (size x size x 3 uint8, xyxy boxes)."""
     if len(items) == 4:
         img, boxes = mosaic(items, size, rng, resample)

@@ -17,7 +17,7 @@ def resolve_data(data: Path | None) -> Path:
     return Path(data) if data else builtin.builtin_dataset()
 
 
-def val_images(img: int, n: int, data: Path | None = None, resample: str = "bilinear") -> np.ndarray:
+def val_images(img: int, n: int, data: Path | None = None, *, resample: str) -> np.ndarray:
     """n letterboxed val images (uint8 NHWC) with faces: real inputs for the cross-check."""
     from board.preprocess import letterbox
 

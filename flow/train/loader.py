@@ -73,7 +73,7 @@ def image_size(path: Path) -> tuple[int, int]:
                         "(or drop its entry from the annotation file)") from e
 
 
-def decode_fitted(path: Path, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
+def decode_fitted(path: Path, size: tuple[int, int], resample: str) -> np.ndarray:
     """The picture at `path` as an h x w x 3 uint8 array of exactly `size` = (w, h), decoded in draft mode and
     resized by the letterbox's own resampler with the model's `resample`: PIL's BILINEAR antialiases a downscale, so
     the network would train on softer pictures than evaluation and the board show it (measured: demo AP50 0.25 ->
@@ -126,8 +126,8 @@ class ImageCache:
     straight into it, and the DataLoader workers forked afterwards read the same pages, so the cache exists once
     per training process, however many workers. (DDP ranks are separate processes: one cache each.)"""
 
-    def __init__(self, paths: list[Path], sizes: list[tuple[int, int]], processes: int, show: bool = False,
-                 resample: str = "bilinear"):
+    def __init__(self, paths: list[Path], sizes: list[tuple[int, int]], processes: int, show: bool = False, *,
+                 resample: str):
         self.sizes = sizes
         nbytes = np.array([w * h * 3 for w, h in sizes], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(nbytes)[:-1]]).astype(np.int64)
@@ -179,7 +179,7 @@ class TrainSet(torch.utils.data.Dataset):
     sample."""
 
     def __init__(self, samples, img: int, aug: AugmentConfig, seed: int, cache: str = "ram", processes: int = 0,
-                 local_ranks: int = 1, show: bool = False, resample: str = "bilinear"):
+                 local_ranks: int = 1, show: bool = False, *, resample: str):
         if cache not in CACHE_MODES:
             raise FlowError(f"--cache {cache!r}: use one of {', '.join(CACHE_MODES)}")
         self.img, self.aug, self.seed, self.resample = img, aug, seed, resample
@@ -196,7 +196,7 @@ class TrainSet(torch.utils.data.Dataset):
         self.cache = None
         if cache == "ram":
             check_cache_fits(self.nbytes, len(self.paths), img, local_ranks)
-            self.cache = ImageCache(self.paths, self.sizes, processes, show, resample)
+            self.cache = ImageCache(self.paths, self.sizes, processes, show, resample=resample)
 
     def describe(self) -> str:
         where = (f"cached in RAM: {gb(self.nbytes)}, shared by the loader workers" if self.cache is not None

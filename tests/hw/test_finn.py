@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from board.manifest import load_manifest
 from flow.crosscheck import run_crosscheck
 from flow.errors import FlowError
 from flow.export import export_run
@@ -115,7 +116,7 @@ def test_finn_layers_alone_tell_a_tie_from_a_fault(finn_run, tmp_path):
     FINN model differs from the reference only at that tie, so the cross-check calls it a tie; the same threshold
     moved 0.4 codes from any tie is a mismatch, named by layer. A backend that cannot run one layer alone but writes
     the same codes as the explained model inherits the explanation."""
-    from flow.backends import Backend, QONNXBackend, load_manifest
+    from flow.backends import Backend, QONNXBackend
     from flow.crosscheck import TIE_TOL, input_batch, isolated_layers
     from flow.hw.finn_backend import FinnPythonBackend
 
@@ -180,7 +181,7 @@ def test_folding_config_must_apply(finn_run, tmp_path):
     assert again["step_seconds"]["streamline"] == "reused" and again["step_seconds"]["folding"] != "reused"
     assert again["layers"] == s["layers"] and again["fps"] == s["fps"]
     assert len(list((d / "finn/intermediate_models").glob("*.onnx"))) == len(ESTIMATE_STEPS)
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = load_manifest(d)
     key = prefolding_key(FinnConfig(run_dir=str(d)), d / "model.qonnx.onnx", manifest)
     assert key == prefolding_key(FinnConfig(run_dir=str(d), target_fps=400, folding=str(good), mvau_wwidth_max=9),
                                  d / "model.qonnx.onnx", manifest)

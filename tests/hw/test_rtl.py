@@ -117,7 +117,7 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     lines = dat.read_text().split()
     lines[len(lines) // 2] = "0" * len(lines[0])  # one channel's middle threshold moved to 0
     dat.write_text("\n".join(lines) + "\n")
-    x = sample_images(64, n_real=2, n_random=0).astype(np.int64)
+    x = sample_images(64, n_real=2, n_random=0, resample="bilinear").astype(np.int64)
     x, want = golden(model, x, (insts[0].onnx_node.input[0], insts[-1].onnx_node.output[0]))
     got, _ = simulate(sim, insts, x)
     assert (got != want.reshape(got.shape)).any()

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from board.manifest import load_manifest
 from flow.errors import FlowError
 from flow.export import export_run
 from flow.hw.build import FinnConfig, FoldingError, check_build, run_estimate
@@ -140,7 +141,7 @@ def test_a_bitfile_is_deployed_only_with_its_own_build(built, tmp_path):
     (run / "finn/report/vivado.json").write_text(json.dumps({"clock_ns": 10.0, "timing": timing,
                                                              "bitfile_sha256": sha256(bit)}))
     assert make_deploy(run)["bitfile"]
-    assert json.loads((run / "deploy/manifest.json").read_text())["files"]["bitfile"]["sha256"] == sha256(bit)
+    assert load_manifest(run / "deploy").files["bitfile"]["sha256"] == sha256(bit)
     run_estimate(FinnConfig(run_dir=str(run), target_fps=30), quiet=True)  # another build of the same model
     with pytest.raises(StaleError, match=r"finn-accel.bit is stale: it was made from an earlier .*build_done.json"):
         make_deploy(run)

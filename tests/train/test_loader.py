@@ -30,7 +30,7 @@ def big_jpegs(tmp_path):
 def test_images_are_cached_at_the_model_size_by_a_pool_writing_in_place(big_jpegs):
     from PIL import Image
 
-    ds = TrainSet(big_jpegs, 416, AugmentConfig(), 0, "ram", processes=2)
+    ds = TrainSet(big_jpegs, 416, AugmentConfig(), 0, "ram", processes=2, resample="bilinear")
     assert ds.sizes == [(416, 312), (312, 416), (300, 200)]  # long side 416, small pictures never enlarged
     for k, s in enumerate(big_jpegs):
         img, boxes = ds.image(k)
@@ -48,8 +48,8 @@ def test_a_cache_too_big_for_memory_is_refused_before_any_decoding(big_jpegs, mo
     monkeypatch.setattr(loader, "available_memory", lambda: 100_000)
     monkeypatch.setattr(loader, "decode_fitted", lambda *a: pytest.fail("decoded before the size check"))
     with pytest.raises(FlowError, match=r"cache needs 1.0 MB .*3 images.*--cache none"):
-        TrainSet(big_jpegs, 416, AugmentConfig(), 0, "ram")
-    ds = TrainSet(big_jpegs, 416, AugmentConfig(), 0, "none")  # the option the message names
+        TrainSet(big_jpegs, 416, AugmentConfig(), 0, "ram", resample="bilinear")
+    ds = TrainSet(big_jpegs, 416, AugmentConfig(), 0, "none", resample="bilinear")  # the option the message names
     assert ds.cache is None and "a RAM cache would take 1.0 MB" in ds.describe()
     with pytest.raises(FlowError, match=r"x 4 ranks"):
         check_cache_fits(30_000, 3, 416, local_ranks=4, available=100_000)
@@ -147,8 +147,8 @@ def test_training_pictures_are_resampled_as_evaluation_and_the_board_letterbox_t
     samples = load_split(data, "train")
     aug = AugmentConfig(mosaic=0.0)
     for cache in ("ram", "none"):
-        ds = TrainSet(samples, 192, aug, seed=0, cache=cache)
+        ds = TrainSet(samples, 192, aug, seed=0, cache=cache, resample="bilinear")
         for i, s in enumerate(samples):
             img, _ = ds.image(i)
-            canvas, _, (px, py) = letterbox(read_image(s.path), 192)
+            canvas, _, (px, py) = letterbox(read_image(s.path), 192, resample="bilinear")
             assert np.array_equal(img, canvas[py : py + img.shape[0], px : px + img.shape[1]])

@@ -32,9 +32,11 @@ def test_smoke_training_lowers_the_loss_and_exports(tiny_data, tmp_path):
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 7  # header + one row an epoch
     assert 0.0 <= r["history"][-1]["ap50"] <= 1.0
     export_run(tmp_path / "run", checkpoint=tmp_path / "run" / "last.pt")
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["spec"]["img"] == 64 and len(manifest["spec"]["anchors"]) == 3
-    assert manifest["spec"]["resample"] == manifest["input"]["resample"] == "nearest"  # the board letterboxes so
+    from board.manifest import load_manifest
+
+    manifest = load_manifest(tmp_path / "run")
+    assert manifest.spec["img"] == 64 and len(manifest.spec["anchors"]) == 3
+    assert manifest.spec["resample"] == manifest.input.resample == "nearest"  # the board letterboxes so
 
 
 @pytest.fixture(scope="module")

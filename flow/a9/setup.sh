@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # An armhf (armv7) Debian userland with the board's Python stack, and the instruction-count plugin, for
-# `python -m board bench --a9 DIR`: the host path's stages counted on the Cortex-A9's instruction set under
-# qemu-user (board/a9count.py, board/bench.py). Debian bookworm's armhf Python 3.11 / numpy 1.24 / OpenCV 4.6 /
+# `python -m flow bench a9 --a9 DIR`: the host path's stages counted on the Cortex-A9's instruction set under
+# qemu-user (flow/a9/count.py, flow/a9/estimate.py). Debian bookworm's armhf Python 3.11 / numpy 1.24 / OpenCV 4.6 /
 # Pillow 9.4 / libjpeg-turbo 2.1.5 are the closest Debian has to the PYNQ 3.0.1 image's Ubuntu 22.04 armhf
 # 3.10 / 1.21 / 4.5.4 / 9.0.1 / 2.1.2, built with the same packaging (OpenCV: NEON only where dispatched).
 #
-# usage: bash board/a9/setup.sh DIR    (root: adds the armhf architecture and a deb-src entry to apt; about 250 MB
+# usage: bash flow/a9/setup.sh DIR    (root: adds the armhf architecture and a deb-src entry to apt; about 250 MB
 #        of packages from deb.debian.org, a few minutes). Makes DIR/root and DIR/insn_count.so; rerunning skips
 #        what is there.
 set -euo pipefail
-dir=${1:?usage: bash board/a9/setup.sh DIR}
+dir=${1:?usage: bash flow/a9/setup.sh DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -69,4 +69,4 @@ SRC
 fi
 
 echo "armhf root: $root ($(du -sh "$root" | cut -f1)); plugin: $dir/insn_count.so"
-echo "next: python -m board bench --a9 $dir [--sim --deploy DEPLOY] [--json FILE]"
+echo "next: python -m flow bench a9 --a9 $dir [--sim --deploy DEPLOY] [--json FILE]"

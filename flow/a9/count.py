@@ -1,16 +1,16 @@
-"""The host path's stages run on an armv7 (armhf) Python under qemu-user with board/a9/insn_count.c loaded: for
+"""The host path's stages run on an armv7 (armhf) Python under qemu-user with flow/a9/insn_count.c loaded: for
 each stage, the guest instructions `CALLS` warm calls execute, between two marks the plugin reports.
 
-Run by `python -m board bench --a9 DIR` (board/bench.py's count_on_armhf, on the root and plugin that
-board/a9/setup.sh DIR made; it turns the counts into A9 time); by hand: qemu-arm -cpu cortex-a9 -L DIR/root \\
--plugin DIR/insn_count.so -d plugin DIR/root/usr/bin/python3 -m board.a9count. Prints one JSON line: the stages
+Run by `python -m flow bench a9 --a9 DIR` (flow/a9/estimate.py's count_on_armhf, on the root and plugin that
+flow/a9/setup.sh DIR made; it turns the counts into A9 time); by hand: qemu-arm -cpu cortex-a9 -L DIR/root \\
+-plugin DIR/insn_count.so -d plugin DIR/root/usr/bin/python3 -m flow.a9.count. Prints one JSON line: the stages
 and calibration calls, in the order marked.
 
-The calibration calls are the code public Zynq-7020 timings exist for (board.bench.A9_CALIBRATION; github.com/Xilinx/PYNQ-HelloWorld,
-github.com/Xilinx/finn-examples): PIL bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (C image code), FINN's
-driver unpacking and packing a batch of 1000 as finn-examples' UNSW-NB15 notebook times them (Python-bound code;
-numpy over large arrays). Counted here on the same armv7 Python, numpy and Pillow, they give the A9's instructions
-per second on each kind of code.
+The calibration calls are the code public Zynq-7020 timings exist for (flow.a9.estimate.A9_CALIBRATION;
+github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples): PIL bilinear resizes as PYNQ-HelloWorld's
+Pynq-Z2 notebook times them (C image code), FINN's driver unpacking and packing a batch of 1000 as finn-examples'
+UNSW-NB15 notebook times them (Python-bound code; numpy over large arrays). Counted here on the same armv7 Python,
+numpy and Pillow, they give the A9's instructions per second on each kind of code.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import types
 
 import numpy as np
 
-MARK_MAGIC = 0x4C500000  # board/a9/insn_count.c
+MARK_MAGIC = 0x4C500000  # flow/a9/insn_count.c
 CALLS = 5
 
 
@@ -36,7 +36,7 @@ def mark(i: int) -> None:
 
 
 def calibration_calls() -> dict:
-    """board.bench.A9_CALIBRATION's calls, as the board timed them."""
+    """flow.a9.estimate.A9_CALIBRATION's calls, as the board timed them."""
     from PIL import Image
 
     from board.bench import camera_frame

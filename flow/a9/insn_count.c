@@ -4,7 +4,7 @@
  * A mark is a sched_get_priority_max(2) call whose policy is MARK_MAGIC + id (0 <= id < 65536): the kernel (qemu
  * here) refuses the policy, so the call changes nothing in the guest, and this plugin writes
  * "mark <id> <instructions> <neon>" (totals so far) to the plugin log (qemu's -D file, or stderr). Python sets
- * one with os.sched_get_priority_max(MARK_MAGIC + id) (board/a9count.py). The count is the total over all guest threads, kept with an atomic add per executed
+ * one with os.sched_get_priority_max(MARK_MAGIC + id) (flow/a9/count.py). The count is the total over all guest threads, kept with an atomic add per executed
  * translation block, with the Advanced SIMD (NEON) ones among them counted apart (the Cortex-A9 issues them
  * at its own rate). At exit the plugin writes "total <insns> <neon>".
  *
