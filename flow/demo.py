@@ -51,11 +51,11 @@ def summary_figure(name: str, out: Path) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from board.__main__ import main as board_main
     from flow.cli import main as flow_main
+    from flow.terminal import console as terminal_console
 
     p = argparse.ArgumentParser(prog="python -m flow demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -64,7 +64,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--variant", default="4w4a")
     p.add_argument("--quiet", action="store_true", help="hide each step's own output")
     a = p.parse_args(argv)
-    console = Console()
+    console = terminal_console()
     results, ok = [], True
     # The demo marks its folder; a second `make demo` may retrain there, but a folder the demo did not make (a
     # user's run given as --out) keeps train's refusal to start over in it.
