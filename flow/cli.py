@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("flow.deploy:cli", "package bitfile + manifest + board runtime + notebooks for the PYNQ-Z2"),
     "demo": ("flow.demo:cli", "the main job: train briefly -> export -> QCDQ -> cross-check -> estimate -> board sim"),
     "bench": ("flow.bench:cli", "benchmarks (crosscheck | train | accuracy | finn), ratios against a baseline"),
+    "env": ("flow.env:cli", "this environment against the tested one (constraints.txt); `make lock` refreshes it"),
 }
 
 

@@ -42,7 +42,12 @@ R = "/tmp/elsewhere/run-1"
 PY = f"{VENV}/bin/python"
 # target -> (extra make arguments, what its dry run must show)
 EXPECTED = {
-    "test": ([], [f"{VENV}/bin/ruff check flow models board tests", f"{PY} -m pytest -q"]),
+    "test": ([], [f"{VENV}/bin/ruff check flow models board tests", f'{PY} -m pytest -q -m "not slow"']),
+    "test-slow": ([], [f"{PY} -m pytest -q -m slow"]),
+    "lock": (["LOCK_VENV=/tmp/lock"], ["python3 -m venv /tmp/lock", f"{PY} -m flow env finn-requirements > /tmp/lock/finn-requirements.txt",
+                                       "/tmp/lock/bin/python -m pip install -q -e '.[dev,finn]' -r /tmp/lock/finn-requirements.txt",
+                                       "/tmp/lock/bin/python -m pip install -q --no-deps finn-plus==1.6.1",
+                                       f"{PY} -m flow env lock --venv /tmp/lock"]),
     "lint": ([], [f"{VENV}/bin/ruff check flow models board tests"]),
     "demo": ([], [f"{PY} -m flow demo --out runs/demo"]),
     "data": ([], [f"{PY} -m flow data synth"]),
@@ -100,7 +105,9 @@ def test_install_dry_run_builds_the_venv_it_is_given(tmp_path):
     r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-n", "install", f"VENV={venv}"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert f"python3 -m venv {venv}" in r.stdout and "install -q --no-deps finn-plus==1.6.1" in r.stdout
+    assert f"python3 -m venv {venv}" in r.stdout and "install -q -c constraints.txt --no-deps finn-plus==1.6.1" in r.stdout
+    assert r.stdout.count("-m pip install -q -c constraints.txt ") == 4  # every install step takes the tested pins
+    assert f"sha256sum constraints.txt > {venv}/.installed" in r.stdout
     assert not venv.exists()
 
 
