@@ -150,3 +150,11 @@ def test_demo_retrains_only_in_its_own_folder(tmp_path):
     (theirs / "config.json").write_text('{"mine": true}')
     assert cli(["--out", str(theirs), "--quiet"]) == 1
     assert (theirs / "config.json").read_text() == '{"mine": true}' and not (theirs / "demo.json").exists()
+
+
+def test_ci_runs_the_fast_suite_and_the_slow_cases():
+    """`make test` leaves the cases marked slow out; CI runs them too, after it."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ci.index("make test") < ci.index("make test-slow")
+    marked = [p for p in (ROOT / "tests").rglob("test_*.py") if "mark.slow" in p.read_text()]
+    assert len(marked) >= 2, marked  # the preset sweeps through FINN and Verilator

@@ -13,12 +13,9 @@ from flow.hw.build import MAX_CRASHED, FinnConfig, FoldingError, check_build, re
 from flow.provenance import StaleError, record
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trust_4w4a")
-    export_run(d, "4w4a", 64)
-    run_estimate(FinnConfig(run_dir=str(d)), quiet=True)
-    return d
+@pytest.fixture
+def built(estimated_4w4a):
+    return estimated_4w4a[0]
 
 
 def _copy(built, to):
