@@ -158,3 +158,24 @@ def test_ci_runs_the_fast_suite_and_the_slow_cases():
     assert ci.index("make test") < ci.index("make test-slow")
     marked = [p for p in (ROOT / "tests").rglob("test_*.py") if "mark.slow" in p.read_text()]
     assert len(marked) >= 2, marked  # the preset sweeps through FINN and Verilator
+
+
+@pytest.mark.slow  # two whole demos (small: 64x64, one epoch), FINN estimate included
+def test_the_demo_reproduces(tmp_path):
+    """Two demos give the same AP50 and the same boxes, on the photos and on the built-in pictures, and each
+    records the environment it ran in."""
+    from flow.demo import THREADS, cli
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert cli(["--out", str(out), "--img", "64", "--epochs", "1", "--quiet"]) == 0
+    def figures(out):
+        ev = json.loads((out / "eval.json").read_text())
+        boxes = [json.loads((out / f / "detections.json").read_text())["detections"] for f in ("board_out", "board_out_builtin")]
+        return {k: v for k, v in ev.items() if "ap" in k.lower() and isinstance(v, float)}, boxes
+
+    (ap, boxes), again = figures(runs[0]), figures(runs[1])
+    assert ap and (ap, boxes) == again
+    assert len(boxes[1]) == 4  # the built-in pictures beside the photos
+    env = json.loads((runs[0] / "demo.json").read_text())["environment"]
+    assert env["torch_threads"] == THREADS and env["deterministic_algorithms"] and env["python"]
