@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # bottom first: a module may import only modules listed before it
 LAYERS = [
-    # the bottom: errors, file writing, the board's facts, the sample photos
-    "flow.errors", "flow.files", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
+    # the bottom: errors, file writing, the terminal, the tested environment, the board's facts, the sample photos
+    "flow.errors", "flow.files", "flow.terminal", "flow.env", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
     # the training wing, below the export it ends with
     "flow.train.augment", "flow.train.data", "flow.train.loader", "flow.train.anchors", "flow.train.loss",
     # the spine
