@@ -6,8 +6,8 @@ board/a9/setup.sh DIR made; it turns the counts into A9 time); by hand: qemu-arm
 -plugin DIR/insn_count.so -d plugin DIR/root/usr/bin/python3 -m board.a9count. Prints one JSON line: the stages
 and calibration calls, in the order marked.
 
-The calibration calls are the code public Zynq-7020 timings exist for (board.bench.A9_CALIBRATION, FACTS.md "The
-PYNQ-Z2's host side"): PIL bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (C image code), FINN's
+The calibration calls are the code public Zynq-7020 timings exist for (board.bench.A9_CALIBRATION; github.com/Xilinx/PYNQ-HelloWorld,
+github.com/Xilinx/finn-examples): PIL bilinear resizes as PYNQ-HelloWorld's Pynq-Z2 notebook times them (C image code), FINN's
 driver unpacking and packing a batch of 1000 as finn-examples' UNSW-NB15 notebook times them (Python-bound code;
 numpy over large arrays). Counted here on the same armv7 Python, numpy and Pillow, they give the A9's instructions
 per second on each kind of code.

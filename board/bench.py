@@ -2,7 +2,7 @@
 
 Method of the A9 estimate (no board here): each stage's x86 time, measured in this run (least of many timed calls), times
 a board-to-host ratio measured on public Zynq-7020 timings of the same kind of code re-run on this project's
-2-core x86 (FACTS.md, "The PYNQ-Z2's host side"):
+2-core x86 (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples):
   python  Python-bound numpy on small arrays (FINN's unpack_output: 355-371 ms board / 9.6-10.4 ms here)   37x
   memory  numpy over large arrays, memory-bound (FINN's pack_input: 71-74 ms board / ~1 ms here)              70x
   c_image C image code, PIL/OpenCV (PIL bilinear resizes in PYNQ-HelloWorld: 1.02 s / 63-73 ms, 24.6 / 0.9)   14-28x
@@ -61,7 +61,8 @@ ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simu
 RATIOS = {"python": (37.0, 30.0, 45.0), "memory": (70.0, 55.0, 90.0), "c_image": (20.0, 14.0, 28.0)}
 A9_HZ = 650e6
 # The calibration calls board/a9count.py counts, each with the kind of code it stands for and its seconds on a
-# Zynq-7020 board (FACTS.md, "The PYNQ-Z2's host side"): PIL resizes in PYNQ-HelloWorld's Pynq-Z2 notebook; FINN's
+# Zynq-7020 board (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples): PIL resizes in
+# PYNQ-HelloWorld's Pynq-Z2 notebook; FINN's
 # driver in finn-examples' saved UNSW-NB15 notebook output (throughput_test, batch 1000, BIPOLAR in and out).
 A9_CALIBRATION = {"pil_resize_3840x2160_to_1920x1080": ("c_image", 1.02),
                   "pil_resize_640x360_to_320x180": ("c_image", 0.0246),
@@ -77,7 +78,7 @@ LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27
           "scale": 1 / 127}
 
 
-# -- the host path as it was before issue 18: the named baseline the speed-up is measured against --
+# -- the host path as it was before the OpenCV letterbox and one-copy packing: the named baseline the speed-up is measured against --
 def float_letterbox_baseline(img: np.ndarray, size: int) -> np.ndarray:
     """The old letterbox: the whole frame to float32, then a float bilinear resize (~83 MB of traffic per frame)."""
     h, w = img.shape[:2]
@@ -365,7 +366,8 @@ def estimate(m: dict, counts: dict | None = None, resample: str = "bilinear") ->
         "method": ("armhf instruction counts under qemu-user / the A9's instructions per second on the same kind of "
                    "code (calibration calls with public Zynq-7020 timings, counted the same way); stages not counted: "
                    if counts else "") +
-                  "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring, FACTS.md)",
+                  "x86 stage time x board/host ratio of the same kind of code (board/bench.py docstring: PYNQ-HelloWorld and "
+                  "finn-examples notebook timings)",
         "a9_calibration": a9_rates(counts) if counts else None,
         "armhf_software": counts.get("_software") if counts else None,
     }

@@ -111,7 +111,7 @@ def test_cli_exit_codes(run_4w4a):
 
 def test_8w8a_tie_flips_are_ties_layer_by_layer(tmp_path):
     """8W8A: Brevitas (oneDNN) and QONNX (ORT per node) sum in different orders, so values on a rounding boundary
-    land on either side (FACTS.md). Seed 0 at 128x128 shows such flips; each layer run alone must differ only at
+    land on either side (all round half to even). Seed 0 at 128x128 shows such flips; each layer run alone must differ only at
     ties, which proves the end-to-end +-1 differences are propagated ties, not a fault."""
     export_run(tmp_path, "8w8a", 128)
     r = run_crosscheck(tmp_path, device="cpu", n_real=4, n_random=4)  # OpenCV's letterbox left the photos tie-free

@@ -1,4 +1,4 @@
-"""A run folder you can trust (issue 17): no code runs from a checkpoint, stale artifacts are named instead of used,
+"""A run folder you can trust: no code runs from a checkpoint, stale artifacts are named instead of used,
 one writer at a time, nothing deleted that the flow did not write, options take effect or are refused."""
 
 import json

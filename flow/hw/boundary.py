@@ -1,4 +1,5 @@
-"""The accelerator boundary as a graph transformation (DESIGN.md): after streamlining, the trailing scalar Mul (the
+"""The accelerator boundary as a graph transformation (as LPYOLO's released driver,
+github.com/sefaburakokcu/finn-quantized-yolo, scales the INT8 output on the ARM): after streamlining, the trailing scalar Mul (the
 output scale) and the trailing Transpose (NHWC->NCHW) move to the host, where manifest.json already records them;
 otherwise FINN would build an ElementwiseMul (float) and a Shuffle for them."""
 

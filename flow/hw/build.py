@@ -4,7 +4,7 @@ Each step takes a model and returns a model; each result is saved as finn/interm
 the cross-check executes (python) as the `finn-*` backends. Steps left of the estimate reports run without
 Vivado; `bitstream` continues with FINN's Vivado steps (`vivado.py`) where Vivado/Vitis HLS are installed.
 
-The accelerator boundary (DESIGN.md): UINT8 NHWC pixels in, integer output codes NHWC out; `boundary.py` moves the
+The accelerator boundary (as in LPYOLO's released design): UINT8 NHWC pixels in, integer output codes NHWC out; `boundary.py` moves the
 trailing output scale and layout change to the host. The board's facts come from `z2.py`, the report from `report.py`.
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 BOARD = "Pynq-Z2"  # FINN's board name (its board files and PYNQ shell)
 PART = "xc7z020clg400-1"
 CLK_NS = 10.0  # 100 MHz, the clock every estimate, simulation and build here assumes
-# The xc7z020 and FINN's planning limits (FACTS.md)
+# The xc7z020 (AMD DS190, Zynq-7000 overview) and FINN's planning limits (finn/util/platforms.py DEFAULT_RES_LIMITS)
 Z2_RESOURCES = {"LUT": 53200, "FF": 106400, "BRAM_18K": 280, "DSP": 220}
 PLANNING_LIMITS = {"LUT": 0.70, "FF": 0.50, "BRAM_18K": 0.80, "DSP": 0.80}
 # What FINN's per-layer estimates leave out: its Zynq shell (ZynqBuild: two HLS IODMAs, an AXI interconnect and a

@@ -1,4 +1,5 @@
-"""Training-time augmentation (LPYOLO/YOLOv5 values from FACTS.md, in numpy): mosaic, random scale/translate,
+"""Training-time augmentation (LPYOLO's values: data/hyps/hyp.widerface.yaml of
+github.com/sefaburakokcu/quantized-yolov5; in numpy): mosaic, random scale/translate,
 horizontal flip, HSV jitter, then letterbox to the model size. Boxes are xyxy pixels throughout. Every resize is the
 board's letterbox resampler with the model's `resample` (board/preprocess.py), so training sees the same kind of
 pixels the board feeds the accelerator."""

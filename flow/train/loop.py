@@ -1,6 +1,7 @@
 """Brevitas QAT training, top to bottom: config -> data -> model -> optimiser -> loop -> checkpoint -> export.
 
-SGD with warm-up and cosine decay (LPYOLO's YOLOv5 hyper-parameters, FACTS.md), EMA of the weights, AMP on CUDA,
+SGD with warm-up and cosine decay (LPYOLO's YOLOv5 hyper-parameters: data/hyps/hyp.widerface.yaml of
+github.com/sefaburakokcu/quantized-yolov5), EMA of the weights, AMP on CUDA,
 DDP under torchrun (Brevitas's activation statistics are buffers, which DDP broadcasts from rank 0 before every
 forward: the ranks' scales agree, tested), data loading in worker processes (flow/train/loader.py). Every epoch
 writes `last.pt` atomically (model, EMA, optimiser, RNG states); `--resume` continues from it bit-identically,

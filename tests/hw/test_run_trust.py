@@ -1,4 +1,4 @@
-"""The FINN build of a run folder (issue 17): a failed or refused estimate leaves the last good build, crashed builds
+"""The FINN build of a run folder: a failed or refused estimate leaves the last good build, crashed builds
 are kept up to a bound, a build of an earlier model is never simulated, synthesised, cross-checked or deployed,
 and bad options or files get one clear error before any work."""
 
