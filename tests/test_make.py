@@ -21,7 +21,7 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
            f"VENV={VENV}", *map(str, args)]
     env = {k: v for k, v in os.environ.items()
            if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE", "SKIP_BAD", "RESAMPLE", "MODEL", "DEVICE",
-                         "PYNQ_IP")}
+                         "PYNQ_IP", "LPYOLO_VENV")}  # VENV= names this interpreter's venv; LPYOLO_VENV would swap `install`
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -102,8 +102,9 @@ def test_train_defaults_to_the_presets_run_folder_and_forwards_force():
 
 def test_install_dry_run_builds_the_venv_it_is_given(tmp_path):
     venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "LPYOLO_VENV"}  # a prepared venv is never (re)installed
     r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-n", "install", f"VENV={venv}"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert f"python3 -m venv {venv}" in r.stdout and "install -q -c constraints.txt --no-deps finn-plus==1.6.1" in r.stdout
     assert r.stdout.count("-m pip install -q -c constraints.txt ") == 4  # every install step takes the tested pins
