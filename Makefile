@@ -26,28 +26,47 @@ PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_
 $(if $(PRESETS),,$(warning `$(PY_SYS) -m flow presets` listed no presets: the train-<preset> targets are missing))
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
-.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+.PHONY: install lock test test-slow lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
         bench bench-a9 fifos rtlsim synth data clean clean-runs $(TRAIN_TARGETS)
 
-# finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
-# (its runtime dependencies come from the `finn` extra; see flow/hw/compat.py).
+# Every package at the version in constraints.txt, the set `make test` passed with (`python -m flow env check`
+# compares a venv with it). finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code
+# is added with --no-deps (its other pins are in constraints.txt; constraints-conflicts.txt says why 0.13.4 is safe).
+# .installed holds the hash of the constraints it was installed from: tests/test_env.py holds such a venv to them.
 ifdef LPYOLO_VENV
 install:
 	@test -x $(PY) || { echo "error: LPYOLO_VENV=$(LPYOLO_VENV) has no bin/python"; exit 2; }
 else
 install: $(VENV)/.installed
 endif
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[dev,finn]'
-	$(PY) -m pip install -q --no-deps finn-plus==1.6.1
-	touch $@
+	$(PY) -m pip install -q -c constraints.txt --upgrade pip setuptools
+	$(PY) -m pip install -q -c constraints.txt $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,finn]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps finn-plus==1.6.1
+	sha256sum constraints.txt > $@
 
+# Refresh constraints.txt: the newest versions pyproject.toml and finn-plus's own pins allow, resolved in a fresh
+# venv (LOCK_VENV), written with their exact versions; then `make test` reinstalls from them and tests them.
+LOCK_VENV ?= build/lock-venv
+lock: install
+	rm -rf $(LOCK_VENV)
+	$(PY_SYS) -m venv $(LOCK_VENV)
+	$(PY) -m flow env finn-requirements > $(LOCK_VENV)/finn-requirements.txt
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip setuptools
+	$(LOCK_VENV)/bin/python -m pip install -q $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[dev,finn]' -r $(LOCK_VENV)/finn-requirements.txt
+	$(LOCK_VENV)/bin/python -m pip install -q --no-deps finn-plus==1.6.1
+	$(PY) -m flow env lock --venv $(LOCK_VENV)
+
+# the suite less the cases marked slow (minutes each: every preset through FINN, training runs); CI runs both
 test: install
 	$(VENV)/bin/ruff check flow models board tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check flow models board tests

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("flow.demo:cli", "the main job: train briefly -> export -> QCDQ -> cross-check -> estimate -> board sim"),
     "bench": ("flow.bench:cli", "benchmarks (crosscheck | train | accuracy | finn), ratios against a baseline"),
     "presets": ("flow.cli:presets", "the bit-width presets (models.PRESETS), one a line: the Makefile's train-<preset>"),
+    "env": ("flow.env:cli", "this environment against the tested one (constraints.txt); `make lock` refreshes it"),
 }
 
 

@@ -409,8 +409,9 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
 
 
 def print_report(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from flow.terminal import console as terminal_console
 
     t = Table(title=f"cross-check {report['variant']} vs {report['reference']} ({report['inputs']})")
     for col in ("backend", "bit exact", "tie flips (+propagated)", "mismatches", "max |diff|", "elements", "same boxes", "where"):
@@ -426,7 +427,7 @@ def print_report(report: dict) -> None:
                   f"{r['tie_flips']} (+{r.get('propagated_tie_flips', 0)})", str(r["mismatches"]),
                   str(r["max_abs_diff"]), str(r["elements"]),
                   "yes" if r["detections_equal"] else "no", where or info.get("file", ""))
-    console = Console(width=max(130, Console().width))
+    console = terminal_console(130)
     console.print(t)
     for name, r in report["backends"].items():
         div = r.get("first_divergence")
@@ -471,11 +472,11 @@ def bench(argv: list[str]) -> int:
     preset's graph on the ORT CPU EP) measured in the same process, then the full cross-check at that size."""
     import tempfile
 
-    from rich.console import Console
     from rich.table import Table
 
     from flow.export import export_run
     from flow.qcdq import lower_to_qcdq
+    from flow.terminal import console as terminal_console
     from models import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m flow bench crosscheck", description=bench.__doc__)
@@ -515,7 +516,7 @@ def bench(argv: list[str]) -> int:
         where = b.info().get("provider", b.info().get("torch", ""))
         table.add_row(b.name, f"{t1:.1f}", f"{t1 / base['1']:.3f}", "per-image executor" if t32 is None else f"{t32:.1f}",
                       "" if t32 is None else f"{t32 / base['32']:.3f}", str(where))
-    Console(width=max(130, Console().width)).print(table)
+    terminal_console(130).print(table)
     report = run_crosscheck(runs[a.variant], device=dev, n_real=4, n_random=2)
     print_report(report)
     return 1 if report["any_mismatch"] else 0

@@ -23,7 +23,7 @@ def make(*args, dry=False, timeout=600) -> subprocess.CompletedProcess:
            f"VENV={VENV}", *map(str, args)]
     env = {k: v for k, v in os.environ.items()
            if k not in ("RUN", "IMG", "EPOCHS", "DATA", "VARIANT", "FORCE", "SKIP_BAD", "RESAMPLE", "MODEL", "DEVICE",
-                         "PYNQ_IP")}
+                         "PYNQ_IP", "LPYOLO_VENV")}  # VENV= names this interpreter's venv; LPYOLO_VENV would swap `install`
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -59,7 +59,12 @@ R = "/tmp/elsewhere/run-1"
 PY = f"{VENV}/bin/python"
 # target -> (extra make arguments, what its dry run must show)
 EXPECTED = {
-    "test": ([], [f"{VENV}/bin/ruff check flow models board tests", f"{PY} -m pytest -q"]),
+    "test": ([], [f"{VENV}/bin/ruff check flow models board tests", f'{PY} -m pytest -q -m "not slow"']),
+    "test-slow": ([], [f"{PY} -m pytest -q -m slow"]),
+    "lock": (["LOCK_VENV=/tmp/lock"], ["python3 -m venv /tmp/lock", f"{PY} -m flow env finn-requirements > /tmp/lock/finn-requirements.txt",
+                                       "/tmp/lock/bin/python -m pip install -q -e '.[dev,finn]' -r /tmp/lock/finn-requirements.txt",
+                                       "/tmp/lock/bin/python -m pip install -q --no-deps finn-plus==1.6.1",
+                                       f"{PY} -m flow env lock --venv /tmp/lock"]),
     "lint": ([], [f"{VENV}/bin/ruff check flow models board tests"]),
     "demo": ([], [f"{PY} -m flow demo --out runs/demo"]),
     "data": ([], [f"{PY} -m flow data synth"]),
@@ -116,10 +121,13 @@ def test_train_defaults_to_the_presets_run_folder_and_forwards_force():
 
 def test_install_dry_run_builds_the_venv_it_is_given(tmp_path):
     venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "LPYOLO_VENV"}  # a prepared venv is never (re)installed
     r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-n", "install", f"VENV={venv}"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
-    assert f"python3 -m venv {venv}" in r.stdout and "install -q --no-deps finn-plus==1.6.1" in r.stdout
+    assert f"python3 -m venv {venv}" in r.stdout and "install -q -c constraints.txt --no-deps finn-plus==1.6.1" in r.stdout
+    assert r.stdout.count("-m pip install -q -c constraints.txt ") == 4  # every install step takes the tested pins
+    assert f"sha256sum constraints.txt > {venv}/.installed" in r.stdout
     assert not venv.exists()
 
 
@@ -192,3 +200,30 @@ def test_clean_removes_caches_only_and_clean_runs_lists_then_asks(tmp_path):
     assert not (tmp_path / "runs").exists()
     r = make_here("clean-runs")
     assert r.returncode == 0 and "no run folders" in r.stdout
+def test_ci_runs_the_fast_suite_and_the_slow_cases():
+    """`make test` leaves the cases marked slow out; CI runs them too, after it."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ci.index("make test") < ci.index("make test-slow")
+    marked = [p for p in (ROOT / "tests").rglob("test_*.py") if "mark.slow" in p.read_text()]
+    assert len(marked) >= 2, marked  # the preset sweeps through FINN and Verilator
+
+
+@pytest.mark.slow  # two whole demos (small: 64x64, one epoch), FINN estimate included
+def test_the_demo_reproduces(tmp_path):
+    """Two demos give the same AP50 and the same boxes, on the photos and on the built-in pictures, and each
+    records the environment it ran in."""
+    from flow.demo import THREADS, cli
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert cli(["--out", str(out), "--img", "64", "--epochs", "1", "--quiet"]) == 0
+    def figures(out):
+        ev = json.loads((out / "eval.json").read_text())
+        boxes = [json.loads((out / f / "detections.json").read_text())["detections"] for f in ("board_out", "board_out_builtin")]
+        return {k: v for k, v in ev.items() if "ap" in k.lower() and isinstance(v, float)}, boxes
+
+    (ap, boxes), again = figures(runs[0]), figures(runs[1])
+    assert ap and (ap, boxes) == again
+    assert len(boxes[1]) == 4  # the built-in pictures beside the photos
+    env = json.loads((runs[0] / "demo.json").read_text())["environment"]
+    assert env["torch_threads"] == THREADS and env["deterministic_algorithms"] and env["python"]

@@ -62,8 +62,9 @@ def plot_layers(summary: dict, path: Path) -> None:
 
 
 def print_summary(s: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from flow.terminal import console
 
     t = Table(title=f"FINN estimate {s['variant']} {s['img']}x{s['img']} @ {s['clock_mhz']:.0f} MHz (xc7z020)")
     for col in ("resource", "layers", "+ shell", "total", "Z2", "used", "limit"):
@@ -71,7 +72,7 @@ def print_summary(s: dict) -> None:
     for k in ("LUT", "BRAM_18K", "DSP"):
         t.add_row(k, str(s["total_layers"][k]), str(s["shell_overhead"][k]), str(s["total_with_overhead"][k]),
                   str(Z2_RESOURCES[k]), f"{s['utilisation'][k]:.1%}", f"{PLANNING_LIMITS[k]:.0%}")
-    c = Console(width=max(110, Console().width))
+    c = console(110)
     c.print(t)
     c.print(f"estimated {s['fps']} FPS (slowest: {s['slowest_layer']}, {s['max_cycles']} cycles/frame); "
             f"fits: {s['fits']}; flow time {s['flow_seconds']} s; folding: {s['folding']}")

@@ -179,7 +179,7 @@ def _wider_sized_image(job) -> tuple[str, list[list[float]]]:
 def _synth_wider_sized(root: Path, seed: int, n_train: int, n_val: int, sources) -> None:
     import multiprocessing
 
-    from tqdm import tqdm
+    from flow.terminal import progress
 
     global _SOURCES
     _SOURCES = sources
@@ -187,8 +187,7 @@ def _synth_wider_sized(root: Path, seed: int, n_train: int, n_val: int, sources)
         for split, n in (("train", n_train), ("val", n_val)):
             jobs = [(str(root), seed, split, k) for k in range(n)]
             lines = []
-            for rel, boxes in tqdm(pool.imap(_wider_sized_image, jobs, chunksize=8), total=n, leave=False,
-                                   desc=f"WIDER-sized {split}"):
+            for rel, boxes in progress(pool.imap(_wider_sized_image, jobs, chunksize=8), n, f"WIDER-sized {split}"):
                 lines += [rel, str(len(boxes))]
                 lines += [f"{x:.0f} {y:.0f} {w:.0f} {h:.0f} 0 0 0 0 0 0 " for x, y, w, h in boxes] or ["0 0 0 0 0 0 0 0 0 0 "]
             (root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(lines) + "\n")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from flow.errors import FlowError
+from flow.terminal import progress
 from flow.train.augment import AugmentConfig, augment, xywh_to_xyxy
 
 DEFAULT_MAX_WORKERS = 8  # YOLOv5's default; the loader of a 154 M MAC model needs every core it can get
@@ -286,8 +287,4 @@ def batches(loader, epoch: int):
 
 
 def _bar(it, total: int, desc: str, show: bool):
-    if not show:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return progress(it, total, desc, show)

@@ -30,6 +30,7 @@ import torch
 from board.preprocess import RESAMPLES
 from flow.errors import FlowError
 from flow.files import read_checkpoint
+from flow.terminal import progress
 from flow.train.augment import AugmentConfig
 from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
@@ -358,11 +359,7 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 def _bar(it, desc: str, show: bool):
-    if not show:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    return progress(it, desc=desc, show=show)
 
 
 def _tensorboard(out: Path):

@@ -123,6 +123,7 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     assert (got != want.reshape(got.shape)).any()
 
 
+@pytest.mark.slow  # six exports, twelve estimates, six Verilator builds; 4w4a is test_rtlsim_whole_accelerator_...
 @pytest.mark.parametrize("variant", [p for p, s in PRESETS.items() if not s.is_float and p != "4w4a"])
 def test_rtlsim_every_other_preset(tmp_path, variant):
     """The rest of the presets at 64x64, all-RTL (an HLS node would stop load_hw_model), bit-exact in Verilator,

@@ -15,12 +15,9 @@ from flow.hw.build_dir import MAX_CRASHED, recover_build_dir
 from flow.provenance import StaleError, record
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trust_4w4a")
-    export_run(d, "4w4a", 64)
-    run_estimate(FinnConfig(run_dir=str(d)), quiet=True)
-    return d
+@pytest.fixture
+def built(estimated_4w4a):
+    return estimated_4w4a[0]
 
 
 def _copy(built, to):
