@@ -28,7 +28,8 @@ LAYERS = [
     # models/: the network and its presets (the input facts from board)
     "models.lpyolo", "models.presets",
     # the bottom: errors, file writing, the board's facts, the sample photos
-    "flow.errors", "flow.files", "flow.terminal", "flow.env", "flow.codekey", "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
+    "flow.errors", "flow.files", "flow.terminal", "flow.env", "flow.codekey",
+    "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
     # the A9 estimate of the board's loop (host side, on board/bench.py's measurements)
     "flow.a9.count", "flow.a9.estimate",
     # the training wing, below the export it ends with
