@@ -269,6 +269,39 @@ class ORTBackend(Backend):
         return dict(zip(names, sess.run(None, {self.iname: x[:1]}), strict=True))
 
 
+class IntORTBackend(ORTBackend):
+    """The integer golden model (model.int.onnx, `flow qcdq --integer`) on ONNX Runtime: FINN's integer
+    accumulators and thresholds in standard ops, exact in float32, so integer like the hardware (no ties)."""
+
+    exact_integer = True
+
+    def __init__(self, path: Path, manifest: dict, device: str = "cpu"):
+        super().__init__(path, manifest, device, name=f"int-ort-{device}")
+
+    def run_layer(self, layer, x):
+        """Layer `layer.index` of the integer graph (conv{i} -> act{i}) fed the reference's input codes."""
+        import tempfile
+
+        import onnx.utils
+        import onnxruntime as ort
+
+        i = layer.index
+        if i not in self._layer_sessions:
+            graph = onnx.load(str(self.path)).graph
+            conv = next((n for n in graph.node if n.name == f"conv{i}"), None)
+            if conv is None:
+                return None
+            with tempfile.TemporaryDirectory() as td:
+                onnx.utils.extract_model(str(self.path), f"{td}/layer.onnx", [conv.input[0]], [f"act{i}"])
+                so = ort.SessionOptions()
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                sess = ort.InferenceSession(f"{td}/layer.onnx", so, providers=self.sess.get_providers())
+            self._layer_sessions[i] = sess
+        sess = self._layer_sessions[i]
+        codes = np.round(np.asarray(x, np.float64) / layer.in_scale).astype(np.float32)
+        return sess.run(None, {sess.get_inputs()[0].name: codes})[0].astype(np.float64) * layer.out_scale
+
+
 def load_onnx_model(path: Path, wrapper=None):
     """Load an ONNX file with a clear error for a missing, corrupt or non-ONNX file."""
     import onnx
