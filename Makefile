@@ -23,7 +23,7 @@ RESAMPLE ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
-.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+.PHONY: install test lint demo export import qcdq qcdq-int crosscheck estimate bitstream docker-bitstream deploy deploy-board \
         bench bench-a9 fifos rtlsim synth data clean $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
@@ -71,6 +71,10 @@ import: install
 
 qcdq: install
 	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx
+
+# the hardware's integer arithmetic (FINN's streamlined thresholds) in standard ONNX: the bit-exact golden model
+qcdq-int: install
+	$(PY) -m flow qcdq --integer $(RUN)/model.qonnx.onnx $(RUN)/model.int.onnx
 
 crosscheck: install
 	$(PY) -m flow crosscheck --run $(RUN) --device $(DEVICE)
