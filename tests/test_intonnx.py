@@ -124,6 +124,12 @@ def test_cli_qcdq_integer(run_4w4a, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "10 integer layers" in r.stdout and "< 2^24" in r.stdout and (run / "model.int.onnx").is_file()
+    cc = [sys.executable, "-m", "flow", "crosscheck", "--run", str(run), "--device", "cpu", "--reference", "int-ort",
+          "--real", "1", "--random", "0"]
+    r = subprocess.run(cc, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = " ".join(r.stdout.split())
+    assert "reference int-ort-cpu, integer:" in said and "verdict: all bit-exact" in said
     r = subprocess.run([*cmd[:5], str(tmp_path / "nowhere.onnx"), str(tmp_path / "o.onnx")], capture_output=True,
                        text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 1 and "error:" in r.stderr and not (tmp_path / "o.onnx").exists()
