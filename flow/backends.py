@@ -190,6 +190,8 @@ class QONNXBackend(Backend):
 class ORTBackend(Backend):
     """A plain ONNX file (QCDQ) on ONNX Runtime. ORT_ENABLE_BASIC: higher levels fuse QLinearConv and move ties."""
 
+    cuda_options: dict = {}  # CUDA EP provider options beyond TF32 off
+
     def __init__(self, path: Path, manifest: dict, device: str = "cpu", name: str | None = None, batch_ok=True):
         import onnxruntime as ort
 
@@ -206,7 +208,7 @@ class ORTBackend(Backend):
             if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21 finds CUDA/cuDNN from the nvidia-* wheels
                 ort.preload_dlls()
             # TF32 off: it would change the float sums and so the ties.
-            providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"use_tf32": 0, **self.cuda_options}), "CPUExecutionProvider"]
         try:
             self.sess = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # noqa: BLE001
@@ -274,6 +276,9 @@ class IntORTBackend(ORTBackend):
     accumulators and thresholds in standard ops, exact in float32, so integer like the hardware (no ties)."""
 
     exact_integer = True
+    # ORT's default cuDNN algorithm is implicit precomputed GEMM (a sum of products: exact on integers below 2^24);
+    # an exhaustive search may pick Winograd or FFT, whose transforms round
+    cuda_options = {"cudnn_conv_algo_search": "DEFAULT"}
 
     def __init__(self, path: Path, manifest: dict, device: str = "cpu"):
         super().__init__(path, manifest, device, name=f"int-ort-{device}")
