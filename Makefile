@@ -26,7 +26,7 @@ PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_
 $(if $(PRESETS),,$(warning `$(PY_SYS) -m flow presets` listed no presets: the train-<preset> targets are missing))
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
-.PHONY: install lock test test-slow lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+.PHONY: install lock test test-slow lint demo export import qcdq qcdq-int crosscheck estimate bitstream docker-bitstream deploy deploy-board \
         bench bench-a9 fifos rtlsim synth data clean clean-runs $(TRAIN_TARGETS)
 
 # Every package at the version in constraints.txt, the set `make test` passed with (`python -m flow env check`
@@ -93,6 +93,10 @@ import: install
 
 qcdq: install
 	$(PY) -m flow qcdq $(RUN)/model.qonnx.onnx $(RUN)/model.qcdq.onnx
+
+# the hardware's integer arithmetic (FINN's streamlined thresholds) in standard ONNX: the bit-exact golden model
+qcdq-int: install
+	$(PY) -m flow qcdq --integer $(RUN)/model.qonnx.onnx $(RUN)/model.int.onnx
 
 crosscheck: install
 	$(PY) -m flow crosscheck --run $(RUN) --device $(DEVICE)

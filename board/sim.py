@@ -57,7 +57,8 @@ class SimOverlay:
         self.deploy_dir = Path(deploy_dir)
         self.manifest = read_manifest(self.deploy_dir)
         self.geom = self.manifest.geometry
-        self.sess = golden_session(self.deploy_dir / "model.qcdq.onnx")
+        integer = self.deploy_dir / "model.int.onnx"  # the hardware's integer arithmetic, where it was made
+        self.sess = golden_session(integer if integer.is_file() else self.deploy_dir / "model.qcdq.onnx")
         self.buffers: dict[int, SimBuffer] = {}
         self.idma0, self.odma0 = SimIODMA(self, "in"), SimIODMA(self, "out")
         self.stall, self.frame_time_s, self._started = stall, frame_time_s, set()

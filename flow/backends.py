@@ -155,6 +155,8 @@ class QONNXBackend(Backend):
 class ORTBackend(Backend):
     """A plain ONNX file (QCDQ) on ONNX Runtime. ORT_ENABLE_BASIC: higher levels fuse QLinearConv and move ties."""
 
+    cuda_options: dict = {}  # CUDA EP provider options beyond TF32 off
+
     def __init__(self, path: Path, manifest: Manifest, device: str = "cpu", name: str | None = None, batch_ok=True):
         import onnxruntime as ort
 
@@ -171,7 +173,7 @@ class ORTBackend(Backend):
             if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21 finds CUDA/cuDNN from the nvidia-* wheels
                 ort.preload_dlls()
             # TF32 off: it would change the float sums and so the ties.
-            providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"use_tf32": 0, **self.cuda_options}), "CPUExecutionProvider"]
         try:
             self.sess = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # noqa: BLE001
@@ -232,6 +234,42 @@ class ORTBackend(Backend):
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(None, {self.iname: x[:1]}), strict=True))
+
+
+class IntORTBackend(ORTBackend):
+    """The integer golden model (model.int.onnx, `flow qcdq --integer`) on ONNX Runtime: FINN's integer
+    accumulators and thresholds in standard ops, exact in float32, so integer like the hardware (no ties)."""
+
+    exact_integer = True
+    # ORT's default cuDNN algorithm is implicit precomputed GEMM (a sum of products: exact on integers below 2^24);
+    # an exhaustive search may pick Winograd or FFT, whose transforms round
+    cuda_options = {"cudnn_conv_algo_search": "DEFAULT"}
+
+    def __init__(self, path: Path, manifest: dict, device: str = "cpu"):
+        super().__init__(path, manifest, device, name=f"int-ort-{device}")
+
+    def run_layer(self, layer, x):
+        """Layer `layer.index` of the integer graph (conv{i} -> act{i}) fed the reference's input codes."""
+        import tempfile
+
+        import onnx.utils
+        import onnxruntime as ort
+
+        i = layer.index
+        if i not in self._layer_sessions:
+            graph = onnx.load(str(self.path)).graph
+            conv = next((n for n in graph.node if n.name == f"conv{i}"), None)
+            if conv is None:
+                return None
+            with tempfile.TemporaryDirectory() as td:
+                onnx.utils.extract_model(str(self.path), f"{td}/layer.onnx", [conv.input[0]], [f"act{i}"])
+                so = ort.SessionOptions()
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                sess = ort.InferenceSession(f"{td}/layer.onnx", so, providers=self.sess.get_providers())
+            self._layer_sessions[i] = sess
+        sess = self._layer_sessions[i]
+        codes = np.round(np.asarray(x, np.float64) / layer.in_scale).astype(np.float32)
+        return sess.run(None, {sess.get_inputs()[0].name: codes})[0].astype(np.float64) * layer.out_scale
 
 
 def load_onnx_model(path: Path, wrapper=None):

@@ -1,10 +1,13 @@
 """Run every backend of one run on the same inputs and compare them in the integer domain.
 
-Reference: qonnx's executor on the cleaned QONNX file. Every other backend's output codes are compared code for
-code. A differing code is a **tie flip** when it is off by one and the reference's float pre-activation sits on a
-rounding boundary (within TIE_TOL codes of x.5): float executors sum in different orders (oneDNN, MLAS, cuDNN), so
-such a value may round either way. Anything else is a **mismatch**: the command reports the first tensor where the
-two graphs diverge and exits non-zero.
+Reference (`--reference`): qonnx's executor on the cleaned QONNX file (`qonnx`, the default), or the integer
+golden model on ORT's CPU EP (`int-ort`: model.int.onnx, `flow qcdq --integer`, made when missing). Every other
+backend's output codes are compared code for code. A differing code of a float backend is a **tie flip** when it is
+off by one and the QONNX executor's float pre-activation sits on a rounding boundary (within TIE_TOL codes of x.5):
+float executors sum in different orders (oneDNN, MLAS, cuDNN), and the hardware compares integers with thresholds,
+so such a value may round either way. Against the integer reference an integer backend (FINN's models, rtlsim, the
+board) has no ties: every differing code is a mismatch. Anything else is a **mismatch**: the command reports the
+first tensor where the two graphs diverge and exits non-zero.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from board.postprocess import detect_with_manifest
 from flow.backends import (
     Backend,
     BrevitasBackend,
+    IntORTBackend,
     LayerCut,
     ORTBackend,
     QONNXBackend,
@@ -39,6 +43,7 @@ PROVIDERS = [
     "flow.boardsim:crosscheck_backends",  # the simulated board overlay (packing + DMA path)
 ]
 TIE_TOL = 2.0**-10
+REFERENCES = ("qonnx", "int-ort")
 
 
 @dataclass
@@ -232,10 +237,12 @@ def isolated_layers(ref: QONNXBackend, backend: Backend, x: np.ndarray) -> dict 
     return rows
 
 
-def explained_by_ties(iso: dict | None) -> bool:
+def explained_by_ties(*isos: dict | None) -> bool:
     """Layer by layer, only ties differ, and some do (zero ties cannot explain an end-to-end difference)."""
-    return (iso is not None and not any(r["mismatches"] for r in iso.values())
-            and sum(r["tie_flips"] for r in iso.values()) > 0)
+    if any(iso is None for iso in isos):
+        return False
+    rows = [r for iso in isos for r in iso.values()]
+    return not any(r["mismatches"] for r in rows) and sum(r["tie_flips"] for r in rows) > 0
 
 
 def provided_backends(run_dir: Path, options: dict) -> list[Backend]:
@@ -317,21 +324,25 @@ def _row(c: Comparison, info: dict) -> dict:
 
 def run_crosscheck(run_dir: Path, device: str = "auto", allow_cpu_fallback: bool = False, layers: bool = False,
                    n_real: int = 4, n_random: int = 2, seed: int = 0, board_outputs: Path | None = None,
-                   extra_backends: list[Backend] | None = None) -> dict:
+                   extra_backends: list[Backend] | None = None, reference: str = "qonnx") -> dict:
     from flow.runlock import run_lock
 
     if n_real < 0 or n_random < 0 or n_real + n_random < 1:
         raise FlowError(f"--real {n_real} --random {n_random}: cross-check at least one image (neither negative)")
+    if reference not in REFERENCES:
+        raise FlowError(f"--reference {reference}: one of {', '.join(REFERENCES)}")
     run_dir = Path(run_dir)
     with run_lock(run_dir, f"python -m flow crosscheck --run {run_dir}"):
         return _run_crosscheck(run_dir, device, allow_cpu_fallback, layers, n_real, n_random, seed, board_outputs,
-                               extra_backends)
+                               extra_backends, reference)
 
 
 def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers: bool, n_real: int, n_random: int,
-                    seed: int, board_outputs: Path | None, extra_backends: list[Backend] | None) -> dict:
+                    seed: int, board_outputs: Path | None, extra_backends: list[Backend] | None,
+                    reference: str) -> dict:
     from flow.export import check_export
     from flow.files import atomic_write_json
+    from flow.intonnx import check_integer_model, lower_to_integer
     from flow.qcdq import lower_to_qcdq
 
     manifest = load_manifest(run_dir)
@@ -342,40 +353,70 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         lower_to_qcdq(qonnx_path, qcdq_path)
     # every backend runs the run's current model: a file left from an earlier export is named, not compared
     check_export(run_dir, "manifest.json", "model.pt", "model.qcdq.onnx")
+    int_path = run_dir / "model.int.onnx"
+    if reference == "int-ort" and not int_path.exists():
+        lower_to_integer(qonnx_path, int_path)
+    if int_path.exists():
+        check_integer_model(run_dir, int_path)
     x, source = input_batch(manifest, n_real, n_random, seed)
-    ref = QONNXBackend(qonnx_path, manifest)
-    t0 = time.perf_counter()
-    ref_codes = ref.run(x)
-    ref_pre = ref.pre_activation(x)
-    report = {"run": str(run_dir), "variant": manifest.variant, "reference": ref.name, "inputs": source,
-              "tie_tolerance_codes": TIE_TOL,
-              "backends": {ref.name: {"reference": True, "seconds": round(time.perf_counter() - t0, 3)}}}
-
     dev = pick_device(device, allow_cpu_fallback)
+    # the QONNX executor: the float reference, and in every case the oracle of the float path's ties
+    floatref = QONNXBackend(qonnx_path, manifest)
+    t0 = time.perf_counter()
+    float_codes = floatref.run(x)
+    float_secs = time.perf_counter() - t0
+    float_pre = floatref.pre_activation(x)
+    integer: list[Backend] = []
+    if int_path.exists():
+        integer = [IntORTBackend(int_path, manifest, "cpu")] + ([IntORTBackend(int_path, manifest, "cuda")]
+                                                               if dev == "cuda" else [])
     backends: list[Backend] = []
     if (run_dir / "model.pt").exists():
         backends.append(BrevitasBackend(run_dir, manifest))
+    if reference == "int-ort":
+        ref = integer.pop(0)
+        t0 = time.perf_counter()
+        ref_codes = ref.run(x)
+        ref_secs = time.perf_counter() - t0
+        backends.append(floatref)
+    else:
+        ref, ref_codes, ref_secs = floatref, float_codes, float_secs
+    report = {"run": str(run_dir), "variant": manifest.variant, "reference": ref.name,
+              "reference_kind": REFERENCE_KINDS[reference], "inputs": source, "tie_tolerance_codes": TIE_TOL,
+              "tie_classification": TIE_CLASSIFICATION[reference],
+              "backends": {ref.name: {"reference": True, "seconds": round(ref_secs, 3)}}}
     backends.append(ORTBackend(qcdq_path, manifest, "cpu"))
     if dev == "cuda":
         backends.append(ORTBackend(qcdq_path, manifest, "cuda"))
+    backends += integer
     backends += provided_backends(run_dir, {"manifest": manifest, "device": dev})
     backends += extra_backends or []
 
     failing = []
     explained: dict[str, np.ndarray] = {}  # outputs of backends whose differences are ties, isolated layer by layer
+    iso_ref = None  # against the integer reference: its own layers isolated on the QONNX executor's inputs
     for b in backends:
         t0 = time.perf_counter()
-        got = b.run(x)
-        secs = time.perf_counter() - t0
-        c = classify(ref_codes, got, ref_pre)
+        got = float_codes if b is floatref else b.run(x)
+        secs = float_secs if b is floatref else time.perf_counter() - t0
+        strict = reference == "int-ort" and b.exact_integer  # integer against integer: no tie can excuse a code
+        c = classify(ref_codes, got, None if strict else float_pre)
         c.detections_equal = same_detections(ref_codes, got, manifest)
-        iso = isolated_layers(ref, b, x) if c.mismatches else None
+        iso = None
+        if c.mismatches:  # layer by layer against the QONNX executor: where a fault is, or that only ties differ
+            iso = {} if b is floatref else isolated_layers(floatref, b, x)
+        isos = [iso]
+        if c.mismatches and reference == "int-ort" and not strict:
+            # a float backend against the integer golden: its layers match the float graph's up to ties, and the
+            # integer golden's layers match the float graph's up to ties
+            iso_ref = isolated_layers(floatref, ref, x) if iso_ref is None else iso_ref
+            isos.append(iso_ref)
         propagated, same_as = 0, None
-        if iso is None and c.mismatches:
+        if iso is None and c.mismatches and not strict:
             # A backend that cannot run one layer alone (the stitched RTL) but writes exactly the codes of one whose
             # differences are explained has those same differences: the same ties, propagated.
             same_as = next((k for k, v in explained.items() if np.array_equal(v, got)), None)
-        if explained_by_ties(iso) or same_as:
+        if (not strict and explained_by_ties(*isos)) or same_as:
             # every layer is exact up to ties on its own: the output differences are those ties, propagated
             propagated, c.mismatches, c.examples = c.mismatches, 0, []
             explained[b.name] = got
@@ -384,12 +425,15 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         if same_as:
             row["same_codes_as"] = same_as
         row["bit_exact"] = c.bit_exact and not propagated
-        if iso is not None:
+        row["compared_as"] = "integer (bit for bit)" if strict else "float (ties classified)"
+        if iso:
             row["isolated_layers"] = iso
+        if len(isos) > 1 and isos[1] is not None:
+            row["isolated_layers_of_reference"] = isos[1]
         if c.mismatches:
             failing.append(b.name)
             img = c.examples[0]["index"][0]  # the first image with a mismatching code: image 0 may be clean
-            row["first_divergence"] = first_divergence(ref, b, x[img : img + 1], manifest)
+            row["first_divergence"] = first_divergence(floatref, b, x[img : img + 1], manifest)
             if iso is not None:
                 row["first_mismatching_layer"] = next((k for k, r in iso.items() if r["mismatches"]), None)
         report["backends"][b.name] = row
@@ -399,13 +443,23 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         if row["mismatches"]:
             failing.append("board-outputs")
     if layers:
-        report["layers"] = layer_report(ref, backends, x)
+        report["layers"] = layer_report(floatref, [b for b in backends if b is not floatref], x)
     rows = [r for r in report["backends"].values() if not r.get("reference")]
     report["all_bit_exact"] = all(r["bit_exact"] for r in rows)
     report["any_mismatch"] = bool(failing)
     report["mismatching_backends"] = failing
     atomic_write_json(run_dir / "crosscheck.json", report)
     return report
+
+
+REFERENCE_KINDS = {
+    "qonnx": "float: qonnx's executor on model.qonnx.onnx (rounds acc * scale + bias)",
+    "int-ort": "integer: model.int.onnx on ORT (FINN's integer accumulators and thresholds, the hardware's arithmetic)",
+}
+TIE_CLASSIFICATION = {
+    "qonnx": "every backend: an off-by-one code on a .5 boundary of the QONNX executor's pre-activation is a tie",
+    "int-ort": "float backends only (ties from the QONNX executor's pre-activations); integer backends bit for bit",
+}
 
 
 def print_report(report: dict) -> None:
@@ -429,6 +483,8 @@ def print_report(report: dict) -> None:
                   "yes" if r["detections_equal"] else "no", where or info.get("file", ""))
     console = terminal_console(130)
     console.print(t)
+    console.print(f"reference {report['reference']}, {report.get('reference_kind', '')}; tie classification: "
+                  f"{report.get('tie_classification', '')}")
     for name, r in report["backends"].items():
         div = r.get("first_divergence")
         if div:
@@ -452,8 +508,12 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--random", type=int, default=2, help="random-pixel images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--board-outputs", type=Path, help="raw outputs saved on the board (npz) to compare bit-exactly")
+    p.add_argument("--reference", choices=REFERENCES, default="qonnx",
+                   help="qonnx: the float QONNX executor (ties classified); int-ort: the integer golden model "
+                   "(model.int.onnx, made when missing), which the hardware must match bit for bit")
     a = p.parse_args(argv)
-    report = run_crosscheck(a.run, a.device, a.allow_cpu_fallback, a.layers, a.real, a.random, a.seed, a.board_outputs)
+    report = run_crosscheck(a.run, a.device, a.allow_cpu_fallback, a.layers, a.real, a.random, a.seed, a.board_outputs,
+                            reference=a.reference)
     print_report(report)
     return 1 if report["any_mismatch"] else 0
 
@@ -475,6 +535,7 @@ def bench(argv: list[str]) -> int:
     from rich.table import Table
 
     from flow.export import export_run
+    from flow.intonnx import lower_to_integer
     from flow.qcdq import lower_to_qcdq
     from flow.terminal import console as terminal_console
     from models import PRESETS
@@ -484,6 +545,7 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--variant", default="4w4a", choices=list(PRESETS))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
+    p.add_argument("--reference", choices=REFERENCES, default="qonnx", help="the cross-check's reference")
     a = p.parse_args(argv)
     root = Path(a.out or tempfile.mkdtemp(prefix="bench-crosscheck-"))
     runs = {}
@@ -493,14 +555,17 @@ def bench(argv: list[str]) -> int:
             export_run(d, variant, a.img)
         if not (d / "model.qcdq.onnx").exists():
             lower_to_qcdq(d / "model.qonnx.onnx", d / "model.qcdq.onnx")
+        if variant != "float" and not (d / "model.int.onnx").exists():
+            lower_to_integer(d / "model.qonnx.onnx", d / "model.int.onnx")
         runs[variant] = d
     dev = pick_device(a.device, allow_cpu_fallback=False)
     m = load_manifest(runs[a.variant])
     float_ort = ORTBackend(runs["float"] / "model.qcdq.onnx", load_manifest(runs["float"]), "cpu", name="float-ort-cpu")
     backends = [float_ort, BrevitasBackend(runs[a.variant], m), QONNXBackend(runs[a.variant] / "model.qonnx.onnx", m),
-                ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cpu")]
+                ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cpu"), IntORTBackend(runs[a.variant] / "model.int.onnx", m)]
     if dev == "cuda":
         backends.append(ORTBackend(runs[a.variant] / "model.qcdq.onnx", m, "cuda"))
+        backends.append(IntORTBackend(runs[a.variant] / "model.int.onnx", m, "cuda"))
     x1 = to_nchw_float(sample_images(a.img, 1, 0, resample=m.input.resample))
     x32 = to_nchw_float(sample_images(a.img, 8, 24, resample=m.input.resample))
     table = Table(title=f"backend throughput, {a.variant} at {a.img}x{a.img} (ratio = images/s / float ORT's)")
@@ -517,6 +582,6 @@ def bench(argv: list[str]) -> int:
         table.add_row(b.name, f"{t1:.1f}", f"{t1 / base['1']:.3f}", "per-image executor" if t32 is None else f"{t32:.1f}",
                       "" if t32 is None else f"{t32 / base['32']:.3f}", str(where))
     terminal_console(130).print(table)
-    report = run_crosscheck(runs[a.variant], device=dev, n_real=4, n_random=2)
+    report = run_crosscheck(runs[a.variant], device=dev, n_real=4, n_random=2, reference=a.reference)
     print_report(report)
     return 1 if report["any_mismatch"] else 0

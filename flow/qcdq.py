@@ -125,8 +125,19 @@ def lower_to_qcdq(in_path: Path, out_path: Path) -> Path:
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow qcdq", description=__doc__.splitlines()[0])
     p.add_argument("qonnx", type=Path, help="cleaned QONNX file (model.qonnx.onnx)")
-    p.add_argument("out", type=Path, help="QCDQ file to write (model.qcdq.onnx)")
+    p.add_argument("out", type=Path, help="QCDQ file to write (model.qcdq.onnx; with --integer model.int.onnx)")
+    p.add_argument("--integer", action="store_true", help="lower FINN's integer semantics (streamlined model: "
+                   "integer accumulators, thresholds) instead: the hardware's golden model, bit for bit "
+                   "(manifest.json beside the QONNX file)")
     a = p.parse_args(argv)
+    if a.integer:
+        from flow.intonnx import lower_to_integer
+
+        info = lower_to_integer(a.qonnx, a.out)
+        worst = max(info["bounds"], key=lambda b: b["accumulator_bound"])
+        print(f"wrote {a.out}: {info['layers']} integer layers; largest worst-case |accumulator| "
+              f"{worst['accumulator_bound']} (layer {worst['layer']}) < 2^24: exact in float32")
+        return 0
     lower_to_qcdq(a.qonnx, a.out)
     counts = {}
     for n in onnx.load(str(a.out)).graph.node:

@@ -71,6 +71,7 @@ EXPECTED = {
     "export": ([f"RUN={R}", "IMG=64"], [f"{PY} -m flow export --variant 4w4a --img 64 --out {R}"]),
     "import": ([f"RUN={R}", "MODEL=their.onnx"], [f"{PY} -m flow import their.onnx --out {R}"]),
     "qcdq": ([f"RUN={R}"], [f"{PY} -m flow qcdq {R}/model.qonnx.onnx {R}/model.qcdq.onnx"]),
+    "qcdq-int": ([f"RUN={R}"], [f"{PY} -m flow qcdq --integer {R}/model.qonnx.onnx {R}/model.int.onnx"]),
     "crosscheck": ([f"RUN={R}", "DEVICE=cpu"], [f"{PY} -m flow crosscheck --run {R} --device cpu"]),
     "estimate": ([f"RUN={R}"], [f"{PY} -m flow estimate --run {R}"]),
     "bitstream": ([f"RUN={R}"], [f"{PY} -m flow bitstream --run {R}"]),

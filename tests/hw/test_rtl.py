@@ -109,6 +109,10 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
 
     cc = run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=1)  # rtlsim is now one of its backends
     assert cc["backends"]["rtlsim"]["bit_exact"] and not cc["any_mismatch"], cc["backends"]["rtlsim"]
+    cc = run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=1, reference="int-ort")  # model.int.onnx
+    for name in ("rtlsim", "finn-hw", "board-sim"):  # integer against the integer golden: no tie may excuse a code
+        row = cc["backends"][name]
+        assert row["compared_as"] == "integer (bit for bit)" and row["bit_exact"] and row["tie_flips"] == 0, row
 
     model = load_hw_model(tmp_path)
     insts, sources = stitched_sources(model, tmp_path / "finn/rtl")
@@ -148,6 +152,13 @@ def test_rtlsim_every_other_preset(tmp_path, variant):
     r = run_rtlsim(tmp_path, frames=3)
     assert r["bit_exact"] and r["nodes_python"] == 0 and not r["nodes_slower_than_estimated_frame"], r
     assert abs(r["cycles_per_frame"] - est["max_cycles"]) <= 0.15 * est["max_cycles"], r
+    from flow.crosscheck import run_crosscheck
+
+    cc = run_crosscheck(tmp_path, device="cpu", n_real=1, n_random=1, reference="int-ort")  # model.int.onnx
+    for name in ("rtlsim", "finn-hw", "board-sim"):
+        row = cc["backends"][name]
+        assert row["compared_as"] == "integer (bit for bit)" and row["bit_exact"] and row["tie_flips"] == 0, row
+    assert not cc["any_mismatch"], cc["mismatching_backends"]
 
 
 def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
