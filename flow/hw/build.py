@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flow.backends import load_manifest
 from flow.errors import FlowError
-from flow.hw import boundary
+from flow.hw import boundary, input_thresholds
 from flow.hw.boundary import MoveOutputScaleAndLayoutToHost
 from flow.hw.report import plot_layers, resource_summary
 from flow.hw.z2 import BOARD, CLK_NS, PART
@@ -237,8 +237,8 @@ def apply_folding_checked(model, path: Path):
 
 
 # -------------------------------------------------------------------------------------------------------- build
-ESTIMATE_STEPS = ["qonnx_to_finn", "tidy_up", "streamline", "boundary", "convert_to_hw", "minimize_bit_width_initial",
-                  "create_dataflow_partition", "specialize_layers", "folding", "minimize_bit_width",
+ESTIMATE_STEPS = ["input_thresholds", "qonnx_to_finn", "tidy_up", "streamline", "boundary", "convert_to_hw",
+                  "minimize_bit_width_initial", "create_dataflow_partition", "specialize_layers", "folding", "minimize_bit_width",
                   "fifo_depths", "generate_estimate_reports"]
 
 
@@ -258,7 +258,8 @@ def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: dict) -> str:
 
     h = hashlib.sha256(qonnx_path.read_bytes())
     for part in (json.dumps(manifest, sort_keys=True), json.dumps([cfg.standalone_thresholds, cfg.part, cfg.clk_ns]),
-                 version("finn-plus"), *(Path(m.__file__).read_text() for m in (sys.modules[__name__], boundary))):
+                 version("finn-plus"), *(Path(m.__file__).read_text() for m in (sys.modules[__name__], boundary,
+                                                                               input_thresholds))):
         h.update(part.encode())
     return h.hexdigest()
 
@@ -460,6 +461,7 @@ def _run_steps(cfg: FinnConfig, qonnx_path: Path, manifest: dict, key: str, reus
     cfg.steps = list(ESTIMATE_STEPS)
     atomic_write_json(d / "build_config.json", asdict(cfg))
     impl = {
+        "input_thresholds": input_thresholds.step_input_thresholds,
         "qonnx_to_finn": lambda m: S.step_qonnx_to_finn(m, dcfg),
         "tidy_up": lambda m: S.step_tidy_up(m, dcfg),
         "streamline": lambda m: step_streamline_checked(m, dcfg),
