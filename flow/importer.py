@@ -216,7 +216,7 @@ class PixelInput(Transformation):
             node = chain[1]
             q = quant_params(model, node)
             try:
-                codes, s = pixel_codes(model, *chain)
+                codes, s = pixel_codes(model, *chain, label=named(node))
             except FlowError as e:
                 raise ImportError_(f"{e}, so the UINT8 accelerator boundary cannot take pixels; re-export with one "
                                    "8-bit unsigned per-tensor input quantizer (e.g. Brevitas's default "

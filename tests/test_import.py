@@ -205,21 +205,84 @@ def test_export_of_another_variants_run_folder_and_a_bad_size_write_nothing(run_
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-@pytest.mark.parametrize("scale, narrow", [(1 / 256, 0), (1 / 255, 1)])
-def test_an_input_quantizer_that_is_not_the_identity_on_pixels_is_refused(user_model, tmp_path, capsys, scale, narrow):
-    """A power-of-two scale, or a narrow range (code 255 clipped to 254): the accelerator cannot take pixels."""
+def _with_input_quant(user_model: Path, out: Path, scale, narrow: int = 0) -> tuple[Path, str]:
+    """The user's file with its input quantizer's scale (a scalar or per-channel array) and narrow flag replaced."""
     import onnx
     from onnx import helper, numpy_helper
 
     m = onnx.load(str(user_model))
     q = next(n for n in m.graph.node if n.op_type == "Quant" and n.input[0] == "images")
     init = next(t for t in m.graph.initializer if t.name == q.input[1])
-    shape = numpy_helper.to_array(init).shape
-    init.CopyFrom(numpy_helper.from_array(np.asarray(scale, np.float32).reshape(shape), init.name))
+    value = np.asarray(scale, np.float32)
+    value = value.reshape(numpy_helper.to_array(init).shape) if value.size == 1 else value.reshape(1, -1, 1, 1)
+    init.CopyFrom(numpy_helper.from_array(value, init.name))
     for a in q.attribute:
         if a.name == "narrow":
             a.CopyFrom(helper.make_attribute("narrow", narrow))
-    onnx.save(m, str(tmp_path / "theirs.onnx"))
-    rc, err = in_process(capsys, "import", tmp_path / "theirs.onnx", "--out", tmp_path / "run")
-    assert rc == 1 and "is not the identity" in err and q.name in err, err
+    onnx.save(m, str(out))
+    return out, q.name
+
+
+@pytest.mark.parametrize("scale, narrow", [(1 / 256, 0), (1 / 255, 1), (0.00357, 0), (0.0123, 0), (1 / 128, 1)])
+def test_any_per_tensor_input_quantizer_is_exact_integer_thresholds_on_the_pixels(user_model, tmp_path, scale, narrow):
+    """Every pixel 0..255 through the imported graph's input chain (UINT8 -> Mul -> the user's Quant) and through the
+    thresholds FINN's input_thresholds step puts in its place: the same values, whether the code steps by 0, 1 or 2
+    per pixel, and with pixel 255 clipped to code 254 by a narrow range."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from flow.hw.input_thresholds import input_chain, step_input_thresholds
+    from flow.importer import import_model
+
+    theirs, _ = _with_input_quant(user_model, tmp_path / "theirs.onnx", scale, narrow)
+    m = import_model(theirs, tmp_path / "run", input_range="0-1")  # scale 0.0123 spans 0..3.1: a range not implied
+    assert m["import"]["check"]["differing"] == 0 and "integer thresholds on the pixels" in m["import"]["input_rewrite"][0]
+    model = ModelWrapper(str(tmp_path / "run" / "model.qonnx.onnx"))
+    mul, quant = input_chain(model)
+    # a 1x3x64x64 image holding every pixel value in every channel; the chain's output is the Quant's
+    pixels = np.tile(np.arange(256, dtype=np.float32), 16).reshape(1, 1, 64, 64).repeat(3, axis=1)
+
+    def chain_output(mw, tensor):
+        sub = ModelWrapper(mw.model)
+        return execute_onnx(sub, {mw.graph.input[0].name: pixels}, return_full_exec_context=True)[tensor]
+
+    want = chain_output(model, quant.output[0])
+    built = step_input_thresholds(ModelWrapper(str(tmp_path / "run" / "model.qonnx.onnx")))
+    (mt,) = built.find_consumers(built.graph.input[0].name)
+    assert mt.op_type == "MultiThreshold" and [n.op_type for n in built.find_consumers(mt.output[0])] == ["Mul"]
+    assert not any(n.op_type == "Quant" and n.input[0] == built.graph.input[0].name for n in built.graph.node)
+    got = chain_output(built, quant.output[0])
+    assert np.array_equal(got, want) and len(np.unique(want)) > 40
+
+
+@pytest.mark.parametrize("scale, why", [(-1 / 255, "scale -0.00392157; thresholds need a positive"),
+                                        ([1 / 255, 1 / 250, 1 / 255], "per-channel scale")])
+def test_an_input_quantizer_no_thresholds_on_pixels_express_is_refused(user_model, tmp_path, capsys, scale, why):
+    theirs, qname = _with_input_quant(user_model, tmp_path / "theirs.onnx", scale)
+    rc, err = in_process(capsys, "import", theirs, "--out", tmp_path / "run", "--input-range", "0-1")
+    assert rc == 1 and why in err and qname in err and "cannot take pixels" in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tmp_path_factory):
+    return user_brevitas_qonnx(tmp_path_factory.mktemp("theirs") / "lpyolo_default_input_quant.onnx", input_scale=None)
+
+
+def test_brevitas_default_calibrated_input_quantizer_imports_without_flags_and_is_bit_exact(calibrated_model, tmp_path):
+    """Brevitas's default Uint8ActPerTensorFloat, its scale calibrated on the images (not 1/255): imported as it is,
+    built by FINN with a thresholding layer at the accelerator's input, bit-exact in QCDQ and FINN's models."""
+    from flow.crosscheck import run_crosscheck
+    from flow.hw.build import FinnConfig, run_estimate
+
+    r = flow("import", calibrated_model, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "trained on pixels in 0..1" in m["import"]["input_domain"] and m["import"]["pixel_factor"] == pytest.approx(1 / 255)
+    assert "scale 0.0035" in m["import"]["input_rewrite"][0] and m["input"]["datatype"] == "UINT8"
+    s = run_estimate(FinnConfig(run_dir=str(tmp_path / "run")), quiet=True)
+    assert s["fits"] and any(n.startswith("Thresholding") for n in s["layers"])
+    c = run_crosscheck(tmp_path / "run", device="cpu", n_real=2, n_random=1)
+    for name in ("qcdq-ort-cpu", "original", "finn-tidy", "finn-streamlined", "finn-hw", "board-sim"):
+        assert c["backends"][name]["mismatches"] == 0 and c["backends"][name]["elements"] == 3 * 18 * 2 * 2, name
+    assert not c["any_mismatch"]

@@ -48,16 +48,16 @@ def input_chain(model):
     return (mul, node) if node.op_type == "Quant" else None
 
 
-def pixel_codes(model, mul, quant) -> tuple[np.ndarray, float]:
+def pixel_codes(model, mul, quant, label: str | None = None) -> tuple[np.ndarray, float]:
     """The chain on pixels 0..255 -> (integer code - zero point for each pixel, scale); refused where one scalar
-    scale and a non-decreasing code do not describe it."""
+    scale and a non-decreasing code do not describe it. label: the Quant's name in errors (default its own)."""
     from qonnx.custom_op.general.intquant import int_quant
 
     attrs = {a.name: helper.get_attribute_value(a) for a in quant.attribute}
     scale, zero = _const(model, quant, 1, "scale"), _const(model, quant, 2, "zero point")
     bits = _const(model, quant, 3, "bit width")
     factor = _const(model, mul, 1, "factor") if mul is not None else np.float32(1)
-    where = f"input quantizer {quant.name}"
+    where = f"input quantizer {label or quant.name}"
     if scale.size != 1 or zero.size != 1 or np.asarray(factor).size != 1:
         raise FlowError(f"{where}: per-channel scale, zero point or input factor (sizes {scale.size}, {zero.size}, "
                         f"{np.asarray(factor).size}); one threshold set with one output scale needs scalars")
@@ -67,7 +67,7 @@ def pixel_codes(model, mul, quant) -> tuple[np.ndarray, float]:
                        int(attrs.get("narrow", 0)), rounding.decode() if isinstance(rounding, bytes) else rounding)
     s = float(scale.reshape(()))
     if not (np.isfinite(s) and s > 0):
-        raise FlowError(f"{where}: scale {s}; thresholds need a positive finite scale")
+        raise FlowError(f"{where}: scale {s:g}; thresholds need a positive finite scale")
     codes = np.round(np.asarray(values, np.float64) / s)
     if not np.array_equal(np.asarray(codes * np.float32(s), np.float32), np.asarray(values, np.float32)):
         raise FlowError(f"{where}: its outputs on pixels are not integer multiples of its scale {s:g}")
