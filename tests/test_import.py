@@ -286,3 +286,25 @@ def test_brevitas_default_calibrated_input_quantizer_imports_without_flags_and_i
     for name in ("qcdq-ort-cpu", "original", "finn-tidy", "finn-streamlined", "finn-hw", "board-sim"):
         assert c["backends"][name]["mismatches"] == 0 and c["backends"][name]["elements"] == 3 * 18 * 2 * 2, name
     assert not c["any_mismatch"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, img", [("2w4a", 320), ("6w4a", 256)])
+def test_brevitas_default_export_at_full_size_is_bit_exact_down_to_the_rtl(tmp_path, variant, img):
+    """The same at the sizes LPYOLO's models are built at: QCDQ, FINN's models and the all-RTL design simulated in
+    Verilator agree bit for bit with the user's own file."""
+    from flow.crosscheck import run_crosscheck
+    from flow.hw.build import FinnConfig, run_estimate
+    from flow.hw.rtlsim import run_rtlsim
+    from flow.importer import import_model
+
+    theirs = user_brevitas_qonnx(tmp_path / f"{variant}_{img}.onnx", input_scale=None, img=img, variant=variant)
+    run = tmp_path / "run"
+    m = import_model(theirs, run)
+    assert m["import"]["check"]["differing"] == 0 and "integer thresholds on the pixels" in m["import"]["input_rewrite"][0]
+    s = run_estimate(FinnConfig(run_dir=str(run), standalone_thresholds=True), quiet=True)
+    assert any(n.startswith("Thresholding") for n in s["layers"])
+    c = run_crosscheck(run, device="cpu", n_real=1, n_random=1)
+    assert not c["any_mismatch"] and c["backends"]["original"]["mismatches"] == 0
+    r = run_rtlsim(run, frames=1)
+    assert r["bit_exact"]
