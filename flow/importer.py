@@ -5,12 +5,14 @@ they take our own exports.
 What the flow needs and the graph does not say (anchors, classes, decode) comes from flags or LPYOLO's defaults,
 and the command prints which. Everything else is read from the graph: input and output shapes and datatypes, the
 input quantizer and the output quantizer's scale. The accelerator boundary takes raw UINT8 pixels, so a model
-trained on float input in [0, 1] (the usual Brevitas export: an 8-bit unsigned input Quant of scale 1/255) is
-rewritten to take pixels: its input Quant, which is then the identity on codes 0..255 (checked for all 256),
-becomes a Mul by its scale that FINN's streamlining folds into the first layer's thresholds. An input quantizer
-that is not the identity on pixels is refused with the reason. The rewritten model is checked against the user's
-own file, in the user's domain (pixels / 255), code for code, before anything is written; the user's file is kept
-as `model.original.onnx` and the cross-check runs it too (backend `original`).
+trained on float input in [0, 1] (the usual Brevitas export) is rewritten to take pixels: an input Quant that is the
+identity on codes 0..255 (scale 1/255, checked for all 256) becomes a Mul by its scale that FINN's streamlining
+folds into the first layer's thresholds; any other per-tensor input Quant (Brevitas's default one, its scale
+calibrated on the training images) stays, behind a Mul by 1/255, and FINN's `input_thresholds` step builds it as
+integer thresholds on the pixels (flow/hw/input_thresholds.py). One that no thresholds on pixels express is refused
+with the reason. The rewritten model is checked against the user's own file, in the user's domain (pixels / 255),
+code for code, before anything is written; the user's file is kept as `model.original.onnx` and the cross-check
+runs it too (backend `original`).
 """
 
 from __future__ import annotations
