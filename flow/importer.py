@@ -5,12 +5,14 @@ they take our own exports.
 What the flow needs and the graph does not say (anchors, classes, decode) comes from flags or LPYOLO's defaults,
 and the command prints which. Everything else is read from the graph: input and output shapes and datatypes, the
 input quantizer and the output quantizer's scale. The accelerator boundary takes raw UINT8 pixels, so a model
-trained on float input in [0, 1] (the usual Brevitas export: an 8-bit unsigned input Quant of scale 1/255) is
-rewritten to take pixels: its input Quant, which is then the identity on codes 0..255 (checked for all 256),
-becomes a Mul by its scale that FINN's streamlining folds into the first layer's thresholds. An input quantizer
-that is not the identity on pixels is refused with the reason. The rewritten model is checked against the user's
-own file, in the user's domain (pixels / 255), code for code, before anything is written; the user's file is kept
-as `model.original.onnx` and the cross-check runs it too (backend `original`).
+trained on float input in [0, 1] (the usual Brevitas export) is rewritten to take pixels: an input Quant that is the
+identity on codes 0..255 (scale 1/255, checked for all 256) becomes a Mul by its scale that FINN's streamlining
+folds into the first layer's thresholds; any other per-tensor input Quant (Brevitas's default one, its scale
+calibrated on the training images) stays, behind a Mul by 1/255, and FINN's `input_thresholds` step builds it as
+integer thresholds on the pixels (flow/hw/input_thresholds.py). One that no thresholds on pixels express is refused
+with the reason. The rewritten model is checked against the user's own file, in the user's domain (pixels / 255),
+code for code, before anything is written; the user's file is kept as `model.original.onnx` and the cross-check
+runs it too (backend `original`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ WHY_NOT = {"MultiThreshold": "a FINN-ONNX threshold node: the QCDQ/ONNX Runtime 
            "Sigmoid": "a float activation: the accelerator computes only quantized activations (LPYOLO uses a "
                       "quantized HardTanh instead)"}
 INPUT_RANGES = {"0-1": np.float32(1 / 255), "0-255": np.float32(1.0)}
+CALIBRATED_SPAN = 0.25  # the least fraction of its input range an input quantizer's span is taken to cover
 ORIGINAL = "model.original.onnx"
 IMPORTED_RESAMPLE = "bilinear"  # what an imported model was trained on is unknown: the common resize
 
@@ -156,18 +159,22 @@ def pixel_factor(model, input_range: str | None, path: Path) -> tuple[np.float32
     if len(first) == 1 and first[0].op_type == "Quant":
         q = quant_params(model, first[0])
         top = float(np.asarray(q["scale"]).reshape(-1)[0]) * (2 ** int(q["bits"]) - 1)
+        # a constant quantizer spans its training range; one Brevitas calibrated on the training images (its
+        # default) spans what it saw of it, a little less (e.g. 0..0.91 for images in 0..1)
         for key, factor in INPUT_RANGES.items():
-            if np.isclose(top, 255 * factor, rtol=0.02):
+            if 255 * factor * CALIBRATED_SPAN <= top <= 255 * factor * 1.02:
                 return factor, (f"float input; its quantizer {named(first[0])} spans 0..{top:.4g}, so the model was "
-                                f"trained on pixels in {key.replace('-', '..')}")
+                                f"trained on pixels in {key.replace('-', '..')} (--input-range says otherwise)")
     raise ImportError_(f"{path}: input {name!r} is float and nothing in the graph says its range; pass --input-range "
                        "0-1 (pixels / 255, the usual Brevitas training) or 0-255 (raw pixels)")
 
 
 class PixelInput(Transformation):
-    """Graph in: float input x = p * factor [-> 8-bit unsigned Quant] -> rest. Graph out: UINT8 pixel input p ->
-    [Mul by the quantizer's scale] -> rest, the same function of p. A Quant that is not the identity on 0..255 is
-    refused: its rounding would have to happen on the host, outside the integer accelerator."""
+    """Graph in: float input x = p * factor [-> input Quant] -> rest. Graph out: UINT8 pixel input p -> the same
+    function of p. A Quant that is the identity on pixel codes 0..255 becomes a Mul by its scale (FINN's
+    streamlining folds it into the first layer's thresholds); any other becomes [Mul by factor] -> the user's Quant,
+    which FINN's `input_thresholds` step turns into integer thresholds on the pixels (flow/hw/input_thresholds.py).
+    One that no thresholds on pixels can express is refused with the reason."""
 
     def __init__(self, factor: np.float32):
         super().__init__()
@@ -176,6 +183,8 @@ class PixelInput(Transformation):
 
     def apply(self, model):
         from qonnx.core.datatype import DataType
+
+        from flow.hw.input_thresholds import input_chain, pixel_codes, pixel_thresholds
 
         name = model.graph.input[0].name
         consumers = model.find_consumers(name)
@@ -188,24 +197,17 @@ class PixelInput(Transformation):
 
             lo, hi = (f(q["signed"], q["narrow"], int(q["bits"])) for f in (min_int, max_int))
             codes = np.clip(np.round(p * self.factor / s[0]), lo, hi) if s.size == 1 else None
-            if codes is None or np.any(q["zero_point"] != 0) or not np.array_equal(codes, p):
-                first_off = int(np.argmax(codes != p)) if codes is not None else 0
-                raise ImportError_(f"input quantizer {named(node)}: {int(q['bits'])}-bit "
-                                   f"{'signed' if q['signed'] else 'unsigned'}, scale {s[:3].tolist()}, zero point "
-                                   f"{np.asarray(q['zero_point']).reshape(-1)[:3].tolist()}: on pixels it is not the "
-                                   "identity (pixel "
-                                   f"{first_off} -> code {codes[first_off] if codes is not None else '?'}), so the "
-                                   "UINT8 accelerator boundary cannot take pixels; re-export with an 8-bit unsigned "
-                                   f"input quantizer of scale {self.factor:.6g} (e.g. Brevitas Uint8ActPerTensorFloat "
-                                   "with a constant scale), or without one")
-            out = node.output[0]
-            model.graph.node.remove(node)
-            for n in model.graph.node:
-                n.input[:] = [name if t == out else t for t in n.input]
-            scale = np.float32(s[0])
-            self.notes.append(f"input quantizer {named(node)} ({int(q['bits'])}-bit unsigned, scale {s[0]:.6g}) is the "
-                              f"identity on pixel codes 0..255 (checked for all 256): replaced by a Mul by {s[0]:.6g} "
-                              "on the UINT8 pixels, which FINN's streamlining folds into the first thresholds")
+            identity = codes is not None and not np.any(q["zero_point"] != 0) and np.array_equal(codes, p)
+            if identity:
+                out = node.output[0]
+                model.graph.node.remove(node)
+                for n in model.graph.node:
+                    n.input[:] = [name if t == out else t for t in n.input]
+                scale = np.float32(s[0])
+                self.notes.append(f"input quantizer {named(node)} ({int(q['bits'])}-bit unsigned, scale {s[0]:.6g}) "
+                                  "is the identity on pixel codes 0..255 (checked for all 256): replaced by a Mul by "
+                                  f"{s[0]:.6g} on the UINT8 pixels, which FINN's streamlining folds into the first "
+                                  "thresholds")
         if scale != 1:
             mul_out = model.make_new_valueinfo_name()
             init = model.make_new_valueinfo_name()
@@ -213,9 +215,26 @@ class PixelInput(Transformation):
             for n in model.graph.node:
                 n.input[:] = [mul_out if t == name else t for t in n.input]
             model.graph.node.insert(0, helper.make_node("Mul", [name, init], [mul_out], name="PixelScale"))
-            if not self.notes:
-                self.notes.append(f"float input in pixels x {scale:.6g}: a Mul by {scale:.6g} on the UINT8 pixels, "
-                                  "which FINN's streamlining folds into the first layer's thresholds")
+        chain = None if self.notes else input_chain(model)
+        if chain is not None:
+            node = chain[1]
+            q = quant_params(model, node)
+            try:
+                codes, s = pixel_codes(model, *chain, label=named(node))
+            except FlowError as e:
+                raise ImportError_(f"{e}, so the UINT8 accelerator boundary cannot take pixels; re-export with one "
+                                   "8-bit unsigned per-tensor input quantizer (e.g. Brevitas's default "
+                                   "Uint8ActPerTensorFloat), or without one") from None
+            levels = len(np.unique(codes))
+            self.notes.append(f"input quantizer {named(node)} ({int(q['bits'])}-bit "
+                              f"{'signed' if q['signed'] else 'unsigned'}, scale {s:.6g}, zero point "
+                              f"{float(np.asarray(q['zero_point']).reshape(-1)[0]):g}) on the UINT8 pixels x "
+                              f"{self.factor:.6g}: {levels} levels, non-decreasing in the pixel (checked for all "
+                              f"256), so FINN's input_thresholds step builds it as {len(pixel_thresholds(codes))} "
+                              "integer thresholds on the pixels")
+        elif not self.notes and scale != 1:
+            self.notes.append(f"float input in pixels x {scale:.6g}: a Mul by {scale:.6g} on the UINT8 pixels, "
+                              "which FINN's streamlining folds into the first layer's thresholds")
         model.set_tensor_datatype(name, DataType["UINT8"])
         return model, False
 
@@ -258,6 +277,10 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
     from qonnx.core.datatype import DataType
     from qonnx.util.cleanup import cleanup_model
 
+    # neutral parameter names first: cleanup renames parameters by node order, which the inserted node shifted, and
+    # its own first pass renames only tensors with shape info, so `Quant_0_param0` could be taken twice
+    for i, init in enumerate(list(model.graph.initializer)):
+        model.rename_tensor(init.name, f"imported_param{i}")
     model = cleanup_model(model)
     model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT8"])
     onnx.checker.check_model(model.model)

@@ -39,15 +39,16 @@ class IntegerRefusal(FlowError):
 
 def streamlined_model(qonnx_path: Path):
     """The run's model after FINN's steps up to the accelerator boundary (as `flow estimate` makes
-    finn/intermediate_models/03_boundary.onnx), computed in memory with the build's own step functions."""
+    finn/intermediate_models/NN_boundary.onnx), computed in memory with the build's own step functions."""
     import contextlib
     import io
 
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.backends import load_manifest, load_onnx_model
-    from flow.hw.build import FinnConfig, _dataflow_cfg, _finn, step_boundary, step_streamline_checked
+    from board.manifest import load_manifest
+    from flow.backends import load_onnx_model
     from flow.hw.compat import init_finn
+    from flow.hw.steps import STEPS, FinnConfig, StepContext, dataflow_cfg
 
     qonnx_path = Path(qonnx_path)
     run_dir = qonnx_path.parent
@@ -56,15 +57,13 @@ def streamlined_model(qonnx_path: Path):
     with tempfile.TemporaryDirectory(prefix="lpyolo-intonnx-") as td:
         init_finn(Path(td))
         cfg = FinnConfig(run_dir=str(run_dir))
-        dcfg = _dataflow_cfg(cfg, cfg.target_fps)
-        steps = _finn()
+        ctx = StepContext(cfg, dataflow_cfg(cfg, cfg.target_fps), manifest)
+        names = list(STEPS)
         sink = io.StringIO()
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                model = steps.step_qonnx_to_finn(model, dcfg)
-                model = steps.step_tidy_up(model, dcfg)
-                model = step_streamline_checked(model, dcfg)
-                model = step_boundary(model, cfg, manifest)
+                for name in names[: names.index("boundary") + 1]:  # the build's own steps, in its order
+                    model = STEPS[name](model, ctx)
         except FlowError as e:
             raise IntegerRefusal(f"{qonnx_path}: {e}") from None
         except Exception as e:  # noqa: BLE001 - FINN raises assorted types; name the file and keep the cause

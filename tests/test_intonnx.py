@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from flow.backends import Backend, IntORTBackend, load_manifest
+from board.manifest import load_manifest
+from flow.backends import Backend, IntORTBackend
 from flow.crosscheck import run_crosscheck
 from flow.export import export_run
 from flow.intonnx import IntegerRefusal, accumulator_bound, lower_to_integer, streamlined_model

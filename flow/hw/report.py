@@ -27,7 +27,33 @@ def resource_summary(model, cfg) -> dict:
     return {"fps": round(fps, 2), "clock_mhz": 1e3 / cfg.clk_ns, "max_cycles": max_cycles, "slowest_layer": slowest,
             "latency_cycles": sum(v["cycles"] for v in layers.values()),
             "total_layers": total, "fifos_and_dwcs_included": fifo, **z2_fit(total),
-            "device": {"part": cfg.part, **Z2_RESOURCES}, "FF": "not estimated by FINN (pre-synthesis)", "layers": layers}
+            "device": {"part": cfg.part, **Z2_RESOURCES}, "FF": "not estimated by FINN (pre-synthesis)", "layers": layers,
+            **fps_basis(round(fps, 2), cfg.fifo_config)}
+
+
+def fps_basis(analytic_fps: float, fifo_config: str | None) -> dict:
+    """Which FPS the built design will have, and on what it rests. FINN's figure is the slowest layer's cycle count
+    alone: it assumes FIFOs deep enough never to stall a producer. With the default 32-deep FIFOs the RTL is slower
+    than that wherever a stage runs ahead of a slower one and fills its FIFO, so that figure is labelled
+    `analytic`; a FIFO config sized by `python -m flow fifos` (which `estimate` and `bitstream` both read) carries
+    the FPS the design simulated at with exactly those FIFOs, and that is the `sized` figure of the built design."""
+    import json
+
+    sized = None
+    if fifo_config:
+        try:
+            sized = json.loads(Path(fifo_config).read_text()).get("sized_by")
+        except (OSError, ValueError, AttributeError):
+            sized = None
+    if isinstance(sized, dict) and isinstance(sized.get("fps_bounded"), (int, float)):
+        return {"fps_as_built": float(sized["fps_bounded"]), "fps_basis": "sized",
+                "fps_basis_note": f"FIFOs sized by `python -m flow fifos` ({fifo_config}); the design simulated with "
+                                  f"them in Verilator at {sized['fps_bounded']} FPS (analytic: {analytic_fps})"}
+    fifos = f"FIFO depths from {fifo_config} (not sized by `flow fifos`)" if fifo_config else "every FIFO 32 deep"
+    return {"fps_as_built": None, "fps_basis": "analytic",
+            "fps_basis_note": f"FINN's cycle estimate of the slowest layer, {fifos}: FIFOs that stall their producer "
+                              "make the built design slower; `python -m flow fifos --run RUN` sizes them (all-RTL "
+                              "builds) and `estimate`/`bitstream` then report and build the sized design"}
 
 
 def over_budget_message(summary: dict) -> str:
@@ -76,3 +102,7 @@ def print_summary(s: dict) -> None:
     c.print(t)
     c.print(f"estimated {s['fps']} FPS (slowest: {s['slowest_layer']}, {s['max_cycles']} cycles/frame); "
             f"fits: {s['fits']}; flow time {s['flow_seconds']} s; folding: {s['folding']}")
+    if s.get("fps_basis") == "sized":
+        c.print(f"as built: {s['fps_as_built']} FPS (sized): {s['fps_basis_note']}")
+    elif s.get("fps_basis"):
+        c.print(f"FPS basis: analytic ({s['fps_basis_note']})")

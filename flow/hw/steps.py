@@ -83,6 +83,14 @@ def finn_step(name: str):
     return step
 
 
+def step_input_thresholds(model, ctx: StepContext):
+    """An input quantizer other than the identity on pixels becomes integer thresholds on the UINT8 pixels
+    (`input_thresholds.py`): FINN builds them as a thresholding layer at the accelerator's input."""
+    from flow.hw import input_thresholds
+
+    return input_thresholds.step_input_thresholds(model)
+
+
 def step_boundary(model, ctx: StepContext):
     """The trailing output scale and layout change move to the host (`boundary.py`); what is left must end in the
     integer thresholds."""
@@ -254,6 +262,7 @@ def apply_folding_checked(model, path: Path):
 
 
 STEPS = {
+    "input_thresholds": step_input_thresholds,
     "qonnx_to_finn": finn_step("qonnx_to_finn"),
     "tidy_up": finn_step("tidy_up"),
     "streamline": step_streamline_checked,

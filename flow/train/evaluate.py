@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -383,18 +383,32 @@ class PredictionSet:
     missing: list[str]  # images without a prediction file
     unmatched: int  # prediction files for images not in the ground truth (the official tool never reads them)
     flat: int  # files found as PRED/<name>.txt rather than PRED/<event>/<name>.txt
+    unreadable: list[str] = field(default_factory=list)  # `path: why` of empty or unreadable files (no predictions)
+
+
+def read_prediction_file(path: Path) -> tuple[np.ndarray | None, str]:
+    """One prediction file -> (rows, '') or, for a file that is empty or cannot be read, (None, why): read_pred.m
+    prints a warning for such a file and scores its image as having no predictions, so we do the same. A file with
+    content that is malformed is still refused with its line (a detector's bug, not an empty result)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        return None, f"{path}: unreadable ({e.strerror or type(e).__name__})"
+    if not text.strip():
+        return None, f"{path}: empty ({path.stat().st_size} bytes)"
+    return parse_prediction_text(text, str(path)), ""
 
 
 def read_prediction_dir(pred_dir: Path, names: list[str]) -> PredictionSet:
     """Read PRED/<event>/<name>.txt for every ground-truth image (also PRED/<name>.txt, the board notebook's flat
-    layout). A missing file counts as an image without predictions, as read_pred.m does."""
+    layout). A missing, empty or unreadable file counts as an image without predictions, as read_pred.m does."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FlowError(f"{pred_dir}: no such prediction directory")
     found = {p.relative_to(pred_dir).with_suffix("").as_posix(): p for p in pred_dir.rglob("*.txt")}
     if not found:
         raise FlowError(f"{pred_dir}: no .txt prediction files (expected <event>/<image name>.txt)")
-    boxes, missing, used, flat = [], [], set(), 0
+    boxes, missing, used, flat, unreadable = [], [], set(), 0, []
     for name in names:
         path = found.get(name)
         if path is None and name.split("/", 1)[-1] in found:
@@ -404,13 +418,16 @@ def read_prediction_dir(pred_dir: Path, names: list[str]) -> PredictionSet:
             missing.append(name)
             continue
         used.add(path)
-        boxes.append(parse_prediction_text(path.read_text(errors="replace"), str(path)))
+        rows, why = read_prediction_file(path)
+        boxes.append(rows)
+        if why:
+            unreadable.append(why)
     if not used:
         sample = sorted(found)[:3]
         raise FlowError(f"{pred_dir}: none of its {len(found)} prediction files (e.g. {', '.join(sample)}) is for an "
                         f"image of the ground truth ({len(names)} images, e.g. {names[0] if names else '-'}); "
                         "predictions of another split?")
-    return PredictionSet(boxes, missing, len(set(found.values()) - used), flat)
+    return PredictionSet(boxes, missing, len(set(found.values()) - used), flat, unreadable)
 
 
 def as_xywh(rows: np.ndarray, box_format: str) -> np.ndarray:
@@ -632,6 +649,10 @@ def summary_lines(result: dict) -> list[str]:
         n = result["images_without_prediction_file"]
         lines.append(f"note: {n} of {result.get('images_official', result['images'])} images have no prediction "
                      f"file and were scored as having no detections (first: {result['missing_prediction_files'][0]})")
+    if result.get("empty_or_unreadable_prediction_files"):
+        n, first = result["empty_or_unreadable_prediction_files"], result["empty_or_unreadable_files"][0]
+        lines.append(f"warning: {n} prediction files are empty or unreadable and were scored as having no "
+                     f"detections, as the official read_pred.m does (first: {first})")
     if result.get("warning"):
         lines.append(f"warning: {result['warning']}")
     if result.get("unmatched_prediction_files"):
@@ -711,6 +732,9 @@ def evaluate_prediction_dir(pred_dir: Path, mat_dir: Path | None, data: Path | N
     result.update(images=len(main.names), prediction_boxes=int(sum(len(b) for b in pset.boxes if b is not None)),
                   _curve={})
     note_missing(result, pset.missing)
+    result["empty_or_unreadable_prediction_files"] = len(pset.unreadable)
+    if pset.unreadable:
+        result["empty_or_unreadable_files"] = pset.unreadable[:20]
     result["unmatched_prediction_files"] = pset.unmatched
     if pset.flat:
         result["flat_layout_files"] = pset.flat

@@ -230,6 +230,33 @@ def test_missing_prediction_files_count_as_empty_and_other_splits_are_refused(tm
         read_prediction_dir(tmp_path / "p", ["9--X/z"])
 
 
+def test_empty_or_unreadable_prediction_files_score_as_no_predictions_with_a_warning(tmp_path, capsys):
+    """read_pred.m prints `Invalid format` for such a file and leaves its image without predictions; a malformed
+    file with content is still refused with its line."""
+    from flow.cli import main
+
+    write_mats(tmp_path, {"0--E": {"a": [[40, 40, 10, 10]], "b": [[0, 0, 30, 30]], "c": [[60, 60, 20, 20]]}},
+               {"hard": {"a": [1], "b": [1], "c": [1]}})
+    pred = write_preds(tmp_path / "run", {"0--E/a": [[40, 40, 10, 10, 0.75], [200, 200, 9, 9, 0.25]],
+                                          "0--E/c": [[60, 60, 20, 20, 0.5]]})
+    (pred / "0--E" / "b.txt").write_bytes(b"")
+    unreadable = pred / "0--E" / "c.txt"
+    unreadable.unlink()
+    unreadable.mkdir()  # a directory where the file should be: reading it fails (IsADirectoryError)
+    ps = read_prediction_dir(pred, ["0--E/a", "0--E/b", "0--E/c"])
+    assert ps.boxes[1] is None and ps.boxes[2] is None and ps.missing == []
+    assert ps.unreadable[0].endswith("b.txt: empty (0 bytes)") and "c.txt: unreadable" in ps.unreadable[1]
+    assert main(["eval", "--predictions", str(pred), "--mat-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 prediction files are empty or unreadable" in out and "b.txt: empty" in out
+    r = json.loads((tmp_path / "o" / "eval.json").read_text())
+    assert r["empty_or_unreadable_prediction_files"] == 2 and r["images_without_prediction_file"] == 0
+    assert r["wider_hard_ap"] == pytest.approx(1 / 3)  # 1 of 3 faces found at precision 1, as with no files at all
+    (pred / "0--E" / "b.txt").write_text("b\n1\n1 2 3\n")  # content, malformed: still refused with its line
+    assert main(["eval", "--predictions", str(pred), "--mat-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "b.txt:3: '1 2 3' is not `x y w h score`" in capsys.readouterr().err
+
+
 def test_box_format_is_detected_only_when_unambiguous():
     faces = [np.array([[100 * k, 50, 20, 20]], float) for k in range(1, 6)]
     gt = GroundTruth([f"0--E/{k}" for k in range(5)], faces, {"hard": [np.array([0])] * 5})
