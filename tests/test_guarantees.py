@@ -1,0 +1,93 @@
+"""Bad input, as a hostile or unlucky user makes it: each case is refused with one line naming the file and what to
+do (exit 1, no traceback), or the last good state is kept; nothing outside the run folder is touched, and the same
+command can be run again. 64x64 runs; every test works on its own copy of a shared run."""
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Ran:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def refused(self, *needles) -> bool:
+        """Exit 1, one `error:` line holding every needle, no traceback."""
+        lines = [ln for ln in self.stderr.splitlines() if ln.startswith("error: ")]
+        return (self.returncode == 1 and "Traceback" not in self.stderr and len(lines) == 1
+                and all(n in lines[0] for n in needles))
+
+
+def flow(*args):
+    """`python -m flow ARGS` as the user types it, in this process (the same `flow.cli.main`)."""
+    from flow.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return Ran(rc, out.getvalue(), err.getvalue())
+
+
+def tree(folder: Path) -> dict:
+    """Every file under folder (links not followed) -> its bytes: what a test compares before and after."""
+    return {str(p.relative_to(folder)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_symlink() or p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def estimated_4w4a(run_4w4a, tmp_path_factory):
+    """run_4w4a with a FINN estimate build (finn/) that fits the PYNQ-Z2."""
+    from flow.hw.build import FinnConfig, run_estimate
+
+    d = tmp_path_factory.mktemp("estimated") / "run"
+    shutil.copytree(run_4w4a, d)
+    assert run_estimate(FinnConfig(run_dir=str(d)), quiet=True)["fits"]
+    return d
+
+
+@pytest.fixture
+def run(run_4w4a, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(run_4w4a, d)
+    return d
+
+
+# ------------------------------------------------------------------------------------------------- the lock file
+def test_a_lock_file_that_is_a_symlink_is_refused_not_followed(run, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's")
+    (run / ".flow.lock").symlink_to(victim)
+    p = flow("crosscheck", "--run", run, "--real", "1", "--random", "0", "--device", "cpu")
+    assert p.refused(".flow.lock: is a symlink", "rm "), p.stderr[-1500:]
+    assert victim.read_text() == "the user's" and (run / ".flow.lock").is_symlink()
+
+
+def test_a_read_only_run_folder_is_a_clear_error(run, monkeypatch):
+    """As root (the suite's container) permissions are not enforced, so a read-only folder is simulated where
+    they are not: os.open of the lock file raises what the kernel raises for a non-root user."""
+    run.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            real_open = os.open
+
+            def read_only(path, flags, *a, **k):
+                if str(path).startswith(str(run)) and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_open(path, flags, *a, **k)
+
+            monkeypatch.setattr(os, "open", read_only)
+        for cmd in (["crosscheck", "--run", run, "--real", "1", "--random", "0", "--device", "cpu"],
+                    ["estimate", "--run", run], ["deploy", "--run", run],
+                    ["export", "--variant", "4w4a", "--img", "64", "--out", run]):
+            p = flow(*cmd)
+            assert p.refused(f"{run}: not writable", "chmod u+w"), (cmd, p.stderr[-1500:])
+    finally:
+        run.chmod(0o755)
