@@ -147,6 +147,20 @@ def check_timing(run_dir: Path, bit: Path, force: bool = False) -> None:
         print(f"warning (--force): {problem}")
 
 
+def check_fits(run_dir: Path) -> None:
+    """A build over the PYNQ-Z2 budget is no design for the board: its folding is not packaged."""
+    est = run_dir / "finn" / "report" / "estimate.json"
+    try:
+        fits = json.loads(est.read_text()).get("fits")
+    except (OSError, ValueError, AttributeError):
+        fits = None
+    if fits is not True:
+        what = "over the PYNQ-Z2 budget" if fits is False else "without a readable estimate"
+        raise FlowError(f"{est}: the run's FINN build is {what}, so it is not deployed; estimate one that fits "
+                        f"(`python -m flow fold --run {run_dir}`, or `python -m flow estimate --run {run_dir}` with a "
+                        "lower --target-fps)")
+
+
 def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> dict:
     from flow.runlock import run_lock
 
@@ -174,6 +188,8 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         check_bitfile(run_dir, bit, force)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
+    if (run_dir / "finn").exists():
+        check_fits(run_dir)
     previous = _deploy_record(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in previous.get("wrote", []):  # only what our last deploy here wrote, as it recorded

@@ -91,3 +91,26 @@ def test_a_read_only_run_folder_is_a_clear_error(run, monkeypatch):
             assert p.refused(f"{run}: not writable", "chmod u+w"), (cmd, p.stderr[-1500:])
     finally:
         run.chmod(0o755)
+
+
+# ----------------------------------------------------------------------------------------- the FINN build (finn/)
+def test_an_over_budget_estimate_keeps_the_last_good_build(estimated_4w4a, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(estimated_4w4a, run)
+    good = tree(run / "finn")
+    p = flow("estimate", "--run", run, "--no-committed-folding", "--target-fps", 10000000, "--mvau-wwidth-max", 100000)
+    assert p.refused("over the PYNQ-Z2 budget", "set aside in", "not deployable"), p.stderr[-1500:]
+    assert tree(run / "finn") == good  # the good build, as it was
+    aside = list(run.glob("finn.over-budget-*"))
+    assert len(aside) == 1 and json.loads((aside[0] / "report" / "estimate.json").read_text())["fits"] is False
+    p = flow("deploy", "--run", run)
+    assert p.returncode == 0, p.stderr[-1500:]
+    # a run with no good build before: nothing over budget is left where deploy reads, and deploy says so if it is
+    lone = tmp_path / "lone"
+    shutil.copytree(estimated_4w4a, lone, ignore=shutil.ignore_patterns("finn"))
+    p = flow("estimate", "--run", lone, "--no-committed-folding", "--target-fps", 10000000, "--mvau-wwidth-max", 100000)
+    assert p.returncode == 1 and not (lone / "finn").exists()
+    next(lone.glob("finn.over-budget-*")).rename(lone / "finn")  # as older versions of the flow left it
+    p = flow("deploy", "--run", lone)
+    assert p.refused("estimate.json: the run's FINN build is over the PYNQ-Z2 budget", "python -m flow fold"), p.stderr
+    assert not (lone / "deploy").exists()

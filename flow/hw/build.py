@@ -299,19 +299,21 @@ def _previous(d: Path) -> Path:
     return d.with_name(d.name + ".previous")
 
 
-def _set_aside_crashed(d: Path, why: str) -> Path:
-    """Move a failed build to finn.crashed-<time>/ with a note, and prune our crashed builds to MAX_CRASHED."""
+def _set_aside_crashed(d: Path, why: str, kind: str = "crashed") -> Path:
+    """Move a failed build to finn.<kind>-<time>/ with a note, and prune our builds of that kind to MAX_CRASHED
+    (kind "over-budget": a build that finished but does not fit the board, never left where deploy reads)."""
     from flow.files import atomic_write_json
 
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = next(p for k in range(1000) if not (p := d.with_name(f"{d.name}.crashed-{stamp}-{os.getpid()}-{k}")).exists())
+    aside = next(p for k in range(1000) if not (p := d.with_name(f"{d.name}.{kind}-{stamp}-{os.getpid()}-{k}")).exists())
     d.rename(aside)
     atomic_write_json(aside / CRASH_NOTE, {"why": why, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    crashed = sorted((p for p in d.parent.glob(f"{d.name}.crashed-*") if (p / CRASH_NOTE).is_file()),
+    crashed = sorted((p for p in d.parent.glob(f"{d.name}.{kind}-*") if (p / CRASH_NOTE).is_file()),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in crashed[MAX_CRASHED:]:
         shutil.rmtree(old)
-    print(f"note: the failed build is kept in {aside} for inspection (the newest {MAX_CRASHED} are kept)")
+    print(f"note: the {'failed' if kind == 'crashed' else kind} build is kept in {aside} for inspection (the newest "
+          f"{MAX_CRASHED} are kept)")
     return aside
 
 
@@ -437,7 +439,16 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         except BaseException as e:
             finish_build_dir(cfg, ok=False, why=f"{type(e).__name__}: {e}"[:2000])
             raise
-        finish_build_dir(cfg, ok=True)
+        if not summary["fits"]:  # finished, but not a design for the board: the last good build stays in finn/
+            from flow.hw.report import over_budget_message
+
+            prev_kept = _previous(cfg.build_dir).exists()
+            summary["build_dir"] = str(_set_aside_crashed(cfg.build_dir, over_budget_message(summary), "over-budget"))
+            if prev_kept:
+                _previous(cfg.build_dir).rename(cfg.build_dir)
+                print(f"note: the last good build is kept in {cfg.build_dir}")
+        else:
+            finish_build_dir(cfg, ok=True)
     return summary
 
 
