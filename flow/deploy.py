@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,14 +73,17 @@ def check_vivado_bitfile(bit: Path) -> None:
             raise FlowError(f"{bit} does not open with a Vivado bitfile header; it is not a .bit from write_bitstream")
 
 
-DEPLOY_RECORD = ".flow-deploy.json"  # what a deploy wrote into its folder: the only paths a later deploy removes
+DEPLOY_RECORD = ".flow-deploy.json"  # what a deploy wrote into its folder: a later deploy replaces only a folder of ours
+# every name a deploy writes into its folder (pyproject.toml: older packages'); a record naming anything else is not ours
+DEPLOY_WRITES = ("finn-accel.bit", "finn-accel.hwh", "model.qcdq.onnx", "manifest.json", "board", "notebooks",
+                 "README.md", "setup.py", "samples", "pyproject.toml")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def check_out(run_dir: Path, out: Path) -> None:
     """Refuse a deploy folder whose writing would delete or overwrite what the flow did not make: the run itself,
-    a folder holding the run, the repository (or a folder holding it, or its source packages), an existing file,
-    or a non-empty folder that is not a deploy package we made."""
+    a folder holding the run, another run folder, the repository (or a folder holding it, or its source packages),
+    an existing file, a symlink, or a non-empty folder that is not a deploy package we made."""
     run, o = run_dir.resolve(), out.resolve()
     if o == run or run.is_relative_to(o):
         raise FlowError(f"--out {out}: is {'the run folder' if o == run else 'a folder holding the run'} {run_dir}; "
@@ -88,25 +92,52 @@ def check_out(run_dir: Path, out: Path) -> None:
                                                                               "docker", ".git")):
         raise FlowError(f"--out {out}: is the repository {REPO} or inside its sources; writing the package there "
                         f"would replace the repository's own files. Use e.g. {run_dir / 'deploy'}")
+    if out.is_symlink():
+        raise FlowError(f"--out {out}: is a symlink (to {os.readlink(out)}); name the folder itself")
     if o.exists() and not o.is_dir():
         raise FlowError(f"--out {out}: an existing file, not a folder; name a new folder")
-    ours = set(_deploy_record(o).get("wrote", [])) | {DEPLOY_RECORD, "provenance.json"}
+    if (o / "model.qonnx.onnx").exists():
+        raise FlowError(f"--out {out}: is a run folder (it holds model.qonnx.onnx), not a deploy package; nothing "
+                        f"was written. The package goes into a folder of its own, e.g. {out / 'deploy'}")
+    record = _deploy_record(o)
     from flow.provenance import recorded
 
-    foreign = [p.name for p in o.iterdir() if p.name not in ours and not recorded(p)] if o.is_dir() else []
+    foreign = [p.name for p in o.iterdir() if p.name not in (DEPLOY_RECORD, "provenance.json") and not (
+        p.name in DEPLOY_WRITES and (p.name in record.get("wrote", []) or recorded(p)))] if o.is_dir() else []
     if foreign:
         raise FlowError(f"--out {out}: holds files no deploy of ours wrote ({', '.join(sorted(foreign)[:5])}); "
                         "nothing is deleted or overwritten that the flow did not make: name an empty or new folder")
     z = Path(f"{o}.zip")
-    if z.exists() and z.name not in _deploy_record(o).get("zip", ""):
+    if z.exists() and record.get("zip") != z.name:
         raise FlowError(f"{z}: exists and was not written by a deploy of {out}; move it away or name another --out")
 
 
 def _deploy_record(out: Path) -> dict:
+    """The deploy record of folder `out`, read as untrusted input (it travels inside the zip, so anyone can hand one
+    over): not followed if a symlink, and only the names a deploy writes, inside the folder; else refused."""
+    path = out / DEPLOY_RECORD
     try:
-        return json.loads((out / DEPLOY_RECORD).read_text())
-    except (OSError, json.JSONDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        raise FlowError(f"{path}: not a deploy record of ours ({'a symlink' if path.is_symlink() else e.strerror}); "
+                        f"nothing was written: move {out} away or name another --out") from None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(1 << 20)
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        rec = None
+    wrote = rec.get("wrote") if isinstance(rec, dict) else None
+    bad = ([repr(w) for w in wrote if not isinstance(w, str) or w not in DEPLOY_WRITES] if isinstance(wrote, list)
+           else ["its 'wrote' list"])
+    if isinstance(rec, dict) and rec.get("zip", f"{out.name}.zip") != f"{out.name}.zip":
+        bad.append(f"zip {rec['zip']!r}")
+    if bad:
+        raise FlowError(f"{path}: not a deploy record of ours (names {', '.join(bad[:3])}, which no deploy writes "
+                        f"into {out.name}/); nothing was deleted or written: move {out} away or name another --out")
+    return rec
 
 
 def check_bitfile(run_dir: Path, bit: Path, force: bool = False) -> None:
@@ -172,12 +203,12 @@ def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> 
 
 def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
     from flow.export import check_export
-    from flow.files import atomic_write_json, sha256
+    from flow.files import TMP_MARK
     from flow.hw.build import check_build
-    from flow.provenance import record
     from flow.qcdq import lower_to_qcdq
 
     manifest = load_manifest(run_dir)
+    _recover(out)
     check_out(run_dir, out)
     qcdq = run_dir / "model.qcdq.onnx"
     if not qcdq.exists():
@@ -190,44 +221,84 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         check_build(run_dir)  # the packing widths come from it
     if (run_dir / "finn").exists():
         check_fits(run_dir)
-    previous = _deploy_record(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in previous.get("wrote", []):  # only what our last deploy here wrote, as it recorded
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() and p != bit:
-            p.unlink()
+    # built beside, then swapped in: a deploy that fails (or is killed) leaves the last package as it was
+    tmp = _beside(out, TMP_MARK)
+    tmp.mkdir(parents=True)
+    try:
+        bit = _fill(tmp, run_dir, out, manifest, qcdq, bit)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # check_out made sure it is a package of ours
+        old = _beside(out, ".old-")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    archive = Path(shutil.make_archive(str(_beside(out, ".zip" + TMP_MARK)), "zip", root_dir=out.parent,
+                                       base_dir=out.name))
+    zip_path = Path(f"{out}.zip")
+    os.replace(archive, zip_path)
+    return {"folder": str(out), "zip": str(zip_path), "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
+
+
+def _fill(tmp: Path, run_dir: Path, out: Path, manifest: dict, qcdq: Path, bit: Path | None) -> Path | None:
+    """Write the package into the empty folder tmp (to become out); returns the bitfile it carries."""
+    from flow.files import atomic_write_json, sha256
+    from flow.provenance import record
+
     wrote = []
     if bit is not None and bit.parent.resolve() != out.resolve():
-        shutil.copy(bit, out / "finn-accel.bit")
+        shutil.copy(bit, tmp / "finn-accel.bit")
         hwh = bit.with_suffix(".hwh")
         if not hwh.is_file():
             raise FlowError(f"{hwh}: the bitfile's hardware handoff is missing; the board cannot load the overlay")
-        shutil.copy(hwh, out / "finn-accel.hwh")
+        shutil.copy(hwh, tmp / "finn-accel.hwh")
         wrote += ["finn-accel.bit", "finn-accel.hwh"]
-    shutil.copy(qcdq, out / "model.qcdq.onnx")
+    elif bit is not None:  # `bitstream` put it into out: it stays, with its provenance
+        for name in ("finn-accel.bit", "finn-accel.hwh", "provenance.json"):
+            if (out / name).is_file():
+                shutil.copy(out / name, tmp / name)
+        bit = tmp / bit.name
+    shutil.copy(qcdq, tmp / "model.qcdq.onnx")
     manifest["packing"].update(stream_folds(run_dir))
-    manifest["files"]["qcdq"] = {"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")}
+    manifest["files"]["qcdq"] = {"path": "model.qcdq.onnx", "sha256": sha256(tmp / "model.qcdq.onnx")}
     if bit is not None:
-        manifest["files"]["bitfile"] = {"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")}
-    atomic_write_json(out / "manifest.json", manifest)
+        manifest["files"]["bitfile"] = {"path": "finn-accel.bit", "sha256": sha256(tmp / "finn-accel.bit")}
+    atomic_write_json(tmp / "manifest.json", manifest)
     src = REPO / "board"
-    pkg = out / "board"
+    pkg = tmp / "board"
     pkg.mkdir()
     for f in BOARD_FILES:
         shutil.copy(src / f, pkg / f)
-    shutil.copytree(src / "notebooks", out / "notebooks", dirs_exist_ok=True)
-    shutil.copy(src / "README.md", out / "README.md")
-    (out / "pyproject.toml").unlink(missing_ok=True)  # an older package's: it would turn build isolation on
-    (out / "setup.py").write_text(BOARD_SETUP_PY)
-    write_samples(out / "samples")
+    shutil.copytree(src / "notebooks", tmp / "notebooks")
+    shutil.copy(src / "README.md", tmp / "README.md")
+    (tmp / "setup.py").write_text(BOARD_SETUP_PY)
+    write_samples(tmp / "samples")
     wrote += ["model.qcdq.onnx", "manifest.json", "board", "notebooks", "README.md", "setup.py", "samples"]
-    record(out / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])],
+    record(tmp / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])],
            f"python -m flow deploy --run {run_dir} --out {out}")
-    atomic_write_json(out / DEPLOY_RECORD, {"run": str(run_dir.resolve()), "wrote": wrote, "zip": f"{out.name}.zip"})
-    archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
-    return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
+    atomic_write_json(tmp / DEPLOY_RECORD, {"run": str(run_dir.resolve()), "wrote": wrote, "zip": f"{out.name}.zip"})
+    return bit
+
+
+def _beside(out: Path, mark: str) -> Path:
+    """The path `.<out name><mark><pid>` beside out, after clearing those a killed deploy left (hidden and named
+    after out: ours by name, as flow.files names its temp files)."""
+    for orphan in out.parent.glob(f".{out.name}{mark}*"):
+        if orphan.is_dir() and not orphan.is_symlink():
+            shutil.rmtree(orphan)
+        else:
+            orphan.unlink()
+    return out.parent / f".{out.name}{mark}{os.getpid()}"
+
+
+def _recover(out: Path) -> None:
+    """A deploy killed between its two renames left its last package as `.<name>.old-*` and no out: back it goes."""
+    left = sorted(out.parent.glob(f".{out.name}.old-*"))
+    if left and not out.exists() and not out.is_symlink():
+        left[-1].rename(out)
 
 
 def write_samples(folder: Path) -> None:

@@ -114,3 +114,65 @@ def test_an_over_budget_estimate_keeps_the_last_good_build(estimated_4w4a, tmp_p
     p = flow("deploy", "--run", lone)
     assert p.refused("estimate.json: the run's FINN build is over the PYNQ-Z2 budget", "python -m flow fold"), p.stderr
     assert not (lone / "deploy").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ deploy
+def test_a_crafted_deploy_record_deletes_nothing(run, tmp_path):
+    """The record travels inside the deploy zip: someone else's unzipped package may carry any record."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("the user's")
+    pkg = tmp_path / "pkg"
+    assert flow("deploy", "--run", run, "--out", pkg).returncode == 0
+    before = tree(pkg)
+    for wrote in (["../victim"], [str(victim)], ["board/../../victim"], ["notes.txt"], "board"):
+        (pkg / ".flow-deploy.json").write_text(json.dumps({"run": str(run), "wrote": wrote, "zip": "pkg.zip"}))
+        p = flow("deploy", "--run", run, "--out", pkg)
+        assert p.refused(".flow-deploy.json: not a deploy record of ours", "move"), (wrote, p.stderr[-1500:])
+        assert (victim / "thesis.tex").read_text() == "the user's"
+        assert {k: v for k, v in tree(pkg).items() if k != ".flow-deploy.json"} == {
+            k: v for k, v in before.items() if k != ".flow-deploy.json"}
+    # a record naming another zip beside the folder: that file is not ours to replace
+    (tmp_path / "other.zip").write_text("the user's")
+    (pkg / ".flow-deploy.json").write_text(json.dumps({"wrote": ["board"], "zip": "../other.zip"}))
+    assert flow("deploy", "--run", run, "--out", pkg).refused("not a deploy record of ours", "zip")
+    # a record that is a symlink is not followed
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"wrote": ["board"], "zip": "pkg.zip"}))
+    (pkg / ".flow-deploy.json").unlink()
+    (pkg / ".flow-deploy.json").symlink_to(tmp_path / "elsewhere.json")
+    assert flow("deploy", "--run", run, "--out", pkg).refused(".flow-deploy.json: not a deploy record of ours",
+                                                              "a symlink")
+    assert (tmp_path / "other.zip").read_text() == "the user's"
+
+
+def test_deploy_onto_another_run_folder_overwrites_nothing(run, run_4w4a, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run_4w4a, other)
+    before = tree(other)
+    p = flow("deploy", "--run", run, "--out", other)
+    assert p.refused(f"--out {other}: is a run folder", f"{other / 'deploy'}"), p.stderr[-1500:]
+    assert tree(other) == before
+    # the same run folder without its model: its remaining files are still not a deploy's
+    (other / "model.qonnx.onnx").unlink()
+    p = flow("deploy", "--run", run, "--out", other)
+    assert p.refused("holds files no deploy of ours wrote", "model.pt"), p.stderr[-1500:]
+    assert tree(other) == {k: v for k, v in before.items() if k != "model.qonnx.onnx"}
+
+
+def test_a_failed_deploy_keeps_the_last_package(run, tmp_path, monkeypatch):
+    import flow.deploy as deploy
+
+    pkg = tmp_path / "pkg"
+    assert flow("deploy", "--run", run, "--out", pkg).returncode == 0
+    before, zip_before = tree(pkg), (tmp_path / "pkg.zip").read_bytes()
+
+    def full_disk(folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+
+    monkeypatch.setattr(deploy, "write_samples", full_disk)
+    p = flow("deploy", "--run", run, "--out", pkg)
+    assert p.refused("No space left on device"), p.stderr[-1500:]
+    assert tree(pkg) == before and (tmp_path / "pkg.zip").read_bytes() == zip_before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["pkg", "pkg.zip", "run"]  # no half package beside it
+    monkeypatch.undo()
+    assert flow("deploy", "--run", run, "--out", pkg).returncode == 0
