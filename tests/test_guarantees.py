@@ -176,3 +176,23 @@ def test_a_failed_deploy_keeps_the_last_package(run, tmp_path, monkeypatch):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["pkg", "pkg.zip", "run"]  # no half package beside it
     monkeypatch.undo()
     assert flow("deploy", "--run", run, "--out", pkg).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------------ import
+def test_an_in_place_import_twice_keeps_the_users_original(tmp_path):
+    from test_import import user_brevitas_qonnx
+
+    theirs = tmp_path / "theirs"
+    user_brevitas_qonnx(theirs / "model.qonnx.onnx")
+    original = (theirs / "model.qonnx.onnx").read_bytes()
+    assert flow("import", theirs / "model.qonnx.onnx", "--out", theirs, "--force").returncode == 0
+    assert (theirs / "model.original.onnx").read_bytes() == original
+    for force in ([], ["--force"]):
+        p = flow("import", theirs / "model.qonnx.onnx", "--out", theirs, *force)
+        assert p.refused("is the model `flow import` made in", f"python -m flow import {theirs / 'model.original.onnx'}"
+                         ), p.stderr[-1500:]
+        assert (theirs / "model.original.onnx").read_bytes() == original
+    shutil.copy(theirs / "model.qonnx.onnx", tmp_path / "copy.onnx")  # the flow's output under another name
+    assert flow("import", tmp_path / "copy.onnx", "--out", theirs, "--force").refused("is the model `flow import`")
+    p = flow("import", theirs / "model.original.onnx", "--out", theirs)  # what the error says to run
+    assert p.returncode == 0 and (theirs / "model.original.onnx").read_bytes() == original, p.stderr[-1500:]
