@@ -33,21 +33,36 @@ class ExportError(FlowError):
 
 def written_by_flow(run_dir: Path) -> set[str]:
     """The files of run_dir the flow wrote itself and nobody changed since: manifest.json (if it is ours) and every
-    file it records whose content still has the recorded hash."""
+    file it records whose content still has the recorded hash; and every file provenance.json records with its
+    present content (an export stopped by a full disk or a kill wrote some files before its manifest)."""
     import json
 
+    from flow.provenance import recorded
+
+    ours = set()
+    for name in RUN_FILES:
+        f = Path(run_dir) / name
+        try:
+            entry = recorded(f) if f.is_file() and not f.is_symlink() else None
+        except FlowError:  # an unreadable provenance.json vouches for nothing
+            entry = None
+        if isinstance(entry, dict) and entry.get("sha256") == sha256(f):
+            ours.add(name)
     path = Path(run_dir) / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
-        return set()
+        return ours
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return set()
-    ours = {"manifest.json"}
-    for entry in (manifest.get("files") or {}).values():
-        f = Path(run_dir) / str(entry.get("path", ""))
-        if isinstance(entry, dict) and f.is_file() and entry.get("sha256") == sha256(f):
-            ours.add(f.name)
+        return ours
+    ours.add("manifest.json")
+    files = manifest.get("files")
+    for entry in (files.values() if isinstance(files, dict) else ()):
+        name = entry.get("path") if isinstance(entry, dict) else None
+        f = Path(run_dir) / str(name)
+        if isinstance(name, str) and name == f.name and f.is_file() and not f.is_symlink() \
+                and entry.get("sha256") == sha256(f):  # a file of the folder itself, as recorded
+            ours.add(name)
     return ours
 
 

@@ -196,3 +196,48 @@ def test_an_in_place_import_twice_keeps_the_users_original(tmp_path):
     assert flow("import", tmp_path / "copy.onnx", "--out", theirs, "--force").refused("is the model `flow import`")
     p = flow("import", theirs / "model.original.onnx", "--out", theirs)  # what the error says to run
     assert p.returncode == 0 and (theirs / "model.original.onnx").read_bytes() == original, p.stderr[-1500:]
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def test_a_full_disk_during_export_is_one_line_and_the_rerun_works(run, monkeypatch):
+    import flow.export as export
+
+    real = export.atomic_write_bytes
+
+    def full_disk(path, data):
+        if Path(path).name == "model.pt":  # after the new model.qonnx.onnx, before the manifest that lists it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(export, "atomic_write_bytes", full_disk)
+    cmd = ("export", "--variant", "4w4a", "--img", "64", "--seed", "1", "--out", run)
+    p = flow(*cmd)
+    assert p.refused("model.pt: No space left on device", "run the same command again"), p.stderr[-1500:]
+    assert not list(run.glob(".*.tmp-*"))
+    monkeypatch.undo()
+    p = flow(*cmd)
+    assert p.returncode == 0, p.stderr[-1500:]
+    from flow.export import check_export
+
+    check_export(run, "model.pt", "manifest.json")
+
+
+def test_an_export_killed_mid_way_can_be_run_again(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    kill_at_model_pt = (
+        "import os, signal, sys\nsys.path.insert(0, sys.argv[1])\nimport flow.export as e\nreal = e.atomic_write_bytes\n"
+        "def write(path, data):\n    if path.name != 'model.pt':\n        return real(path, data)\n"
+        "    (path.parent / ('.model.pt.tmp-' + str(os.getpid()))).write_bytes(data[: len(data) // 2])\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "e.atomic_write_bytes = write\nfrom flow.cli import main\n"
+        "main(['export', '--variant', '4w4a', '--img', '64', '--out', sys.argv[2]])\n")
+    for _ in range(2):  # a first export, then a re-export, each killed (kill -9) writing model.pt, after the model
+        p = subprocess.run([sys.executable, "-c", kill_at_model_pt, str(ROOT), str(run)], capture_output=True)
+        assert p.returncode == -signal.SIGKILL and (run / "model.qonnx.onnx").is_file(), p.stderr[-1500:]
+        p = flow("export", "--variant", "4w4a", "--img", "64", "--out", run)
+        assert p.returncode == 0, p.stderr[-1500:]
+        assert not list(run.glob(".*.tmp-*"))  # the half-written file is gone
