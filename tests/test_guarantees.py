@@ -241,3 +241,51 @@ def test_an_export_killed_mid_way_can_be_run_again(tmp_path):
         p = flow("export", "--variant", "4w4a", "--img", "64", "--out", run)
         assert p.returncode == 0, p.stderr[-1500:]
         assert not list(run.glob(".*.tmp-*"))  # the half-written file is gone
+
+
+# ------------------------------------------------------------------------------------- WIDER FACE annotations
+def _wider_root(tmp_path, train_text: bytes, names=("0--Parade/a.jpg", "0--Parade/b.jpg")) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "wider"
+    for split, text in (("train", train_text), ("val", "\n".join(f"{n}\n1\n4 4 20 20 0 0 0 0 0 0" for n in names[:1])
+                                                    .encode())):
+        for n in names:
+            f = root / f"WIDER_{split}" / "images" / n
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(f)
+        txt = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        txt.parent.mkdir(parents=True, exist_ok=True)
+        txt.write_bytes(text)
+    return root
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e30", "NaN"])
+def test_a_box_that_is_no_coordinate_is_refused_by_line(tmp_path, value):
+    from flow.train.data import AnnotationError, read_wider_annotations
+
+    text = f"0--Parade/a.jpg\n2\n4 4 20 20 0 0 0 0 0 0\n4 4 {value} 20 0 0 0 0 0 0\n0--Parade/b.jpg\n1\n1 1 9 9 0 0 0 0 0 0\n"
+    root = _wider_root(tmp_path, text.encode())
+    txt = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    p = flow("data", "check", "--data", root)
+    assert p.refused(f"{txt}:4: face line", "no pixel coordinate", "correct or delete the line"), p.stderr[-1500:]
+    with pytest.warns(UserWarning, match="skipped 1 bad entry"):  # --skip-bad drops that image, keeps the rest
+        kept = read_wider_annotations(txt, root / "WIDER_train" / "images", skip_bad=True)
+    assert [s.path.name for s in kept] == ["b.jpg"]
+    with pytest.raises(AnnotationError, match=":4: "):
+        read_wider_annotations(txt, root / "WIDER_train" / "images")
+
+
+def test_a_latin1_annotation_file_is_read_with_a_warning(tmp_path):
+    from flow.train.data import read_wider_annotations
+
+    names = ("0--Parade/a.jpg", "0--Parade/caf\u00e9.jpg")
+    text = "".join(f"{n}\n1\n4 4 20 20 0 0 0 0 0 0\n" for n in names).encode("latin-1")
+    root = _wider_root(tmp_path, text, names)
+    txt = root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    with pytest.warns(UserWarning, match=r"gt.txt:4: not UTF-8 \(byte 0xe9\); read as Latin-1"):
+        samples = read_wider_annotations(txt, root / "WIDER_train" / "images")
+    assert [s.path.name for s in samples] == ["a.jpg", "caf\u00e9.jpg"]
+    p = flow("data", "check", "--data", root)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
