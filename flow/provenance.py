@@ -47,10 +47,45 @@ def record(artifact: Path, inputs: list[Path] = (), command: str = "", **facts) 
     folder = artifact.parent
     entry = {"sha256": sha256(artifact), "made_from": {_rel(p, folder): sha256(p) for p in inputs},
              "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
+    if paths := _run_paths(command, folder):
+        entry["paths"] = paths
     records = _records(folder)
     records[artifact.name] = entry
     atomic_write_json(folder / RECORD, records)
     return entry
+
+
+def _run_root(folder: Path) -> Path:
+    """The run folder an artifact's folder belongs to: itself, or its parent for finn/ and deploy/."""
+    up = folder.parent
+    return up if (up / "model.qonnx.onnx").exists() or (up / "manifest.json").exists() else folder
+
+
+def _run_paths(command: str, folder: Path) -> dict:
+    """The words of command that name the run folder or something in it -> that path relative to folder: so the
+    command can be told from where the folder is now, after it was copied or moved (`command_here`)."""
+    root, here = _run_root(folder).resolve(), folder.resolve()
+    out = {}
+    for word in command.split(" "):
+        if "/" in word or word in (".", ".."):
+            p = Path(word).resolve()
+            if p == root or root in p.parents:
+                out[word] = os.path.relpath(p, here)
+    return out
+
+
+def command_here(entry: dict, folder: Path) -> str:
+    """The recorded command with its run paths pointing at where folder is now (not where it was made)."""
+    paths = entry.get("paths") if isinstance(entry.get("paths"), dict) else {}
+    words = []
+    for word in str(entry.get("command", "")).split(" "):
+        rel = paths.get(word)
+        if isinstance(rel, str):
+            now = Path(os.path.normpath(Path(folder).absolute() / rel))
+            if Path(word).resolve() != now.resolve():
+                word = os.path.relpath(now) if Path.cwd() in now.parents else str(now)
+        words.append(word)
+    return " ".join(words)
 
 
 def recorded(artifact: Path) -> dict | None:
@@ -67,9 +102,10 @@ def check(artifact: Path, inputs: list[Path], remake: str | None = None) -> dict
         how = f": `{remake}`" if remake else " with the command that makes it"
         raise StaleError(f"{artifact}: no provenance record ({folder / RECORD}), so nothing says which model it was "
                          f"made from; remake it{how}")
-    remake = remake or entry["command"]
+    made_by = command_here(entry, folder)
+    remake = remake or made_by
     if entry["sha256"] != sha256(artifact):
-        raise StaleError(f"{artifact}: changed since `{entry['command']}` wrote it (not the recorded file); "
+        raise StaleError(f"{artifact}: changed since `{made_by}` wrote it (not the recorded file); "
                          f"remake it: `{remake}`")
     for p in inputs:
         key = _rel(p, folder)

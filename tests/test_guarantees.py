@@ -289,3 +289,19 @@ def test_a_latin1_annotation_file_is_read_with_a_warning(tmp_path):
     assert [s.path.name for s in samples] == ["a.jpg", "caf\u00e9.jpg"]
     p = flow("data", "check", "--data", root)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
+
+
+# ------------------------------------------------------------------------------------------- a copied run folder
+def test_remake_commands_in_a_copied_run_folder_name_the_copy(estimated_4w4a, tmp_path):
+    from flow.export import export_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(estimated_4w4a, copy)
+    export_run(copy, "4w4a", 64, seed=1)  # a new model: the copied build is stale
+    p = flow("deploy", "--run", copy)
+    assert p.refused("build_done.json is stale", f"remake it: `python -m flow estimate --run {copy}`"), p.stderr
+    assert str(estimated_4w4a) not in p.stderr
+    (copy / "finn" / "build_done.json").write_text("{}")  # replaced by hand: `changed since <command> wrote it`
+    p = flow("deploy", "--run", copy)
+    assert p.refused("changed since `python -m flow estimate --run", f"--run {copy}`"), p.stderr
+    assert str(estimated_4w4a) not in p.stderr
