@@ -305,3 +305,37 @@ def test_remake_commands_in_a_copied_run_folder_name_the_copy(estimated_4w4a, tm
     p = flow("deploy", "--run", copy)
     assert p.refused("changed since `python -m flow estimate --run", f"--run {copy}`"), p.stderr
     assert str(estimated_4w4a) not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------- the board's batch
+def test_a_frame_too_large_for_memory_is_skipped_and_the_batch_kept(run, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import board.pipeline as pipeline
+    from board.__main__ import main as board_main
+    from flow.deploy import make_deploy
+
+    pkg = tmp_path / "pkg"
+    make_deploy(run, pkg)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, (w, h) in (("a.jpg", (96, 64)), ("b.jpg", (80, 100)), ("huge.jpg", (8000, 6000))):
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(images / name, quality=50)
+    real = pipeline.letterbox
+
+    def out_of_memory(img, *a, **k):  # b.jpg's arrays do not fit, as under a memory limit (ulimit -v)
+        if img.shape[:2] == (100, 80):
+            raise MemoryError
+        return real(img, *a, **k)
+
+    monkeypatch.setattr(pipeline, "letterbox", out_of_memory)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning) as caught:
+        rc = board_main(["run", "--deploy", str(pkg), "--images", str(images), "--out", str(out), "--sim"])
+    said = [str(w.message) for w in caught]
+    assert rc == 0
+    assert any("huge.jpg: 8000x6000 pixels, more than the 40 MP" in s and "not decoded" in s for s in said), said
+    assert any("b.jpg: not enough memory left" in s for s in said), said
+    dets = json.loads((out / "detections.json").read_text())
+    assert list(dets["detections"]) == ["a.jpg"] and dets["stats"]["undecodable"] == 2
