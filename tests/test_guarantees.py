@@ -339,3 +339,20 @@ def test_a_frame_too_large_for_memory_is_skipped_and_the_batch_kept(run, tmp_pat
     assert any("b.jpg: not enough memory left" in s for s in said), said
     dets = json.loads((out / "detections.json").read_text())
     assert list(dets["detections"]) == ["a.jpg"] and dets["stats"]["undecodable"] == 2
+
+
+def test_a_build_folder_symlinked_to_another_disk(estimated_4w4a, tmp_path):
+    run, disk = tmp_path / "run", tmp_path / "other-disk"
+    shutil.copytree(estimated_4w4a, run)
+    disk.mkdir()
+    shutil.move(run / "finn", disk / "run-finn")
+    (run / "finn").symlink_to(disk / "run-finn")
+    p = flow("estimate", "--run", run, "--no-committed-folding", "--target-fps", 30)  # a new build replaces the old
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert (run / "finn").is_symlink() and sorted(q.name for q in disk.iterdir()) == ["run-finn"]
+    assert json.loads((run / "finn/build_config.json").read_text())["target_fps"] == 30
+    assert flow("deploy", "--run", run).returncode == 0
+    shutil.rmtree(disk)  # the disk unmounted: refused, nothing created where it was
+    p = flow("estimate", "--run", run)
+    assert p.refused(f"{run / 'finn'}: a symlink to", "is that disk mounted?"), p.stderr[-1500:]
+    assert not disk.exists()

@@ -47,7 +47,10 @@ class FinnConfig:
 
     @property
     def build_dir(self) -> Path:
-        return Path(self.run_dir) / "finn"
+        """RUN/finn; where that is a symlink (the build on another disk), the folder it points to: a build is moved
+        aside and back beside it there, and the link keeps pointing at the current one."""
+        d = Path(self.run_dir) / "finn"
+        return d.resolve() if d.is_symlink() else d
 
 
 class FoldingError(FlowError):
@@ -395,6 +398,10 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, dict]:
     from models import QuantSpec
 
     run_dir = Path(cfg.run_dir)
+    link = run_dir / "finn"
+    if link.is_symlink() and not cfg.build_dir.is_dir():
+        raise FlowError(f"{link}: a symlink to {os.readlink(link)}, which is not a folder here (is that disk "
+                        f"mounted?); mount it, or remove the link (rm {link}) to build inside the run folder")
     manifest = load_manifest(run_dir)
     if manifest.get("spec") is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
         QuantSpec.from_json(manifest["spec"]).validate(for_finn=True)
