@@ -356,3 +356,15 @@ def test_a_build_folder_symlinked_to_another_disk(estimated_4w4a, tmp_path):
     p = flow("estimate", "--run", run)
     assert p.refused(f"{run / 'finn'}: a symlink to", "is that disk mounted?"), p.stderr[-1500:]
     assert not disk.exists()
+
+
+def test_a_folding_search_reads_over_budget_builds_where_they_were_set_aside(estimated_4w4a, tmp_path):
+    from flow.hw.fold import search_folding
+
+    run = tmp_path / "run"
+    shutil.copytree(estimated_4w4a, run)
+    good = tree(run / "finn")
+    search_folding(run, targets=(10000000,), wwidths=(100000,), quiet=True)  # nothing at that target fits
+    tried = json.loads((run / "folding_search.json").read_text())["tried"]
+    assert tried[0]["fits"] is False and tree(run / "finn") == good
+    assert [t["how"] for t in tried][:1] == ["heuristic"]
