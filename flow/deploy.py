@@ -286,6 +286,7 @@ def _fill(tmp: Path, run_dir: Path, out: Path, manifest: dict, qcdq: Path, bit: 
 def _beside(out: Path, mark: str) -> Path:
     """The path `.<out name><mark><pid>` beside out, after clearing those a killed deploy left (hidden and named
     after out: ours by name, as flow.files names its temp files)."""
+    out = Path(os.path.abspath(out))  # `--out ..` or `--out .`: the folder's own name and parent
     for orphan in out.parent.glob(f".{out.name}{mark}*"):
         if orphan.is_dir() and not orphan.is_symlink():
             shutil.rmtree(orphan)
@@ -296,6 +297,7 @@ def _beside(out: Path, mark: str) -> Path:
 
 def _recover(out: Path) -> None:
     """A deploy killed between its two renames left its last package as `.<name>.old-*` and no out: back it goes."""
+    out = Path(os.path.abspath(out))
     left = sorted(out.parent.glob(f".{out.name}.old-*"))
     if left and not out.exists() and not out.is_symlink():
         left[-1].rename(out)
