@@ -34,11 +34,27 @@ def _rel(path: Path, folder: Path) -> str:
 
 
 def _records(folder: Path) -> dict:
+    """provenance.json, read as untrusted input: not through a symlink, and only records of the shape `record`
+    writes (a copied or handed-over run folder may carry any file)."""
     path = folder / RECORD
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError) as e:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        why = "a symlink" if path.is_symlink() else e.strerror
+        raise FlowError(f"{path}: not readable ({why}); move it away and remake the run's artifacts") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            records = json.loads(f.read())
+    except (OSError, ValueError) as e:
         raise FlowError(f"{path}: not readable JSON ({e}); move it away and remake the run's artifacts") from e
+    if not isinstance(records, dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("sha256"), str) and isinstance(r.get("made_from", {}), dict)
+            for r in records.values()):
+        raise FlowError(f"{path}: not a provenance record of ours (each entry holds a sha256, made_from and command); "
+                        "move it away and remake the run's artifacts")
+    return records
 
 
 def record(artifact: Path, inputs: list[Path] = (), command: str = "", **facts) -> dict:

@@ -368,3 +368,16 @@ def test_a_folding_search_reads_over_budget_builds_where_they_were_set_aside(est
     tried = json.loads((run / "folding_search.json").read_text())["tried"]
     assert tried[0]["fits"] is False and tree(run / "finn") == good
     assert [t["how"] for t in tried][:1] == ["heuristic"]
+
+
+def test_a_crafted_provenance_record_is_refused_not_followed(run, tmp_path):
+    crosscheck = ("crosscheck", "--run", run, "--real", "1", "--random", "0", "--device", "cpu")
+    (tmp_path / "elsewhere.json").write_text((run / "provenance.json").read_text())
+    for crafted in ('["model.pt"]', '{"manifest.json": "x"}', '{"manifest.json": {"sha256": 1}}', "link"):
+        (run / "provenance.json").unlink()
+        if crafted == "link":
+            (run / "provenance.json").symlink_to(tmp_path / "elsewhere.json")
+        else:
+            (run / "provenance.json").write_text(crafted)
+        p = flow(*crosscheck)
+        assert p.refused("provenance.json: not", "move it away"), (crafted, p.stderr[-1500:])
