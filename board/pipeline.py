@@ -26,6 +26,9 @@ from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _END = object()
 _WAIT_S = 0.05  # longest a queue wait blocks before it looks at the stop flag again
+# the largest frame decoded: 40 MP take ~280 MB while decoding (PIL's 4-byte pixels, then the RGB array), about what
+# the PYNQ-Z2's 512 MB leave beside the runtime; a larger one is skipped from its header, before any decode
+MAX_FRAME_PIXELS = 40_000_000
 
 
 def open_image(data, name: str = "image"):
@@ -41,8 +44,15 @@ def open_image(data, name: str = "image"):
 
     try:
         im = Image.open(io.BytesIO(data))
+        if im.width * im.height > MAX_FRAME_PIXELS:
+            raise BoardError(f"{name}: {im.width}x{im.height} pixels, more than the {MAX_FRAME_PIXELS / 1e6:g} MP a "
+                             "frame may have here; not decoded (scale it down first)")
         im.load()
         return im
+    except BoardError:
+        raise
+    except MemoryError:
+        raise BoardError(f"{name}: not enough memory left to decode it; skipped (scale it down first)") from None
     except Exception as e:  # noqa: BLE001 - PIL raises several types for broken files
         raise BoardError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
 
@@ -173,6 +183,8 @@ class Pipeline:
             canvas, ratio, pad = letterbox(img, self.size, resample=self.resample)
         except (BoardError, ValueError) as e:
             return BoardError(f"{name}: {e}" if not str(e).startswith(name) else str(e))
+        except MemoryError:  # the frame's arrays did not fit: this frame is lost, the batch is not
+            return BoardError(f"{name}: not enough memory left for this frame; skipped (scale it down first)")
         return img, canvas, ratio, pad, (t1 - t0, time.perf_counter() - t1)
 
     def run(self, source, sink=None, max_frames: int | None = None) -> dict:

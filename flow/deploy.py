@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -86,8 +87,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def check_out(run_dir: Path, out: Path) -> None:
     """Refuse a deploy folder whose writing would delete or overwrite what the flow did not make: the run itself,
-    a folder holding the run, the repository (or a folder holding it, or its source packages), an existing file,
-    or a non-empty folder that is not a deploy package we made."""
+    a folder holding the run, another run folder, the repository (or a folder holding it, or its source packages),
+    an existing file, a symlink, or a non-empty folder that is not a deploy package we made."""
     run, o = run_dir.resolve(), out.resolve()
     if o == run or run.is_relative_to(o):
         raise FlowError(f"--out {out}: is {'the run folder' if o == run else 'a folder holding the run'} {run_dir}; "
@@ -96,8 +97,13 @@ def check_out(run_dir: Path, out: Path) -> None:
                                                                               "docker", ".git")):
         raise FlowError(f"--out {out}: is the repository {REPO} or inside its sources; writing the package there "
                         f"would replace the repository's own files. Use e.g. {run_dir / 'deploy'}")
+    if out.is_symlink():
+        raise FlowError(f"--out {out}: is a symlink (to {os.readlink(out)}); name the folder itself")
     if o.exists() and not o.is_dir():
         raise FlowError(f"--out {out}: an existing file, not a folder; name a new folder")
+    if (o / "model.qonnx.onnx").exists():
+        raise FlowError(f"--out {out}: is a run folder (it holds model.qonnx.onnx), not a deploy package; nothing "
+                        f"was written. The package goes into a folder of its own, e.g. {out / 'deploy'}")
     from flow.provenance import ours
 
     foreign = _not_ours(o) if o.is_dir() else []
@@ -112,8 +118,6 @@ def check_out(run_dir: Path, out: Path) -> None:
 def _not_ours(folder: Path) -> list[str]:
     """The paths in a deploy folder that its provenance.json does not record with their current content (links
     included: never ours); Python's __pycache__ beside the package's modules is a cache, not the user's."""
-    import os
-
     from flow.provenance import RECORD, ours
 
     out = []
@@ -124,30 +128,6 @@ def _not_ours(folder: Path) -> list[str]:
             if p != folder / RECORD and not ours(p, folder):
                 out.append(p.relative_to(folder).as_posix())
     return sorted(out)
-
-
-def _remove_ours(folder: Path, keep: Path | None) -> None:
-    """Delete what an earlier deploy recorded in `folder` (all of it ours: `check_out` made sure), then the folders
-    that held it once empty (with Python's caches in them); `keep` (the bitfile being packaged, where it lies in the
-    folder) stays."""
-    from flow.provenance import forget, recorded_paths
-
-    gone = []
-    for key in recorded_paths(folder):
-        p = folder / key
-        if keep is not None and p.resolve() == keep.resolve():
-            continue
-        if p.is_file() and not p.is_symlink():
-            p.unlink()
-        gone.append(key)
-    forget(folder, gone)
-    held = {folder / Path(*Path(k).parts[:n]) for k in gone for n in range(1, len(Path(k).parts))}  # board/, ...
-    for d in sorted(held, key=lambda q: len(q.parts), reverse=True):  # deepest first
-        if d.is_dir() and not d.is_symlink():
-            if (d / "__pycache__").is_dir() and not (d / "__pycache__").is_symlink():
-                shutil.rmtree(d / "__pycache__")
-            if not any(d.iterdir()):
-                d.rmdir()
 
 
 def check_bitfile(run_dir: Path, bit: Path, force: bool = False) -> None:
@@ -188,6 +168,20 @@ def check_timing(run_dir: Path, bit: Path, force: bool = False) -> None:
         print(f"warning (--force): {problem}")
 
 
+def check_fits(run_dir: Path) -> None:
+    """A build over the PYNQ-Z2 budget is no design for the board: its folding is not packaged."""
+    est = run_dir / "finn" / "report" / "estimate.json"
+    try:
+        fits = json.loads(est.read_text()).get("fits")
+    except (OSError, ValueError, AttributeError):
+        fits = None
+    if fits is not True:
+        what = "over the PYNQ-Z2 budget" if fits is False else "without a readable estimate"
+        raise FlowError(f"{est}: the run's FINN build is {what}, so it is not deployed; estimate one that fits "
+                        f"(`python -m flow fold --run {run_dir}`, or `python -m flow estimate --run {run_dir}` with a "
+                        "lower --target-fps)")
+
+
 def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> dict:
     from flow.runlock import run_lock
 
@@ -199,12 +193,13 @@ def make_deploy(run_dir: Path, out: Path | None = None, force: bool = False) -> 
 
 def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
     from flow.export import check_export
-    from flow.files import sha256
+    from flow.files import TMP_MARK
     from flow.hw.build import check_build
     from flow.provenance import record
     from flow.qcdq import lower_to_qcdq
 
     manifest = load_manifest(run_dir)
+    _recover(out)
     check_out(run_dir, out)
     qcdq = run_dir / "model.qcdq.onnx"
     if not qcdq.exists():
@@ -215,44 +210,97 @@ def _make_deploy(run_dir: Path, out: Path, force: bool = False) -> dict:
         check_bitfile(run_dir, bit, force)
     elif (run_dir / "finn").exists():
         check_build(run_dir)  # the packing widths come from it
+    if (run_dir / "finn").exists():
+        check_fits(run_dir)
     folds = stream_folds(run_dir, manifest)  # checks the build's output datatype against the manifest's
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_ours(out, keep=bit)  # only what our last deploy here wrote, as it recorded
+    # built beside, then swapped in: a deploy that fails (or is killed) leaves the last package as it was
+    tmp = _beside(out, TMP_MARK)
+    tmp.mkdir(parents=True)
+    try:
+        bit = _fill(tmp, run_dir, out, manifest, folds, qcdq, bit)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # check_out made sure it is a package of ours
+        old = _beside(out, ".old-")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    archive = Path(shutil.make_archive(str(_beside(out, ".zip" + TMP_MARK)), "zip", root_dir=out.parent,
+                                       base_dir=out.name))
+    zip_path = Path(f"{out}.zip")
+    os.replace(archive, zip_path)
+    record(zip_path, [out / "manifest.json"], f"python -m flow deploy --run {run_dir} --out {out}")
+    return {"folder": str(out), "zip": str(zip_path), "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
+
+
+def _fill(tmp: Path, run_dir: Path, out: Path, manifest: Manifest, folds: dict, qcdq: Path,
+          bit: Path | None) -> Path | None:
+    """Write the package into the empty folder tmp (to become out), every file recorded in its provenance.json;
+    returns the bitfile it carries."""
+    from flow.files import sha256
+    from flow.provenance import RECORD, forget, record, recorded_paths
+
     wrote = []
-    if bit is not None and bit.parent.resolve() != out.resolve():
-        shutil.copy(bit, out / "finn-accel.bit")
+    if bit is not None and bit.parent.resolve() != Path(os.path.abspath(out)):
+        shutil.copy(bit, tmp / "finn-accel.bit")
         hwh = bit.with_suffix(".hwh")
         if not hwh.is_file():
             raise FlowError(f"{hwh}: the bitfile's hardware handoff is missing; the board cannot load the overlay")
-        shutil.copy(hwh, out / "finn-accel.hwh")
+        shutil.copy(hwh, tmp / "finn-accel.hwh")
         wrote += ["finn-accel.bit", "finn-accel.hwh"]
-    shutil.copy(qcdq, out / "model.qcdq.onnx")
+    elif bit is not None:  # `bitstream` put it into out: it stays, with its provenance
+        for name in ("finn-accel.bit", "finn-accel.hwh", RECORD):
+            if (out / name).is_file():
+                shutil.copy(out / name, tmp / name)
+        forget(tmp, [k for k in recorded_paths(tmp) if not (tmp / k).is_file()])  # the old package's other files
+        bit = tmp / bit.name
+    shutil.copy(qcdq, tmp / "model.qcdq.onnx")
     manifest = manifest.replace(packing=dataclasses.replace(manifest.packing, **folds))
-    manifest = manifest.with_files(qcdq={"path": "model.qcdq.onnx", "sha256": sha256(out / "model.qcdq.onnx")})
+    manifest = manifest.with_files(qcdq={"path": "model.qcdq.onnx", "sha256": sha256(tmp / "model.qcdq.onnx")})
     if bit is not None:
-        manifest = manifest.with_files(bitfile={"path": "finn-accel.bit", "sha256": sha256(out / "finn-accel.bit")})
-    manifest.write(out / "manifest.json")
+        manifest = manifest.with_files(bitfile={"path": "finn-accel.bit", "sha256": sha256(tmp / "finn-accel.bit")})
+    manifest.write(tmp / "manifest.json")
     src = REPO / "board"
-    pkg = out / "board"
+    pkg = tmp / "board"
     pkg.mkdir()
     for f in BOARD_FILES:
         shutil.copy(src / f, pkg / f)
-    shutil.copytree(src / "notebooks", out / "notebooks", dirs_exist_ok=True)
-    shutil.copy(src / "README.md", out / "README.md")
-    (out / "pyproject.toml").unlink(missing_ok=True)  # an older package's: it would turn build isolation on
-    (out / "setup.py").write_text(BOARD_SETUP_PY)
-    write_samples(out / "samples")
+    shutil.copytree(src / "notebooks", tmp / "notebooks")
+    shutil.copy(src / "README.md", tmp / "README.md")
+    (tmp / "setup.py").write_text(BOARD_SETUP_PY)
+    write_samples(tmp / "samples")
     wrote += ["model.qcdq.onnx", "manifest.json", "board", "notebooks", "README.md", "setup.py", "samples"]
     command = f"python -m flow deploy --run {run_dir} --out {out}"
     for name in wrote:  # every file the package holds is recorded: a later deploy replaces exactly these
-        p = out / name
+        p = tmp / name
         for f in [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink()):
-            if f != out / "manifest.json":
-                record(f, [], command, folder=out)
-    record(out / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])], command)
-    archive = shutil.make_archive(str(out), "zip", root_dir=out.parent, base_dir=out.name)
-    record(Path(archive), [out / "manifest.json"], command)
-    return {"folder": str(out), "zip": archive, "bitfile": bool(bit), "manifest": str(out / "manifest.json")}
+            if f != tmp / "manifest.json":
+                record(f, [], command, folder=tmp)
+    record(tmp / "manifest.json", [run_dir / "model.qonnx.onnx", qcdq, *([bit] if bit else [])], command)
+    return bit
+
+
+def _beside(out: Path, mark: str) -> Path:
+    """The path `.<out name><mark><pid>` beside out, after clearing those a killed deploy left (hidden and named
+    after out: ours by name, as flow.files names its temp files)."""
+    out = Path(os.path.abspath(out))  # `--out ..` or `--out .`: the folder's own name and parent
+    for orphan in out.parent.glob(f".{out.name}{mark}*"):
+        if orphan.is_dir() and not orphan.is_symlink():
+            shutil.rmtree(orphan)
+        else:
+            orphan.unlink()
+    return out.parent / f".{out.name}{mark}{os.getpid()}"
+
+
+def _recover(out: Path) -> None:
+    """A deploy killed between its two renames left its last package as `.<name>.old-*` and no out: back it goes."""
+    out = Path(os.path.abspath(out))
+    left = sorted(out.parent.glob(f".{out.name}.old-*"))
+    if left and not out.exists() and not out.is_symlink():
+        left[-1].rename(out)
 
 
 def write_samples(folder: Path) -> None:

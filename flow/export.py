@@ -32,10 +32,17 @@ class ExportError(FlowError):
 
 
 def written_by_flow(run_dir: Path, names=RUN_FILES) -> set[str]:
-    """Those of `names` in run_dir that the flow wrote itself and nobody changed since (their provenance records)."""
+    """Those of `names` in run_dir that the flow wrote itself and nobody changed since (their provenance records;
+    an export stopped by a full disk or a kill recorded each file it finished)."""
     from flow.provenance import ours
 
-    return {n for n in names if ours(Path(run_dir) / n)}
+    def mine(name: str) -> bool:
+        try:
+            return ours(Path(run_dir) / name)
+        except FlowError:  # an unreadable provenance.json vouches for nothing
+            return False
+
+    return {n for n in names if mine(n)}
 
 
 def refuse_to_overwrite(run_dir: Path, names=RUN_FILES, force: bool = False) -> None:

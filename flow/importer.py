@@ -264,6 +264,12 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
         raise ImportError_(f"--decode {decode!r}: this flow's board decodes {DECODE_VERSION} only")
     proto = load_onnx_model(path)
     source = path.read_bytes()  # before anything is written: the model may be imported in place
+    made, kept = out / "model.qonnx.onnx", out / ORIGINAL
+    if (kept.is_file() and made.is_file() and hashlib.sha256(source).hexdigest() != sha256(kept)
+            and (path.resolve() == made.resolve() or hashlib.sha256(source).hexdigest() == sha256(made))):
+        raise ImportError_(f"{path}: is the model `flow import` made in {out}, not the one you brought (kept as "
+                           f"{kept}); importing it would replace that. Nothing was written: import the original, "
+                           f"`python -m flow import {kept} --out {out}`")
     mappable(proto, path)
     original = cleaned(proto, path)
     img = input_shape(original, path)

@@ -57,11 +57,27 @@ def artifact_key(artifact: Path, folder: Path) -> str:
 
 
 def _records(folder: Path) -> dict:
+    """provenance.json, read as untrusted input: not through a symlink, and only records of the shape `record`
+    writes (a copied or handed-over run folder may carry any file)."""
     path = folder / RECORD
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError) as e:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        why = "a symlink" if path.is_symlink() else e.strerror
+        raise FlowError(f"{path}: not readable ({why}); move it away and remake the run's artifacts") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            records = json.loads(f.read())
+    except (OSError, ValueError) as e:
         raise FlowError(f"{path}: not readable JSON ({e}); move it away and remake the run's artifacts") from e
+    if not isinstance(records, dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("sha256"), str) and isinstance(r.get("made_from", {}), dict)
+            for r in records.values()):
+        raise FlowError(f"{path}: not a provenance record of ours (each entry holds a sha256, made_from and command); "
+                        "move it away and remake the run's artifacts")
+    return records
 
 
 def record(artifact: Path, inputs: list[Path] = (), command: str = "", folder: Path | None = None, **facts) -> dict:
@@ -72,6 +88,8 @@ def record(artifact: Path, inputs: list[Path] = (), command: str = "", folder: P
     key = artifact_key(artifact, folder)
     entry = {"sha256": sha256(artifact), "made_from": {_rel(p, folder): sha256(p) for p in inputs},
              "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
+    if paths := _run_paths(command, folder):
+        entry["paths"] = paths
     records = _records(folder)
     records[key] = entry
     atomic_write_json(folder / RECORD, records)
@@ -112,6 +130,39 @@ def forget(folder: Path, keys) -> None:
         atomic_write_json(Path(folder) / RECORD, records)
 
 
+def _run_root(folder: Path) -> Path:
+    """The run folder an artifact's folder belongs to: itself, or its parent for finn/ and deploy/."""
+    up = folder.parent
+    return up if (up / "model.qonnx.onnx").exists() or (up / "manifest.json").exists() else folder
+
+
+def _run_paths(command: str, folder: Path) -> dict:
+    """The words of command that name the run folder or something in it -> that path relative to folder: so the
+    command can be told from where the folder is now, after it was copied or moved (`command_here`)."""
+    root, here = _run_root(folder).resolve(), folder.resolve()
+    out = {}
+    for word in command.split(" "):
+        if "/" in word or word in (".", ".."):
+            p = Path(word).resolve()
+            if p == root or root in p.parents:
+                out[word] = os.path.relpath(p, here)
+    return out
+
+
+def command_here(entry: dict, folder: Path) -> str:
+    """The recorded command with its run paths pointing at where folder is now (not where it was made)."""
+    paths = entry.get("paths") if isinstance(entry.get("paths"), dict) else {}
+    words = []
+    for word in str(entry.get("command", "")).split(" "):
+        rel = paths.get(word)
+        if isinstance(rel, str):
+            now = Path(os.path.normpath(Path(folder).absolute() / rel))
+            if Path(word).resolve() != now.resolve():
+                word = os.path.relpath(now) if Path.cwd() in now.parents else str(now)
+        words.append(word)
+    return " ".join(words)
+
+
 def check(artifact: Path, inputs: list[Path], remake: str | None = None) -> dict:
     """Raise StaleError unless `artifact` is the recorded one and was made from `inputs` as they are now.
     remake: the command to tell the user (default: the recorded one that made it)."""
@@ -122,9 +173,10 @@ def check(artifact: Path, inputs: list[Path], remake: str | None = None) -> dict
         how = f": `{remake}`" if remake else " with the command that makes it"
         raise StaleError(f"{artifact}: no provenance record ({folder / RECORD}), so nothing says which model it was "
                          f"made from; remake it{how}")
-    remake = remake or entry["command"]
+    made_by = command_here(entry, folder)
+    remake = remake or made_by
     if entry["sha256"] != sha256(artifact):
-        raise StaleError(f"{artifact}: changed since `{entry['command']}` wrote it (not the recorded file); "
+        raise StaleError(f"{artifact}: changed since `{made_by}` wrote it (not the recorded file); "
                          f"remake it: `{remake}`")
     for p in inputs:
         key = _rel(p, folder)

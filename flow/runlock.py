@@ -6,9 +6,11 @@ stage (fifos -> estimate -> rtlsim) takes it once."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -22,6 +24,27 @@ _held: dict[str, list] = {}  # resolved run folder -> [open lock file, depth]
 
 class RunLocked(FlowError):
     pass
+
+
+def _open_lock(run_dir: Path, path: Path):
+    """The lock file, opened without following a symlink (O_NOFOLLOW: a planted link would have every locking
+    command write into the link's target), created if missing; a clear error where the folder is not writable."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise RunLocked(f"{path}: is a symlink, not the flow's lock file; nothing was written through it. "
+                            f"Remove the link (rm {path}) and run again") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RunLocked(f"{run_dir}: not writable ({path}: {e.strerror}); every flow command writes into its "
+                            f"run folder: make it writable (chmod u+w {run_dir}) or copy the run folder somewhere "
+                            "writable and run there") from None
+        raise RunLocked(f"{path}: cannot open the run folder's lock file ({e.strerror}); move it away and run "
+                        "again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunLocked(f"{path}: not a regular file, not the flow's lock file; move it away and run again")
+    return os.fdopen(fd, "r+")
 
 
 @contextmanager
@@ -43,7 +66,7 @@ def run_lock(run_dir: Path, command: str | None = None, create: bool = False):
         return
     path = run_dir / LOCK
     for _ in range(10):  # the holder removes the file as it lets go: lock the file that is there, not a removed one
-        f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        f = _open_lock(run_dir, path)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

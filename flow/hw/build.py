@@ -13,6 +13,7 @@ trailing output scale and layout change to the host. The board's facts come from
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -106,6 +107,10 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, Manifest]:
     from models import QuantSpec
 
     run_dir = Path(cfg.run_dir)
+    link = run_dir / "finn"
+    if link.is_symlink() and not cfg.build_dir.is_dir():
+        raise FlowError(f"{link}: a symlink to {os.readlink(link)}, which is not a folder here (is that disk "
+                        f"mounted?); mount it, or remove the link (rm {link}) to build inside the run folder")
     manifest = load_manifest(run_dir)
     if manifest.spec is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
         QuantSpec.from_json(manifest.spec).validate(for_finn=True)
@@ -150,7 +155,17 @@ def run_estimate(cfg: FinnConfig, quiet: bool = False) -> dict:
         except BaseException as e:
             finish_build_dir(cfg, ok=False, why=f"{type(e).__name__}: {e}"[:2000])
             raise
-        finish_build_dir(cfg, ok=True)
+        if not summary["fits"]:  # finished, but not a design for the board: the last good build stays in finn/
+            from flow.hw.build_dir import _previous, _set_aside_crashed
+            from flow.hw.report import over_budget_message
+
+            prev_kept = _previous(cfg.build_dir).exists()
+            summary["build_dir"] = str(_set_aside_crashed(cfg.build_dir, over_budget_message(summary), "over-budget"))
+            if prev_kept:
+                _previous(cfg.build_dir).rename(cfg.build_dir)
+                print(f"note: the last good build is kept in {cfg.build_dir}")
+        else:
+            finish_build_dir(cfg, ok=True)
     return summary
 
 

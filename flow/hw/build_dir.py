@@ -28,19 +28,21 @@ def _previous(d: Path) -> Path:
     return d.with_name(d.name + ".previous")
 
 
-def _set_aside_crashed(d: Path, why: str) -> Path:
-    """Move a failed build to finn.crashed-<time>/ with a note, and prune our crashed builds to MAX_CRASHED."""
+def _set_aside_crashed(d: Path, why: str, kind: str = "crashed") -> Path:
+    """Move a failed build to finn.<kind>-<time>/ with a note, and prune our builds of that kind to MAX_CRASHED
+    (kind "over-budget": a build that finished but does not fit the board, never left where deploy reads)."""
     from flow.files import atomic_write_json
 
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = next(p for k in range(1000) if not (p := d.with_name(f"{d.name}.crashed-{stamp}-{os.getpid()}-{k}")).exists())
+    aside = next(p for k in range(1000) if not (p := d.with_name(f"{d.name}.{kind}-{stamp}-{os.getpid()}-{k}")).exists())
     d.rename(aside)
     atomic_write_json(aside / CRASH_NOTE, {"why": why, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    crashed = sorted((p for p in d.parent.glob(f"{d.name}.crashed-*") if (p / CRASH_NOTE).is_file()),
+    crashed = sorted((p for p in d.parent.glob(f"{d.name}.{kind}-*") if (p / CRASH_NOTE).is_file()),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in crashed[MAX_CRASHED:]:
         shutil.rmtree(old)
-    print(f"note: the failed build is kept in {aside} for inspection (the newest {MAX_CRASHED} are kept)")
+    print(f"note: the {'failed' if kind == 'crashed' else kind} build is kept in {aside} for inspection (the newest "
+          f"{MAX_CRASHED} are kept)")
     return aside
 
 

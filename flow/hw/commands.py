@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def cli_estimate(argv: list[str]) -> int:
     a = _parser("python -m flow estimate").parse_args(argv)
     s = run_estimate(_config(a))
     print_summary(s)
-    print(f"written {Path(a.run) / 'finn/report/estimate.json'}")
+    print(f"written {Path(s.get('build_dir', Path(a.run) / 'finn')) / 'report/estimate.json'}")
     if not s["fits"]:
-        print("error: " + over_budget_message(s))
+        print("error: " + over_budget_message(s) + f"; this build is set aside in {s['build_dir']} (not deployable): "
+              f"fold for fewer FPS (`python -m flow fold --run {a.run}`) or lower --target-fps", file=sys.stderr)
         return 1
     return 0
 

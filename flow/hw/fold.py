@@ -69,7 +69,7 @@ def search_folding(run_dir: Path, targets=TARGETS, wwidths=WWIDTHS, standalone_t
             cfg = FinnConfig(run_dir=str(run_dir), target_fps=t, mvau_wwidth_max=w,
                              standalone_thresholds=standalone_thresholds)
             s = estimate(cfg, "heuristic")
-            if not s["fits"] and use_hard_blocks(cfg.build_dir, run_dir / "folding.hard_blocks.json"):
+            if not s["fits"] and use_hard_blocks(Path(s["build_dir"]), run_dir / "folding.hard_blocks.json"):
                 s = estimate(replace(cfg, folding=str(run_dir / "folding.hard_blocks.json")), "dsp+bram")
             if not s["fits"] or s["fps"] <= last_fps * 1.001:
                 break  # a higher target at the same width only costs more, or the heuristic has saturated

@@ -39,7 +39,10 @@ class FinnConfig:
 
     @property
     def build_dir(self) -> Path:
-        return Path(self.run_dir) / "finn"
+        """RUN/finn; where that is a symlink (the build on another disk), the folder it points to: a build is moved
+        aside and back beside it there, and the link keeps pointing at the current one."""
+        d = Path(self.run_dir) / "finn"
+        return d.resolve() if d.is_symlink() else d
 
 
 class FoldingError(FlowError):

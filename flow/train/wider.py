@@ -10,6 +10,7 @@ pose`. An image with 0 faces is still followed by one line of zeros. Boxes with 
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Sample:
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FACE_FIELDS = "x1 y1 w h blur expression illumination invalid occlusion pose"
+MAX_COORD = 1e5  # pixels: no photo is that large; a value beyond it (1e30) is a broken line, not a face
 
 
 def _face_numbers(row: str) -> list[float] | None:
@@ -60,7 +62,15 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
     txt, images_root = Path(txt), Path(images_root)
     if not txt.is_file():
         raise AnnotationError(f"{txt}: annotation file not found")
-    lines = txt.read_text().splitlines()
+    raw = txt.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # WIDER's files are ASCII; one saved by an editor in Latin-1 is still readable
+        text, line = raw.decode("latin-1"), raw[: e.start].count(b"\n") + 1
+        warnings.warn(f"{txt}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); read as "
+                      "Latin-1: check the image names on that line, and save the file as UTF-8 to silence this",
+                      stacklevel=2)
+    lines = text.splitlines()
     samples, bad, i = [], [], 0
 
     def fail(lineno: int, msg: str):
@@ -107,6 +117,13 @@ def read_wider_annotations(txt: Path, images_root: Path, skip_bad: bool = False,
         if len(rows) < want:
             fail(count_line, f"{name!r} announces {n} faces but the file ends after {len(rows)}")
             break
+        odd = next((k for k, v in enumerate(vals) if not all(math.isfinite(x) and abs(x) <= MAX_COORD for x in v)),
+                   None)
+        if odd is not None:
+            fail(i + 3 + odd, f"face line {rows[odd].strip()!r} holds a value that is no pixel coordinate (nan, inf "
+                 f"or beyond {MAX_COORD:g}); correct or delete the line")
+            i += 2 + want
+            continue
         i += 2 + want
         path = images_root / name
         if check_images and not path.is_file():
