@@ -88,7 +88,7 @@ class Letterbox:
         with tempfile.TemporaryDirectory(prefix="lpyolo-yosys-") as d:
             (Path(d) / SOURCE.name).write_text(SOURCE.read_text())
             gs = " ".join(f"-G {k}={v}" for k, v in self.params().items())
-            script = (f"read_slang {gs} --top lpyolo_letterbox /synth/{SOURCE.name}\n"
+            script = (f"read_slang -j 1 {gs} --top lpyolo_letterbox /synth/{SOURCE.name}\n"
                       "hierarchy -check -top lpyolo_letterbox\n"
                       f"synth_xilinx -family xc7 -flatten {'' if dsp else '-nodsp '}-top lpyolo_letterbox\n"
                       "tee -q -o /synth/stat.json stat -json\n")
