@@ -64,9 +64,9 @@ def test_planted_fault_is_caught(tmp_path, fault, fixed):
     assert fault in text
     bad = tmp_path / SOURCE.name
     bad.write_text(text.replace(fault, fixed))
-    lb = Letterbox(37, 23, 16)
+    lb = Letterbox(23, 37, 16)  # 23 -> 10 columns: a step of 58.8 pixels / 256, the remainder matters
     with pytest.raises(FlowError, match=r"values differ from letterbox_fixed, first frame 0 row \d+ column \d+"):
-        lb.check(sample_frames(37, 23), sim=lb.build([bad]))
+        lb.check(sample_frames(23, 37), sim=lb.build([bad]))
 
 
 def test_bad_frame_is_refused():

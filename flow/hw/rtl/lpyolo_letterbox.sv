@@ -58,7 +58,7 @@ module lpyolo_letterbox #(
   logic [12:0] wcol, wrow;  // next input pixel; wrow = rows of the writer's frame complete
   logic [1:0] wslot;  // wrow mod 3
   logic [1:0] wframe, rframe;  // frames started by the writer and the reader (mod 4)
-  logic [1:0] ahead;  // how many frames the writer is ahead of the reader
+  logic [1:0] ahead;  // wframe - rframe
   logic in_fire;
 
   // ---- reader: the output canvas, issue stage ----
@@ -81,13 +81,16 @@ module lpyolo_letterbox #(
   assign row_in = oy >= PY && oy < PY + RH;
   assign col_in = ox >= PX && ox < PX + RW;
   assign past_region = oy >= PY + RH;
-  // a frame the writer has finished (ahead > 0) is wholly in the lines the reader still reads
-  assign rows_ready = ahead != 0 || wrow > i1;
+  // ahead: 0 same frame, 1 the writer has finished the reader's frame (all its rows are in the lines), 3 the reader
+  // has finished its frame and waits in the next one's top pad while the writer still takes the last rows (so a
+  // small output never runs ahead of the frame that fills it); 2 never (the writer stops at one frame ahead)
+  assign rows_ready = ahead == 1 || (ahead == 0 && wrow > i1);
   assign issue = !(row_in && col_in) || rows_ready;
 
   // the writer may overwrite line wrow - 3 once no output row to come reads it
+  // (ahead 3: the rows left of the previous frame are read by nobody)
   assign in0_V_TREADY = ahead == 0 ? (past_region || wrow <= i0 + 2) :
-                        ahead == 1 ? (past_region && wrow <= I0_FIRST + 2) : 1'b0;
+                        ahead == 1 ? (past_region && wrow <= I0_FIRST + 2) : ahead == 3;
   assign in_fire = in0_V_TVALID && in0_V_TREADY;
 
   // ---- pipeline registers ----
