@@ -44,7 +44,7 @@ def test_letterbox_fixed_sampling():
         letterbox_fixed(img[:, :, 0], 8)
 
 
-@pytest.mark.parametrize("w, h, size", [(37, 23, 16), (23, 37, 16), (9, 12, 12), (640, 480, 64)])
+@pytest.mark.parametrize("w, h, size", [(37, 23, 16), (23, 37, 16), (9, 12, 12), (8, 6, 32), (640, 480, 64)])
 def test_letterbox_rtl_bit_exact(w, h, size):
     """A photo and random pixels, without stalls and with 30 % stalls on each stream; the module streams: it
     takes at most a quarter more cycles per frame than the larger of its input and output beats."""
@@ -64,7 +64,7 @@ def test_planted_fault_is_caught(tmp_path, fault, fixed):
     assert fault in text
     bad = tmp_path / SOURCE.name
     bad.write_text(text.replace(fault, fixed))
-    lb = Letterbox(23, 37, 16)  # 23 -> 10 columns: a step of 58.8 pixels / 256, the remainder matters
+    lb = Letterbox(23, 37, 16)  # 23 -> 10 columns: a step of 588.8 / 256 pixel, the remainder matters
     with pytest.raises(FlowError, match=r"values differ from letterbox_fixed, first frame 0 row \d+ column \d+"):
         lb.check(sample_frames(23, 37), sim=lb.build([bad]))
 
