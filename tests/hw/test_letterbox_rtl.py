@@ -55,7 +55,7 @@ def test_letterbox_rtl_bit_exact(w, h, size):
 
 
 @pytest.mark.parametrize("fault, fixed", [
-    ("v = (a <<< F) + $signed({19'b0, w}) * (b - a) + 27'sd32768;", "v = (a <<< F) + $signed({19'b0, w}) * (b - a);"),
+    ("v = $signed({3'b0, u, 8'b0}) + p + 27'sd32768;", "v = $signed({3'b0, u, 8'b0}) + p;"),
     ("SRX = (2 * W_IN * 256) % DX", "SRX = 0"),
 ])
 def test_planted_fault_is_caught(tmp_path, fault, fixed):

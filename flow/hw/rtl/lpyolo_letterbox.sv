@@ -180,22 +180,26 @@ module lpyolo_letterbox #(
   end
 
   // horizontal taps of one line: a = column x0, b = column x0 + 1 (x0 odd: a in the odd memory)
+  // Operands at their true widths (the differences are signed, one bit wider than the values) so that each
+  // product is one 9 x 18 multiplier: one DSP48E1, or a small LUT multiplier with -nodsp.
   function automatic logic [15:0] lerp_x(logic [23:0] even, logic [23:0] odd, logic par, logic [F-1:0] w, int c);
     logic [23:0] pa, pb;
-    logic signed [17:0] a, b, v;
+    logic signed [8:0] d;  // b - a
+    logic signed [17:0] p, v;
     pa = par ? odd : even;
     pb = par ? even : odd;
-    a = {10'b0, pa[c*8+:8]};
-    b = {10'b0, pb[c*8+:8]};
-    v = (a <<< F) + $signed({10'b0, w}) * (b - a);  // 0 .. 255 << 8
+    d = $signed({1'b0, pb[c*8+:8]}) - $signed({1'b0, pa[c*8+:8]});
+    p = $signed({1'b0, w}) * d;
+    v = $signed({2'b0, pa[c*8+:8], 8'b0}) + p;  // 0 .. 255 << 8
     return v[15:0];
   endfunction
 
-  function automatic logic [7:0] lerp_y(logic [15:0] u, logic [15:0] d, logic [F-1:0] w);
-    logic signed [26:0] a, b, v;
-    a = {11'b0, u};
-    b = {11'b0, d};
-    v = (a <<< F) + $signed({19'b0, w}) * (b - a) + 27'sd32768;  // 0 .. (255 << 16) + 2^15
+  function automatic logic [7:0] lerp_y(logic [15:0] u, logic [15:0] l, logic [F-1:0] w);
+    logic signed [17:0] d;  // l - u
+    logic signed [26:0] p, v;
+    d = $signed({2'b0, l}) - $signed({2'b0, u});
+    p = $signed({1'b0, w}) * d;
+    v = $signed({3'b0, u, 8'b0}) + p + 27'sd32768;  // 0 .. (255 << 16) + 2^15
     return v[23:16];
   endfunction
 
