@@ -137,6 +137,56 @@ def letterbox(img: np.ndarray, size: int, out: np.ndarray | None = None, *,
     return canvas, ratio, (px, py)
 
 
+LB_FRAC_BITS = 8  # letterbox_fixed: source positions and weights in 1/256 pixel
+
+
+def fixed_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """letterbox_fixed's sampling along one axis: (i0, i1, weight of i1 in 1/256).
+
+    The half-pixel source position (o + 0.5) * n_in / n_out - 0.5 is the rational ((2o + 1) n_in - n_out) / (2 n_out);
+    it is taken exactly, floored to LB_FRAC_BITS fractional bits and clamped to [0, n_in - 1] (OpenCV's edges).
+    The RTL steps the same quotient and remainder by (2 n_in << 8) // (2 n_out) per output pixel, so every position
+    is exact there too (no accumulated rounding of a Q16 step)."""
+    o = np.arange(n_out, dtype=np.int64)
+    pos = (((2 * o + 1) * n_in - n_out) << LB_FRAC_BITS) // (2 * n_out)  # floor, also of the negative first ones
+    pos = np.clip(pos, 0, (n_in - 1) << LB_FRAC_BITS)
+    i0 = pos >> LB_FRAC_BITS
+    return i0, np.minimum(i0 + 1, n_in - 1), pos & ((1 << LB_FRAC_BITS) - 1)
+
+
+def resize_bilinear_exact(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize with one rounding: per channel, h_k = (a << 8) + wx (b - a) along each of the two source
+    rows (exact, 16 bits), then (h_0 << 8) + wy (h_1 - h_0) (exact, 24 bits), rounded half up to 8 bits.
+    What lpyolo_letterbox.sv computes, bit for bit (flow/hw/rtl/letterbox.py simulates both)."""
+    f = LB_FRAC_BITS
+    y0, y1, wy = fixed_taps(h, img.shape[0])
+    x0, x1, wx = fixed_taps(w, img.shape[1])
+    rows0, rows1 = img[y0].astype(np.int32), img[y1].astype(np.int32)
+    wx = wx[None, :, None].astype(np.int32)
+
+    def along_x(rows):
+        a, b = rows[:, x0], rows[:, x1]
+        return (a << f) + wx * (b - a)
+
+    h0, h1 = along_x(rows0), along_x(rows1)
+    v = (h0 << f) + wy[:, None, None].astype(np.int32) * (h1 - h0)
+    return ((v + (1 << (2 * f - 1))) >> (2 * f)).astype(np.uint8)
+
+
+def letterbox_fixed(frame: np.ndarray, size: int) -> np.ndarray:
+    """The letterbox the fabric computes (lpyolo_letterbox.sv): an HxWx3 uint8 frame -> size x size x 3 uint8,
+    the geometry of letterbox_geometry, PAD_VALUE around, resize_bilinear_exact inside. Integer arithmetic only,
+    so it is the bit-exact specification of the RTL; against cv2.INTER_LINEAR it differs by OpenCV's own rounding
+    (11-bit weights, two roundings: flow/hw/README.md has the measured difference)."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
+        raise ValueError(f"letterbox_fixed takes an HxWx3 uint8 frame, got {frame.dtype}{frame.shape}")
+    _, (nh, nw), (px, py) = letterbox_geometry(frame.shape[:2], size)
+    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    canvas[py : py + nh, px : px + nw] = resize_bilinear_exact(frame, nh, nw)
+    return canvas
+
+
 def unletterbox_boxes(boxes: np.ndarray, ratio: float, pad: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Map xyxy boxes from the letterboxed canvas back onto the original image of shape (h, w)."""
     out = boxes.astype(np.float32).copy()

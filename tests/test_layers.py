@@ -42,6 +42,7 @@ LAYERS = [
     "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.compat", "flow.hw.foldings",
     "flow.hw.boundary", "flow.hw.report", "flow.hw.steps", "flow.hw.build_dir", "flow.hw.build", "flow.hw.finn_backend",
     "flow.hw.rtlgen", "flow.hw.synth",
+    "flow.hw.rtl.letterbox",
     "flow.hw.rtlsim", "flow.hw.fold", "flow.hw.fifos", "flow.hw.vivado", "flow.hw.commands",
     # the spine's top and the edges
     "flow.crosscheck", "flow.deploy", "flow.cli", "flow.bench", "flow.demo", "flow.__main__",
