@@ -23,7 +23,7 @@ RESAMPLE ?=
 PRESETS := 4w4a 2w4a 3w5a 4w2a 6w4a 8w3a 8w8a float
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
-.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+.PHONY: install test lint demo export import qcdq crosscheck estimate bitstream docker-bitstream deploy deploy-board board-py310-wheels \
         bench bench-a9 fifos rtlsim synth data clean $(TRAIN_TARGETS)
 
 # finn-plus 1.6.1 pins brevitas==0.13.0, which cannot install beside torch 2.13: its code is added with --no-deps
@@ -110,6 +110,13 @@ A9_DIR ?= build/armhf
 bench-a9: install
 	bash board/a9/setup.sh $(A9_DIR)
 	$(PY) -m board bench --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
+
+# The PYNQ-Z2 image's Python packages for cp310 (PYNQ 3.0.1), for the test that installs and runs the deploy
+# package on them offline: LPYOLO_PY310_WHEELS=build/py310-wheels. Needs a python3.10 and PyPI, once.
+PY310 ?= python3.10
+PY310_WHEELS ?= build/py310-wheels
+board-py310-wheels:
+	$(PY310) -m pip download --only-binary=:all: -d $(PY310_WHEELS) pip==22.0.2 setuptools==59.6.0 numpy==1.21.5 Pillow==9.0.1 opencv-python-headless==4.5.4.60
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -61,6 +61,8 @@ EXPECTED = {
                      [f"{PY} -m flow deploy --run {R}", f"{PY} -m flow deploy --run {R} --board 192.168.2.99"]),
     "bench": ([], [f"{PY} -m flow bench crosscheck"]),
     "bench-a9": (["A9_DIR=/tmp/a9"], ["bash board/a9/setup.sh /tmp/a9", f"{PY} -m board bench --a9 /tmp/a9 --json /tmp/a9/bench.json"]),
+    "board-py310-wheels": (["PY310_WHEELS=/tmp/w"], ["python3.10 -m pip download --only-binary=:all: -d /tmp/w pip==22.0.2 "
+                                                      "setuptools==59.6.0 numpy==1.21.5 Pillow==9.0.1 opencv-python-headless==4.5.4.60"]),
     "clean": ([], ["rm -rf runs build .pytest_cache"]),
     **{f"train-{p}": ([f"RUN={R}", "IMG=64", "EPOCHS=1", "DATA=/data/WIDER_FACE"],
                       [f"{PY} -m flow train --variant {p} --img 64 --data /data/WIDER_FACE --epochs 1 --device auto "
