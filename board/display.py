@@ -1,8 +1,8 @@
 """A live view that never holds the pipeline back: frames are offered, a display thread shows the newest at most
 `fps` times a second as JPEG, and every frame offered in between is dropped.
 
-JPEG, not PNG: a notebook renders a PIL image or numpy array as PNG, and a 640x480 PNG costs ~100x a JPEG's
-encoding (board/README.md, "Live view": measured); on the A9 a PNG is most of a second per frame. IPython's
+JPEG, not PNG: a notebook renders a PIL image as PNG, and a 640x480 PNG costs 40-360x a JPEG's encoding
+(board/README.md, "Live view": measured); on the A9 a PNG is most of a second per frame. IPython's
 `Image(data=..., format="jpeg")` and ipywidgets' `Image(format="jpeg")` pass JPEG bytes to the browser as they are.
 """
 
@@ -14,21 +14,14 @@ import time
 
 import numpy as np
 
-try:
-    import cv2
-except ImportError:  # the board's PYNQ image has it; PIL encodes the same JPEG without it
-    cv2 = None
-
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = 80) -> bytes:
-    """An HxWx3 RGB uint8 frame -> JPEG bytes (4:2:0), with OpenCV's encoder where it imports, else PIL's."""
+    """An HxWx3 RGB uint8 frame -> JPEG bytes (4:2:0) by PIL, which takes RGB as it is and releases the GIL while it
+    encodes. Not OpenCV: with the PYNQ 3.0.1 image's versions (Pillow 9.0.1, OpenCV 4.5.4) its swap to BGR and
+    imencode took 4-6x PIL's time for a 640x480 frame (board/README.md, "Live view")."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"jpeg_bytes takes an HxWx3 uint8 RGB frame, got {rgb.dtype}{rgb.shape}")
-    if cv2 is not None:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            return buf.tobytes()
     from PIL import Image
 
     out = io.BytesIO()

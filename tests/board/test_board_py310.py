@@ -108,7 +108,7 @@ def board_image_venv(py310: str, venv: Path, wheels: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_board_package_installs_and_runs_on_the_board_images_python(tmp_path, run_4w4a):
+def test_board_package_installs_and_runs_on_the_board_images_python(tmp_path, request):
     wheels, py310 = os.environ.get("LPYOLO_PY310_WHEELS"), python310()
     if py310 is None:
         pytest.skip("no python3.10 (the PYNQ-Z2 image's Python) on this machine: set LPYOLO_PY310 to one")
@@ -116,7 +116,7 @@ def test_board_package_installs_and_runs_on_the_board_images_python(tmp_path, ru
         pytest.skip("LPYOLO_PY310_WHEELS is not set to a cp310 wheelhouse: `make board-py310-wheels` makes one "
                     "(build/py310-wheels), tests never download")
     run_dir = tmp_path / "run"
-    shutil.copytree(run_4w4a, run_dir)
+    shutil.copytree(request.getfixturevalue("run_4w4a"), run_dir)  # built only when the test runs
     make_deploy(run_dir)
     dep = run_dir / "deploy"
     (dep / "runner.py").write_text(RUNNER)
