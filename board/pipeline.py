@@ -103,7 +103,8 @@ def jpeg_frames(data: bytes) -> list[bytes]:
     while i >= 0:
         starts.append(i)
         i = data.find(b"\xff\xd8\xff", i + 3)
-    return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)][: len(starts)], strict=True)]
+    ends = [*starts[1:], len(data)] if starts else []
+    return [data[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 def mjpeg_source(path, repeat: bool = True):
@@ -207,8 +208,8 @@ class Pipeline:
 
     def run(self, source, sink=None, max_frames: int | None = None, seconds: float | None = None) -> dict:
         """Runs until the source ends, `max_frames` frames or `seconds` have been read, or the caller's thread is
-        interrupted (Ctrl-C, Jupyter's Kernel > Interrupt: a webcam runs until stopped); the frames read by then are
-        finished and counted, `interrupted` says which."""
+        interrupted (Ctrl-C, Jupyter's Kernel > Interrupt: a webcam runs until stopped): the stats count the frames
+        finished by then, frames still in flight are dropped, and `interrupted` says so."""
         q_pre, q_post = queue.Queue(self.depth + self.workers), queue.Queue(self.depth)
         stop = threading.Event()
         errors: list[BaseException] = []  # fatal: from the accelerator or a thread's own bug
