@@ -26,7 +26,7 @@ PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_
 $(if $(PRESETS),,$(warning `$(PY_SYS) -m flow presets` listed no presets: the train-<preset> targets are missing))
 
 TRAIN_TARGETS := $(addprefix train-,$(PRESETS))
-.PHONY: install lock test test-slow lint demo export import qcdq qcdq-int crosscheck estimate bitstream docker-bitstream deploy deploy-board \
+.PHONY: install lock test test-slow lint demo export import qcdq qcdq-int crosscheck estimate bitstream docker-bitstream deploy deploy-board board-py310-wheels \
         bench bench-a9 fifos rtlsim synth data clean clean-runs $(TRAIN_TARGETS)
 
 # Every package at the version in constraints.txt, the set `make test` passed with (`python -m flow env check`
@@ -136,6 +136,13 @@ A9_DIR ?= build/armhf
 bench-a9: install
 	bash flow/a9/setup.sh $(A9_DIR)
 	$(PY) -m flow bench a9 --a9 $(A9_DIR) --json $(A9_DIR)/bench.json
+
+# The PYNQ-Z2 image's Python packages for cp310 (PYNQ 3.0.1), for the test that installs and runs the deploy
+# package on them offline: LPYOLO_PY310_WHEELS=build/py310-wheels. Needs a python3.10 and PyPI, once.
+PY310 ?= python3.10
+PY310_WHEELS ?= build/py310-wheels
+board-py310-wheels:
+	$(PY310) -m pip download --only-binary=:all: -d $(PY310_WHEELS) pip==22.0.2 setuptools==59.6.0 numpy==1.21.5 Pillow==9.0.1 opencv-python-headless==4.5.4.60
 
 # Caches only: everything here is remade by the commands that use it (build/ holds bench-a9's userland). Trained
 # runs are never touched by `clean`; `make clean-runs` lists them, and deletes them only with CONFIRM=1.

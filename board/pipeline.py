@@ -105,6 +105,37 @@ def image_source(path):
             yield name, BoardError(f"{f}: cannot read ({e.strerror})")
 
 
+def jpeg_frames(data: bytes) -> list[bytes]:
+    """The JPEG frames of an MJPEG stream as a camera sends them (whole JPEGs back to back, each from its SOI
+    marker FF D8 FF), or of one JPEG file. A photo with an EXIF thumbnail (a JPEG inside) would split in two; a
+    camera's frames carry none."""
+    starts, i = [], data.find(b"\xff\xd8\xff")
+    while i >= 0:
+        starts.append(i)
+        i = data.find(b"\xff\xd8\xff", i + 3)
+    ends = [*starts[1:], len(data)] if starts else []
+    return [data[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def mjpeg_source(path, repeat: bool = True):
+    """Yields (name, JPEG bytes) for each frame of an MJPEG file (or a single JPEG), over and over with `repeat`
+    (stop it with the pipeline's `seconds`/`max_frames`): a camera's frames, without a camera."""
+    path = Path(path)
+    try:
+        frames = jpeg_frames(path.read_bytes())
+    except OSError as e:
+        raise BoardError(f"{path}: cannot read ({e.strerror})") from e
+    if not frames:
+        raise BoardError(f"{path}: no JPEG frame in it (an MJPEG file is JPEG frames back to back)")
+    n = 0
+    while True:
+        for f in frames:
+            n += 1
+            yield f"frame{n:06d}", f
+        if not repeat:
+            return
+
+
 def camera_source(device=0, max_frames: int | None = None):
     """USB webcam (V4L2) or a video file through OpenCV. A webcam is asked for MJPEG and for the frames undecoded,
     so the pipeline's two workers decode them on both cores; a backend that decodes anyway gives RGB arrays."""
@@ -187,12 +218,15 @@ class Pipeline:
             return BoardError(f"{name}: not enough memory left for this frame; skipped (scale it down first)")
         return img, canvas, ratio, pad, (t1 - t0, time.perf_counter() - t1)
 
-    def run(self, source, sink=None, max_frames: int | None = None) -> dict:
+    def run(self, source, sink=None, max_frames: int | None = None, seconds: float | None = None) -> dict:
+        """Runs until the source ends, `max_frames` frames or `seconds` have been read, or the caller's thread is
+        interrupted (Ctrl-C, Jupyter's Kernel > Interrupt: a webcam runs until stopped): the stats count the frames
+        finished by then, frames still in flight are dropped, and `interrupted` says so."""
         q_pre, q_post = queue.Queue(self.depth + self.workers), queue.Queue(self.depth)
         stop = threading.Event()
         errors: list[BaseException] = []  # fatal: from the accelerator or a thread's own bug
         source_error: list[BaseException] = []  # the source ended badly: frames already read still finish
-        stats = {"frames": 0, "undecodable": 0, "detections": 0}
+        stats = {"frames": 0, "undecodable": 0, "detections": 0, "interrupted": False}
         stage_s = dict.fromkeys(("decode", "letterbox", "accelerator", "postprocess", "sink"), 0.0)
 
         def put(q, item) -> bool:
@@ -226,7 +260,8 @@ class Pipeline:
         def produce():
             try:
                 for i, (name, data) in enumerate(source):
-                    if (max_frames is not None and i >= max_frames) or stop.is_set():
+                    if ((max_frames is not None and i >= max_frames) or stop.is_set()
+                            or (seconds is not None and time.perf_counter() - t0 >= seconds)):
                         break
                     if not put(q_pre, (name, pool.submit(self._prepare, name, data))):
                         return
@@ -275,6 +310,8 @@ class Pipeline:
                     sink(name, img, dets)
                 stage_s["postprocess"] += t2 - t1
                 stage_s["sink"] += time.perf_counter() - t2
+        except KeyboardInterrupt:
+            stats["interrupted"] = True
         finally:
             stop.set()  # whatever ended the loop (the end, an error, the sink raising), every thread now leaves
             for t in threads:

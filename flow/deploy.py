@@ -18,8 +18,8 @@ from pathlib import Path
 from board.manifest import Manifest, load_manifest
 from flow.errors import FlowError
 
-BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "manifest.py", "packing.py", "pipeline.py",
-               "postprocess.py", "preprocess.py", "sim.py", "README.md")
+BOARD_FILES = ("__init__.py", "__main__.py", "accelerator.py", "bench.py", "display.py", "manifest.py", "packing.py",
+               "pipeline.py", "postprocess.py", "preprocess.py", "sim.py", "README.md")
 # setup.py, not pyproject.toml: PYNQ 3.0.1 has pip 22.0.2 and setuptools 59.6 and no internet. A pyproject.toml makes
 # pip build in an isolated environment, which downloads setuptools; setuptools 59 cannot read a [project] table.
 # `pip3 install --no-index --no-build-isolation .` with this file uses the board's own setuptools, offline.

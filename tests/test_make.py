@@ -87,6 +87,8 @@ EXPECTED = {
     "clean": ([], ["rm -rf .pytest_cache .ruff_cache build",
                    "find flow models board tests -name __pycache__ -type d -prune -exec rm -rf {} +"]),
     "clean-runs": ([f"RUNS={R}", "CONFIRM=1"], [f"rm -rf {R}"]),
+    "board-py310-wheels": (["PY310_WHEELS=/tmp/w"], ["python3.10 -m pip download --only-binary=:all: -d /tmp/w pip==22.0.2 "
+                                                      "setuptools==59.6.0 numpy==1.21.5 Pillow==9.0.1 opencv-python-headless==4.5.4.60"]),
     **{f"train-{p}": ([f"RUN={R}", "IMG=64", "EPOCHS=1", "DATA=/data/WIDER_FACE"],
                       [f"{PY} -m flow train --variant {p} --img 64 --data /data/WIDER_FACE --epochs 1 --device auto "
                        f"--out {R}"]) for p in PRESETS},

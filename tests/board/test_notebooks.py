@@ -1,5 +1,6 @@
 """The board notebooks run top to bottom on the simulated overlay, from inside a deploy package."""
 
+import re
 import shutil
 
 import pytest
@@ -25,15 +26,21 @@ def test_notebook_runs_on_simulated_overlay(deploy_dir, name):
                                cwd=str(nb_dir), kernel_name="python3", progress_bar=False)
     text = out.read_text()
     assert '"ename"' not in text  # no cell raised
+    if name in ("inference", "video"):  # frames reach the browser as JPEG: a PNG costs the A9 ~100x the encoding
+        assert '"image/png"' not in text and '"image/jpeg"' in text
     if name == "inference":  # boxes drawn on the sample photos, shown in the notebook
-        assert (nb_dir / "out" / "astronaut.png").exists() and text.count('"image/png"') >= 3
-    if name == "video":  # annotated frames: shown live, and written to a clip on the host
+        assert (nb_dir / "out" / "astronaut.jpg").exists() and text.count('"image/jpeg"') >= 3
+    if name == "video":  # a live view at its own rate, newest frame first; the frames shown also make a clip
         from PIL import Image
 
+        shown = re.search(r"60 frames: accelerator .*; shown (\d+), dropped (\d+)", text)
+        assert shown, text[-3000:]
         with Image.open(nb_dir / "annotated.gif") as clip:
-            assert clip.n_frames == 30
-        assert '"image/png"' in text and "30 frames: accelerator" in text
-    if name == "benchmark":  # per-stage time and FPS plotted
-        assert (nb_dir / "benchmark.png").exists() and '"image/png"' in text and "FPS from the stage times" in text
+            assert 1 <= clip.n_frames <= int(shown[1])  # PIL merges a repeated frame into the one before
+        assert int(shown[1]) >= 2
+    if name == "benchmark":  # stages timed where it runs, the pipeline end to end; scaled only in simulation, and said
+        assert (nb_dir / "benchmark.png").exists() and '"image/png"' in text
+        assert "| accelerator_execute |" in text and "end to end, 40 frames (this host, measured" in text
+        assert "SIMULATION: the A9 figures above are an ESTIMATE scaled from this host" in text
     if name == "evaluate":
         assert (nb_dir / "wider_predictions" / "astronaut.txt").read_text().startswith("astronaut\n")
