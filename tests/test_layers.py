@@ -24,24 +24,25 @@ PACKAGE_ORDER = ["board", "models", "flow"]
 LAYERS = [
     # board/: the runtime that ships, numpy-only; the manifest (the contract) at its bottom
     "board.manifest", "board.packing", "board.postprocess", "board.preprocess", "board.accelerator", "board.sim",
-    "board.pipeline", "board.bench", "board.__main__",
+    "board.pipeline", "board.display", "board.bench", "board.__main__",
     # models/: the network and its presets (the input facts from board)
     "models.lpyolo", "models.presets",
     # the bottom: errors, file writing, the board's facts, the sample photos
     "flow.errors", "flow.files", "flow.terminal", "flow.env", "flow.codekey",
     "flow.provenance", "flow.runlock", "flow.hw.z2", "flow.samples",
+    "flow.hw.input_thresholds",
     # the A9 estimate of the board's loop (host side, on board/bench.py's measurements)
     "flow.a9.count", "flow.a9.estimate",
     # the training wing, below the export it ends with
     "flow.train.augment", "flow.train.wider", "flow.train.builtin", "flow.train.data", "flow.train.loader",
     "flow.train.anchors", "flow.train.loss",
     # the spine
-    "flow.export", "flow.backends", "flow.qcdq", "flow.importer",
+    "flow.export", "flow.backends", "flow.importer", "flow.boardsim",
     "flow.train.evaluate", "flow.train.loop", "flow.train.bench",
     # the hardware wing, bottom to top
     "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.compat", "flow.hw.foldings",
-    "flow.hw.boundary", "flow.hw.report", "flow.hw.steps", "flow.hw.build_dir", "flow.hw.build", "flow.hw.finn_backend",
-    "flow.hw.rtlgen", "flow.hw.synth",
+    "flow.hw.boundary", "flow.hw.report", "flow.hw.steps", "flow.hw.build_dir", "flow.hw.build",
+    "flow.intonnx", "flow.qcdq", "flow.hw.finn_backend", "flow.hw.rtlgen", "flow.hw.synth",
     "flow.hw.rtl.letterbox",
     "flow.hw.rtlsim", "flow.hw.fold", "flow.hw.fifos", "flow.hw.vivado", "flow.hw.commands",
     # the spine's top and the edges
