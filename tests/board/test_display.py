@@ -14,7 +14,9 @@ from board.accelerator import BoardError
 from board.bench import camera_frame
 from board.bench import jpeg_bytes as camera_jpeg
 from board.display import LiveView, jpeg_bytes
+from board.manifest import InputSpec, Manifest, OutputSpec, Packing
 from board.pipeline import Pipeline, jpeg_frames, mjpeg_source
+from board.postprocess import DECODE_VERSION
 
 
 def test_jpeg_bytes_is_a_jpeg_of_the_frame():
@@ -84,9 +86,10 @@ def test_mjpeg_file_gives_its_frames_in_order(tmp_path):
 class FixedAccelerator:
     """The accelerator's interface with a fixed all-background output: the stream controls are what is tested."""
 
-    manifest = {"input": {"accel_shape": [1, 64, 64, 3], "resample": "bilinear"},
-                "output": {"accel_shape": [1, 2, 2, 18], "scale": 1 / 127, "bits": 8, "datatype": "INT8"},
-                "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32, "classes": ["face"], "num_classes": 1}
+    manifest = Manifest(variant="4w4a", input=InputSpec(size=64, resample="bilinear"),
+                        output=OutputSpec(grid=2, channels=18, bits=8, signed=True, scale=1 / 127),
+                        anchors=[[10, 14], [23, 27], [37, 58]], stride=32, classes=["face"], decode=DECODE_VERSION,
+                        packing=Packing(input_bits=8, output_bits=8))
 
     def __call__(self, frames):
         return np.full((1, 2, 2, 18), -127, np.int32)
