@@ -90,19 +90,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(getattr(mod, func)(rest) or 0)
-    except Exception as e:
-        # a SpecError can only come from a command that imported models (importing it here would import torch)
-        spec = sys.modules.get("models.lpyolo")
-        if not isinstance(e, (FlowError, ManifestError, *((spec.SpecError,) if spec else ()))):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except OSError as e:  # the system's refusal (a full disk, a read-only file): every stage writes atomically
         if e.errno is None:
             raise
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror}; what `{name}` had not finished was not kept (each file is written whole "
               f"or not at all): fix that and run the same command again", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # a SpecError can only come from a command that imported models (importing it here would import torch)
+        spec = sys.modules.get("models.lpyolo")
+        if not isinstance(e, (FlowError, ManifestError, *((spec.SpecError,) if spec else ()))):
+            raise
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every stage writes atomically and keeps its last good state: no traceback needed
         print(f"\ninterrupted: `{name}` stopped; what it had finished is kept (`train --resume` continues a "

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 from board.manifest import load_manifest
 from flow.deploy import make_deploy
 from flow.errors import FlowError
+from flow.hw.build_dir import intermediate_model
 from flow.provenance import record
 
 
@@ -25,7 +26,9 @@ def fake_build(run, datatype: str, folded=(1, 2, 2, 6, 3)) -> None:
                             depth=32, folded_shape=list(folded), normal_shape=normal, ram_style="auto")
     graph = helper.make_graph([node], "fifo", [helper.make_tensor_value_info("in0", TensorProto.FLOAT, normal)],
                               [helper.make_tensor_value_info("out0", TensorProto.FLOAT, normal)])
-    onnx.save(helper.make_model(graph), str(models / "10_fifo_depths.onnx"))
+    onnx.save(helper.make_model(graph), str(intermediate_model(run / "finn", "fifo_depths")))
+    (run / "finn" / "report").mkdir()
+    (run / "finn" / "report" / "estimate.json").write_text('{"fits": true}')  # deploy packages only a build that fits
     done = run / "finn" / "build_done.json"
     done.write_text("{}")
     record(done, [run / "model.qonnx.onnx", run / "manifest.json"], "python -m flow estimate")
@@ -45,6 +48,6 @@ def test_deploy_refuses_a_build_whose_output_is_not_the_manifests(run_4w4a, tmp_
     run = shutil.copytree(run_4w4a, tmp_path / "run")
     fake_build(run, datatype)
     with pytest.raises(FlowError, match=rf"manifest.json: output.datatype INT8 \(8 bits, signed\), but FINN's last "
-                                        rf"node StreamingFIFO_rtl_0 in .*10_fifo_depths.onnx streams {datatype}"):
+                                        rf"node StreamingFIFO_rtl_0 in .*_fifo_depths.onnx streams {datatype}"):
         make_deploy(run, tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()  # refused before anything was written

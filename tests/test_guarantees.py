@@ -154,7 +154,7 @@ def test_deploy_onto_another_run_folder_overwrites_nothing(run, run_4w4a, tmp_pa
     # the same run folder without its model: its remaining files are still not a deploy's
     (other / "model.qonnx.onnx").unlink()
     p = flow("deploy", "--run", run, "--out", other)
-    assert p.refused("holds files no deploy of ours wrote", "model.pt"), p.stderr[-1500:]
+    assert p.refused("holds files no deploy of ours wrote"), p.stderr[-1500:]
     assert tree(other) == {k: v for k, v in before.items() if k != "model.qonnx.onnx"}
 
 
@@ -172,7 +172,8 @@ def test_a_failed_deploy_keeps_the_last_package(run, tmp_path, monkeypatch):
     p = flow("deploy", "--run", run, "--out", pkg)
     assert p.refused("No space left on device"), p.stderr[-1500:]
     assert tree(pkg) == before and (tmp_path / "pkg.zip").read_bytes() == zip_before
-    assert sorted(q.name for q in tmp_path.iterdir()) == ["pkg", "pkg.zip", "run"]  # no half package beside it
+    # no half package beside it (provenance.json: the record of the zip, which lies in this folder)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["pkg", "pkg.zip", "provenance.json", "run"]
     monkeypatch.undo()
     assert flow("deploy", "--run", run, "--out", pkg).returncode == 0
 

@@ -238,7 +238,7 @@ def test_any_per_tensor_input_quantizer_is_exact_integer_thresholds_on_the_pixel
 
     theirs, _ = _with_input_quant(user_model, tmp_path / "theirs.onnx", scale, narrow)
     m = import_model(theirs, tmp_path / "run", input_range="0-1")  # scale 0.0123 spans 0..3.1: a range not implied
-    assert m["import"]["check"]["differing"] == 0 and "integer thresholds on the pixels" in m["import"]["input_rewrite"][0]
+    assert m.imported["check"]["differing"] == 0 and "integer thresholds on the pixels" in m.imported["input_rewrite"][0]
     model = ModelWrapper(str(tmp_path / "run" / "model.qonnx.onnx"))
     mul, quant = input_chain(model)
     # a 1x3x64x64 image holding every pixel value in every channel; the chain's output is the Quant's
@@ -303,7 +303,7 @@ def test_brevitas_default_export_at_full_size_is_bit_exact_down_to_the_rtl(tmp_p
     theirs = user_brevitas_qonnx(tmp_path / f"{variant}_{img}.onnx", input_scale=None, img=img, variant=variant)
     run = tmp_path / "run"
     m = import_model(theirs, run)
-    assert m["import"]["check"]["differing"] == 0 and "integer thresholds on the pixels" in m["import"]["input_rewrite"][0]
+    assert m.imported["check"]["differing"] == 0 and "integer thresholds on the pixels" in m.imported["input_rewrite"][0]
     s = run_estimate(FinnConfig(run_dir=str(run), standalone_thresholds=True), quiet=True)
     assert any(n.startswith("Thresholding") for n in s["layers"])
     c = run_crosscheck(run, device="cpu", n_real=1, n_random=1)

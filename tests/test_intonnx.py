@@ -57,7 +57,7 @@ def test_integer_model_runs_any_batch_and_names_its_layers(run_4w4a, tmp_path):
     lower_to_integer(run / "model.qonnx.onnx", run / "model.int.onnx")
     m = load_manifest(run)
     b = IntORTBackend(run / "model.int.onnx", m)
-    x = to_nchw_float(sample_images(64, 2, 3, 1))
+    x = to_nchw_float(sample_images(64, 2, 3, 1, resample=m.input.resample))
     assert np.array_equal(b.run(x), np.concatenate([b.run(x[i : i + 1]) for i in range(len(x))]))
     names = {n.name for n in onnx.load(str(run / "model.int.onnx")).graph.node}
     assert {f"conv{i}" for i in range(10)} <= names and {f"act{i}" for i in range(10)} <= names

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from board.manifest import load_manifest
+from board.manifest import InputSpec, Manifest, OutputSpec, Packing, load_manifest
+from board.postprocess import DECODE_VERSION
 from flow.crosscheck import run_crosscheck
 from flow.errors import FlowError
 from flow.export import export_run
@@ -237,7 +238,10 @@ def test_prefolding_code_key_covers_what_the_steps_run(tmp_path, monkeypatch):
 
     qonnx = tmp_path / "model.qonnx.onnx"
     qonnx.write_bytes(b"any model")
-    manifest, cfg = {"output": {"scale": 1.0}}, FinnConfig(run_dir=str(tmp_path))
+    manifest = Manifest(variant="4w4a", input=InputSpec(size=64, resample="bilinear"),
+                        output=OutputSpec(grid=2, channels=18, bits=8, signed=True, scale=1.0), anchors=[[10, 13]],
+                        stride=32, classes=["face"], decode=DECODE_VERSION, packing=Packing())
+    cfg = FinnConfig(run_dir=str(tmp_path))
     monkeypatch.setattr(flow.codekey, "ROOT", root)
     changed = prefolding_key(cfg, qonnx, manifest)
     finn_op.write_text(src)
