@@ -63,8 +63,13 @@ def read_conflicts(path: Path = CONFLICTS) -> list[str]:
 
 
 def installed() -> dict[str, str]:
-    """{canonical name: version} of what this interpreter's environment holds, the project itself left out."""
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()
+    """{canonical name: version} of what this interpreter's environment holds, the project itself left out. Only its
+    site-packages: once setuptools is imported (pytest, torch), its vendored copies (setuptools/_vendor: older
+    importlib-metadata, packaging, ...) are on sys.path too, and they are not installed packages."""
+    import sysconfig
+
+    where = list(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
+    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=where)
             if canonical(d.metadata["Name"]) != "lpyolo-flow"}
 
 
