@@ -46,7 +46,7 @@ def steps(out: Path, img: int, epochs: int, variant: str, again: bool = False) -
 
 def copy_builtin_pictures(out: Path) -> Path:
     """The built-in set's first validation pictures (synthetic, like every training picture) into out/builtin_pictures."""
-    from flow.train.data import builtin_dataset
+    from flow.train.builtin import builtin_dataset
 
     dest = out / "builtin_pictures"
     dest.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,8 @@ def test_rtlsim_every_other_preset(tmp_path, variant):
     export_run(tmp_path, variant, 64)
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
     plain = run_estimate(cfg, quiet=True)
-    assert use_hard_blocks(cfg.build_dir, tmp_path / "packed.json")
+    # a fast folding over the Z2 budget (8w8a) is set aside, not left in finn/: its models are read where they are
+    assert use_hard_blocks(Path(plain.get("build_dir", cfg.build_dir)), tmp_path / "packed.json")
     est = run_estimate(FinnConfig(run_dir=str(tmp_path), folding=str(tmp_path / "packed.json"),
                                   standalone_thresholds=True), quiet=True)
     assert est["total_with_overhead"]["DSP"] < plain["total_with_overhead"]["DSP"] and est["fps"] >= plain["fps"], (plain, est)
