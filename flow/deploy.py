@@ -115,15 +115,8 @@ def check_out(run_dir: Path, out: Path) -> None:
         raise FlowError(f"{z}: exists and was not written by a deploy of {out}; move it away or name another --out")
 
 
-PACKAGERS = ("python -m flow deploy ", "python -m flow bitstream ")  # the commands that write into a deploy package
-
-
-def _packaged(path: Path, folder: Path) -> bool:
-    """Recorded by a command that writes deploy packages: another run folder's files are the flow's too, but not a
-    package's to replace."""
-    from flow.provenance import recorded
-
-    return str((recorded(path, folder) or {}).get("command", "")).startswith(PACKAGERS)
+# the commands that write into a deploy package: another run folder's files are the flow's too, not a package's to replace
+PACKAGERS = ("python -m flow deploy ", "python -m flow bitstream ")
 
 
 def _not_ours(folder: Path) -> list[str]:
@@ -136,7 +129,7 @@ def _not_ours(folder: Path) -> list[str]:
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files + [d for d in dirs if (Path(top) / d).is_symlink()]:
             p = Path(top) / name
-            if p != folder / RECORD and not (ours(p, folder) and _packaged(p, folder)):
+            if p != folder / RECORD and not ours(p, folder, made_by=PACKAGERS):
                 out.append(p.relative_to(folder).as_posix())
     return sorted(out)
 

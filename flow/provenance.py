@@ -106,14 +106,15 @@ def recorded(artifact: Path, folder: Path | None = None) -> dict | None:
     return _records(folder).get(key)
 
 
-def ours(path: Path, folder: Path | None = None) -> bool:
-    """Did the flow write `path` (a regular file, not a link), with the content it has now? What every "may I replace
-    this" check asks."""
+def ours(path: Path, folder: Path | None = None, made_by: tuple[str, ...] = ()) -> bool:
+    """Did the flow write `path` (a regular file, not a link), with the content it has now, and (given `made_by`)
+    with a command that starts with one of those? What every "may I replace this" check asks."""
     path = Path(path)
     if path.is_symlink() or not path.is_file():
         return False
     entry = recorded(path, folder)
-    return entry is not None and entry.get("sha256") == sha256(path)
+    return (entry is not None and entry.get("sha256") == sha256(path)
+            and (not made_by or str(entry.get("command", "")).startswith(made_by)))
 
 
 def recorded_paths(folder: Path) -> list[str]:
