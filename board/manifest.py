@@ -39,8 +39,10 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the accelerator reads: size x size RGB uint8 pixels, letterboxed with `resample` and padded with
-    `pad_value` (board/preprocess.py), NHWC on the stream, NCHW in the ONNX models."""
+    """What the network reads: size x size RGB uint8 pixels, letterboxed with `resample` and padded with
+    `pad_value` (board/preprocess.py), NCHW in the ONNX models. What the accelerator reads (NHWC on the stream):
+    that canvas, or, where `frame` = (width, height) is set, the camera's whole frame, which a letterbox in the
+    fabric in front of the network resizes to the canvas."""
 
     size: int
     resample: str
@@ -48,6 +50,7 @@ class InputSpec:
     pad_value: int = PAD_VALUE
     datatype: str = "UINT8"
     meaning: str = "raw pixel values 0..255, letterboxed RGB"
+    frame: tuple[int, int] | None = None  # (width, height) of the frames the accelerator letterboxes itself
 
     @property
     def shape(self) -> list[int]:  # the ONNX models' input (NCHW)
@@ -55,12 +58,17 @@ class InputSpec:
 
     @property
     def accel_shape(self) -> list[int]:  # the accelerator's stream (NHWC)
+        if self.frame is not None:
+            return [1, self.frame[1], self.frame[0], 3]
         return [1, self.size, self.size, 3]
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": self.shape, "layout": "NCHW", "accel_shape": self.accel_shape,
-                "accel_layout": "NHWC", "datatype": self.datatype, "resample": self.resample,
-                "pad_value": self.pad_value, "meaning": self.meaning}
+        d = {"name": self.name, "shape": self.shape, "layout": "NCHW", "accel_shape": self.accel_shape,
+             "accel_layout": "NHWC", "datatype": self.datatype, "resample": self.resample,
+             "pad_value": self.pad_value, "meaning": self.meaning}
+        if self.frame is not None:  # absent otherwise: the manifests written before it keep their contract hash
+            d["frame"] = list(self.frame)
+        return d
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,8 @@ def parse(d, path: Path) -> Manifest:
                    default="bilinear")
     pad = get("input.pad_value", int, lambda v: v == PAD_VALUE,
               f"this runtime letterboxes with grey {PAD_VALUE}, as training did", default=PAD_VALUE)
+    frame = get("input.frame", list, lambda f: len(f) == 2 and all(_pos_int(v) for v in f),
+                "[width, height] of the frames the fabric letterboxes, positive integers", default=None)
     in_dtype = get("input.datatype", str, lambda t: t == "UINT8", "the accelerator reads UINT8 pixels")
     oshape = get("output.shape", list, lambda s: len(s) == 4 and _pos_int(s[1]) and s[2] == s[3] and _pos_int(s[2]),
                  "[1, channels, grid, grid]")
@@ -283,8 +293,11 @@ def parse(d, path: Path) -> Manifest:
     # consistency of the facts with one another: the network's geometry, the datatype's name, the stream's widths
     size, channels, grid = size[2], oshape[1], oshape[2]
     signed = odtype.startswith("INT")
-    if accel_in != [1, size, size, 3]:
-        bad.append(f"input.accel_shape = {accel_in} (the NHWC form of input.shape is [1, {size}, {size}, 3])")
+    want_in = [1, frame[1], frame[0], 3] if frame else [1, size, size, 3]
+    if accel_in != want_in:
+        bad.append(f"input.accel_shape = {accel_in} (the accelerator reads " + (
+            f"the {frame[0]}x{frame[1]} frame of input.frame: {want_in})" if frame else
+            f"the NHWC form of input.shape: {want_in})"))
     if accel_out != [1, grid, grid, channels]:
         bad.append(f"output.accel_shape = {accel_out} (the NHWC form of output.shape is [1, {grid}, {grid}, {channels}])")
     if stride * grid != size:
@@ -313,7 +326,8 @@ def parse(d, path: Path) -> Manifest:
     return Manifest(
         variant=variant,
         input=InputSpec(size=size, resample=resample, name=str(d["input"].get("name", InputSpec.name)), pad_value=pad,
-                        datatype=in_dtype, meaning=str(d["input"].get("meaning", InputSpec.meaning))),
+                        datatype=in_dtype, meaning=str(d["input"].get("meaning", InputSpec.meaning)),
+                        frame=tuple(frame) if frame else None),
         output=OutputSpec(grid=grid, channels=channels, bits=bits, signed=signed, scale=float(scale),
                           name=str(d["output"].get("name", OutputSpec.name)), narrow=narrow, meaning=str(out_meaning)),
         anchors=[[float(v) for v in a] for a in anchors], stride=stride, classes=list(classes), decode=decode,

@@ -101,3 +101,20 @@ def test_missing_or_foreign_files_say_what_to_run(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ManifestError, match="not an lpyolo-flow manifest"):
         load_manifest(tmp_path)
+
+
+def test_a_frame_for_the_fabric_letterbox_is_the_accelerators_input(tmp_path):
+    m = manifest(input=InputSpec(size=64, resample="nearest", frame=(640, 480)))
+    m.write(tmp_path / "manifest.json")
+    back = load_manifest(tmp_path)
+    assert back == m and back.input.frame == (640, 480)
+    assert back.input.accel_shape == [1, 480, 640, 3] and back.input.shape == [1, 3, 64, 64]
+    # without a frame the key is absent, so manifests written before it keep their contract hash
+    assert "frame" not in manifest().to_json()["input"]
+    written(tmp_path, m, unhashed(lambda d: d["input"].update(frame=[640, 0])))
+    with pytest.raises(ManifestError, match=r"input.frame = \[640, 0\] \(\[width, height\]"):
+        load_manifest(tmp_path)
+    written(tmp_path, m, unhashed(lambda d: d["input"].update(accel_shape=[1, 64, 64, 3])))
+    with pytest.raises(ManifestError, match=r"input.accel_shape = \[1, 64, 64, 3\] \(the accelerator reads the "
+                                            r"640x480 frame of input.frame"):
+        load_manifest(tmp_path)
