@@ -32,7 +32,8 @@ from board.postprocess import box_iou, decode, detect
 from board.preprocess import cv2, letterbox, resize_bilinear_fixed
 
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
-LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest"}  # the frame's, by resample
+LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest",
+                   "bilinear-exact": "letterbox_640x480_exact"}  # the frame's, by resample (on the host)
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
 
@@ -203,6 +204,8 @@ def stage_calls() -> tuple[dict, dict]:
         "decoded_frame_to_array": (lambda: image_array(opened), "c_image", True, True),
         "letterbox_640x480": (lambda: letterbox(vga, size, canvas, resample="bilinear"), "c_image", False, True),
         "letterbox_640x480_nearest": (lambda: letterbox(vga, size, canvas, resample="nearest"), "c_image", False, False),
+        "letterbox_640x480_exact": (lambda: letterbox(vga, size, canvas, resample="bilinear-exact"), "memory", True,
+                                    False),
         "letterbox_1280x720": (lambda: letterbox(hd, size, canvas, resample="bilinear"), "c_image", False, False),
         "pack_copy_to_dma": (lambda: np.copyto(dma_in, canvas.reshape(1, -1)), "memory", False, True),
         "unpack": (lambda: unpack(raw_out, 8, ch, g * g * ch, True).reshape(g, g, ch), "python", True, True),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMAT, VERSION, FILENAME = "lpyolo-flow-manifest", 1, "manifest.json"
-RESAMPLES = ("bilinear", "nearest")  # board/preprocess.py implements these
+RESAMPLES = ("bilinear", "nearest", "bilinear-exact")  # board/preprocess.py implements these
 PAD_VALUE = 114  # YOLOv5's grey, the letterbox's padding
 CONTRACT = ("variant", "spec", "input", "output", "anchors", "stride", "classes", "decode", "packing", "files")
 WHAT_TO_RUN = ("write it again with `python -m flow export` / `python -m flow import` (a run folder) or "

@@ -9,6 +9,9 @@ on (a mismatch costs far more AP than either resample does: see flow/train/loade
   (~22 ms) per 640x480 frame: armhf OpenCV builds have no NEON resize.
 - "nearest": each output pixel copies the source pixel at floor(x * in/out), computed as OpenCV's INTER_NEAREST does
   (so cv2 and the numpy fallback agree bit for bit, in every OpenCV version tried): ~1.7 M instructions (~3 ms).
+- "bilinear-exact": `resize_bilinear_exact`, integer arithmetic with exact source positions and one rounding, the
+  resize that the letterbox in the fabric (flow/hw/rtl/lpyolo_letterbox.sv) computes bit for bit, so a model
+  trained with it can take whole camera frames and leave the letterbox to the accelerator.
 Neither converts the frame as a whole (a float32 copy of a 48 MP photo is 576 MB, more than a PYNQ-Z2 has). The golden
 model and the board are always compared on the same letterboxed canvas, so either keeps the cross-check exact.
 """
@@ -22,7 +25,7 @@ try:  # C image code releases the GIL and costs ~0.2 ms here per 640x480 frame
 except ImportError:  # a bare board image without OpenCV
     cv2 = None
 
-from board.manifest import PAD_VALUE, RESAMPLES  # noqa: E402 - the contract's facts: YOLOv5's grey, the two resamples
+from board.manifest import PAD_VALUE, RESAMPLES  # noqa: E402 - the contract's facts: YOLOv5's grey, the resamples
 
 _FRAC_BITS = 7  # fallback weights in 1/128 steps: (b - a) * w stays within int16 (255 * 128 < 32767)
 
@@ -97,6 +100,8 @@ def resize_into(img: np.ndarray, out: np.ndarray, resample: str) -> None:
     check_resample(resample)
     if (img.shape[0], img.shape[1]) == (h, w):
         out[...] = img
+    elif resample == "bilinear-exact":
+        out[...] = resize_bilinear_exact(img, h, w)
     elif cv2 is not None:
         inter = cv2.INTER_LINEAR if resample == "bilinear" else cv2.INTER_NEAREST
         got = cv2.resize(img, (w, h), dst=out, interpolation=inter)

@@ -14,7 +14,7 @@ import board.preprocess
 from board.bench import float_letterbox_baseline, loop_nms_baseline, measure, summarize
 from board.pipeline import decode_image
 from board.postprocess import decode, detect, nms
-from board.preprocess import letterbox, nearest_index, resize_into, to_rgb8
+from board.preprocess import letterbox, letterbox_fixed, nearest_index, resize_into, to_rgb8
 from flow.samples import photo
 
 
@@ -208,3 +208,12 @@ assert not bad, bad
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_the_exact_bilinear_resample_is_the_fabrics_letterbox():
+    """resample "bilinear-exact" through the one letterbox that training, evaluation and the board call gives the
+    canvas of letterbox_fixed, the specification of the RTL, pixel for pixel."""
+    rng = np.random.default_rng(3)
+    for shape in ((480, 640, 3), (300, 200, 3), (50, 90, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(letterbox(img, 64, resample="bilinear-exact")[0], letterbox_fixed(img, 64))

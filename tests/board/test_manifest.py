@@ -59,7 +59,7 @@ def unhashed(change):
 
 @pytest.mark.parametrize("change, says", [
     (lambda d: d["input"].update(resample="lanczos"), r'input.resample = "lanczos" \(unknown resample; use one of: '
-                                                      r"bilinear, nearest\)"),
+                                                      r"bilinear, nearest, bilinear-exact\)"),
     (lambda d: d["input"].update(shape=[1, 3, 0, 0]), r"input.shape = \[1, 3, 0, 0\] \(\[1, 3, size, size\] with a "
                                                       r"positive size\)"),
     (lambda d: d["input"].update(pad_value=0), r"input.pad_value = 0 \(this runtime letterboxes with grey 114"),
