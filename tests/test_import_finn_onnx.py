@@ -220,5 +220,5 @@ def test_finn_converter_output_is_bit_exact_down_to_the_rtl(finn_converted, tmp_
 
     run = tmp_path / "run"
     import_model(finn_converted, run)
-    run_estimate(FinnConfig(run_dir=str(run)), quiet=True)
+    run_estimate(FinnConfig(run_dir=str(run), standalone_thresholds=True), quiet=True)  # the all-RTL mode
     assert run_rtlsim(run, frames=1)["bit_exact"]
