@@ -13,6 +13,14 @@ integer thresholds on the pixels (flow/hw/input_thresholds.py). One that no thre
 with the reason. The rewritten model is checked against the user's own file, in the user's domain (pixels / 255),
 code for code, before anything is written; the user's file is kept as `model.original.onnx` and the cross-check
 runs it too (backend `original`).
+
+FINN-ONNX graphs (MultiThreshold nodes and `finn_datatype` quantization annotations, as FINN's ConvertQONNXtoFINN
+and Brevitas's older `export_finn_onnx` write them, e.g. LPYOLO's released models) enter the same way. Their output
+is MultiThreshold [-> Add] -> Mul: the codes the board decodes are the threshold count plus the bias, the Mul's
+scalar their scale. A float input's MultiThreshold gets its thresholds rewritten for the UINT8 pixels (each pixel
+maps to the count the original gives pixel * factor; checked for all 256 pixels and every channel) or, where it is
+the identity on them, is dropped. QCDQ lowers MultiThreshold to standard ops (flow/qcdq.py), so every backend but
+Brevitas (there is no PyTorch model) runs them.
 """
 
 from __future__ import annotations
@@ -36,12 +44,17 @@ from flow.files import atomic_write_bytes, sha256
 from models.lpyolo import DEFAULT_ANCHORS, STRIDE
 
 # What the rest of the flow maps: FINN streamlines these into thresholds and MVAUs, QCDQ lowers the Quants.
-MAPPABLE_OPS = {"Quant", "Conv", "BatchNormalization", "Relu", "MaxPool", "Mul", "Add", "Sub", "Div", "Transpose",
-                "Reshape", "Identity", "Pad", "Constant", "Concat", "MatMul", "Gemm", "Flatten"}
-WHY_NOT = {"MultiThreshold": "a FINN-ONNX threshold node: the QCDQ/ONNX Runtime reference path cannot lower it; "
-                             "export QONNX (brevitas.export.export_qonnx) instead",
-           "Sigmoid": "a float activation: the accelerator computes only quantized activations (LPYOLO uses a "
+MAPPABLE_OPS = {"Quant", "MultiThreshold", "Conv", "BatchNormalization", "Relu", "MaxPool", "Mul", "Add", "Sub",
+                "Div", "Transpose", "Reshape", "Identity", "Pad", "Constant", "Concat", "MatMul", "Gemm", "Flatten"}
+CUSTOM_DOMAINS = {"Quant": ("qonnx.custom_op.general", "onnx.brevitas"),
+                  "MultiThreshold": ("qonnx.custom_op.general", "finn.custom_op.general", "finn")}
+WHY_NOT = {"Sigmoid": "a float activation: the accelerator computes only quantized activations (LPYOLO uses a "
                       "quantized HardTanh instead)"}
+# what runs each kind of graph (`flow crosscheck`, `estimate`, `rtlsim`, the board); none has a PyTorch model
+BACKENDS = {"QONNX": ["original", "qonnx", "qcdq-ort", "int-ort", "finn-tidy", "finn-streamlined", "finn-hw",
+                      "rtlsim", "board"],
+            "FINN-ONNX": ["original", "qonnx", "qcdq-ort (MultiThreshold as standard ops)", "int-ort", "finn-tidy",
+                          "finn-streamlined", "finn-hw", "rtlsim", "board"]}
 INPUT_RANGES = {"0-1": np.float32(1 / 255), "0-255": np.float32(1.0)}
 CALIBRATED_SPAN = 0.25  # the least fraction of its input range an input quantizer's span is taken to cover
 ORIGINAL = "model.original.onnx"
@@ -55,7 +68,8 @@ class ImportError_(FlowError):  # noqa: N801 - not the builtin ImportError
 # ------------------------------------------------------------------------------------------------ reading
 def mappable(model, path: Path) -> None:
     """Every node an op the flow can map, or an error naming the first few that are not, with their nodes."""
-    bad = [n for n in model.graph.node if n.op_type not in MAPPABLE_OPS]
+    bad = [n for n in model.graph.node if n.op_type not in MAPPABLE_OPS
+           or (n.op_type in CUSTOM_DOMAINS and n.domain not in CUSTOM_DOMAINS[n.op_type])]
     if bad:
         lines = [f"node {n.name or '(unnamed)'!r}: {n.op_type}" + (f" ({WHY_NOT[n.op_type]})" if n.op_type in WHY_NOT
                  else f" (domain {n.domain or 'ai.onnx'})") for n in bad[:5]]
@@ -77,6 +91,11 @@ def cleaned(proto: onnx.ModelProto, path: Path):
         proto.graph.input.extend(real)
     for n in proto.graph.node:  # qonnx's cleanup renames nodes: errors name them as the user's file does
         n.doc_string = n.name
+        if n.op_type == "MultiThreshold":  # older exporters' domain; qonnx executes (and FINN builds) it as its own
+            n.domain = "qonnx.custom_op.general"
+    if any(n.op_type == "MultiThreshold" for n in proto.graph.node) and not any(
+            o.domain == "qonnx.custom_op.general" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("qonnx.custom_op.general", 1))
     if len(real) != 1 or len(proto.graph.output) != 1:
         raise ImportError_(f"{path}: the graph has {len(real)} inputs and {len(proto.graph.output)} "
                            "outputs; the accelerator takes one image in and gives one detection map out")
@@ -111,6 +130,24 @@ def quant_params(model, node) -> dict:
             "rounding": attrs.get("rounding_mode", b"ROUND")}
 
 
+def graph_format(model) -> str:
+    """FINN-ONNX (MultiThreshold activations) or QONNX (Quant nodes)."""
+    return "FINN-ONNX" if model.get_nodes_by_op_type("MultiThreshold") else "QONNX"
+
+
+def threshold_params(model, node) -> dict:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    t = model.get_initializer(node.input[1])
+    if t is None:
+        raise ImportError_(f"node {named(node)} (MultiThreshold): its thresholds are computed at run time; they must "
+                           "be a constant")
+    layout = attrs.get("data_layout", b"NCHW")
+    return {"thresholds": np.asarray(t, np.float32), "out_scale": float(attrs.get("out_scale", 1.0)),
+            "out_bias": float(attrs.get("out_bias", 0.0)),
+            "out_dtype": (attrs.get("out_dtype", b"") or b"").decode() if isinstance(attrs.get("out_dtype", b""), bytes)
+            else attrs.get("out_dtype", ""), "layout": layout.decode() if isinstance(layout, bytes) else layout}
+
+
 def input_shape(model, path: Path) -> int:
     name = model.graph.input[0].name
     shape = model.get_tensor_shape(name)
@@ -124,9 +161,55 @@ def input_shape(model, path: Path) -> int:
     return shape[2]
 
 
+def output_thresholds(model, path: Path) -> tuple[dict, object]:
+    """FINN-ONNX's output MultiThreshold [-> Add] [-> Mul]: the codes' bits, sign and scale, as output_quant's."""
+    from qonnx.core.datatype import DataType
+
+    out = model.graph.output[0].name
+    node, scale, bias, chain = model.find_producer(out), 1.0, 0.0, []
+    for op in ("Mul", "Add"):
+        if node is not None and node.op_type == op:
+            v = model.get_initializer(node.input[1])
+            if v is None or np.asarray(v).size != 1:
+                what = "a scale per channel" if v is not None else "an operand computed at run time"
+                raise ImportError_(f"{path}: the output's {op} {named(node)} has {what} (shape "
+                                   f"{list(np.shape(v)) if v is not None else '-'}); the board decodes the integer codes "
+                                   "with one scalar scale, so the codes' scale and offset must be scalars")
+            scale, bias = (float(np.asarray(v).reshape(-1)[0]), bias) if op == "Mul" else (scale, float(np.asarray(v).reshape(-1)[0]))
+            chain.append(node)
+            node = model.find_producer(node.input[0])
+    if node is None or node.op_type != "MultiThreshold":
+        raise ImportError_(f"{path}: the output {out!r} is not written by MultiThreshold [-> Add] [-> Mul] (it comes from "
+                           f"{named(node) if node else 'nothing'}, {node.op_type if node else '-'}); the accelerator sends "
+                           "the output activation's integer codes, so the graph must end in one")
+    t = threshold_params(model, node)
+    n = t["thresholds"].shape[1]
+    lo = t["out_bias"] + bias
+    if t["out_scale"] != 1.0 or lo != round(lo) or not np.isfinite(scale) or scale <= 0:
+        raise ImportError_(f"{path}: output MultiThreshold {named(node)} has out_scale {t['out_scale']:g} and an offset "
+                           f"{lo:g}, scale {scale:g}; the board decodes codes count + offset (an integer) times one "
+                           "positive scale")
+    lo, hi = int(lo), int(lo) + n
+    declared = DataType[t["out_dtype"]] if t["out_dtype"] in DataType.__members__ else None
+    bits = declared.bitwidth() if declared is not None and declared.is_integer() and declared.allowed(lo) and \
+        declared.allowed(hi) else next(b for b in range(1, 33) if (-(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1)
+                                                               if lo < 0 else hi < 2 ** b))
+    if bits > 8:
+        raise ImportError_(f"{path}: output MultiThreshold {named(node)} gives codes {lo}..{hi} ({bits} bits); the board "
+                           "takes at most 8")
+    signed = lo < 0
+    q = {"scale": np.float32(scale), "bits": float(bits), "signed": signed,
+         "narrow": bool(signed and lo == -(2 ** (bits - 1)) + 1), "codes": (lo, hi),
+         "meaning": f"the output MultiThreshold {named(node)}'s count {'+ ' + str(lo) + ' ' if lo else ''}= code; "
+                    "value = code * scale"}
+    return q, node
+
+
 def output_quant(model, path: Path) -> tuple[dict, object]:
     out = model.graph.output[0].name
     node = model.find_producer(out)
+    if graph_format(model) == "FINN-ONNX":
+        return output_thresholds(model, path)
     if node is None or node.op_type != "Quant":
         raise ImportError_(f"{path}: the output {out!r} is written by {named(node) if node else 'nothing'} "
                            f"({node.op_type if node else '-'}), not by a Quant node; the accelerator sends the output "
@@ -156,9 +239,12 @@ def pixel_factor(model, input_range: str | None, path: Path) -> tuple[np.float32
     if input_range:
         return INPUT_RANGES[input_range], f"--input-range {input_range}"
     first = model.find_consumers(name)
-    if len(first) == 1 and first[0].op_type == "Quant":
-        q = quant_params(model, first[0])
-        top = float(np.asarray(q["scale"]).reshape(-1)[0]) * (2 ** int(q["bits"]) - 1)
+    if len(first) == 1 and first[0].op_type in ("Quant", "MultiThreshold"):
+        if first[0].op_type == "Quant":
+            q = quant_params(model, first[0])
+            top = float(np.asarray(q["scale"]).reshape(-1)[0]) * (2 ** int(q["bits"]) - 1)
+        else:  # its largest threshold: half a step below the top of the range it quantizes
+            top = float(threshold_params(model, first[0])["thresholds"].max())
         # a constant quantizer spans its training range; one Brevitas calibrated on the training images (its
         # default) spans what it saw of it, a little less (e.g. 0..0.91 for images in 0..1)
         for key, factor in INPUT_RANGES.items():
@@ -189,7 +275,10 @@ class PixelInput(Transformation):
         name = model.graph.input[0].name
         consumers = model.find_consumers(name)
         scale = self.factor
-        if len(consumers) == 1 and consumers[0].op_type == "Quant":
+        if len(consumers) == 1 and consumers[0].op_type == "MultiThreshold" and scale != 1:
+            self.notes.append(pixel_thresholds_for(model, consumers[0], self.factor))
+            scale = np.float32(1)
+        elif len(consumers) == 1 and consumers[0].op_type == "Quant":
             q, node = quant_params(model, consumers[0]), consumers[0]
             s = np.asarray(q["scale"], np.float32).reshape(-1)
             p = np.arange(256, dtype=np.float32)
@@ -237,6 +326,37 @@ class PixelInput(Transformation):
                               "which FINN's streamlining folds into the first layer's thresholds")
         model.set_tensor_datatype(name, DataType["UINT8"])
         return model, False
+
+
+def pixel_thresholds_for(model, node, factor: np.float32) -> str:
+    """A MultiThreshold on the float input x = p * factor -> the same counts on the UINT8 pixels p: per channel, the
+    count the original gives each pixel (qonnx's own `multithreshold`, in float32), as thresholds on p; the
+    thresholds no pixel reaches stay (as 256), those every pixel reaches become 0. Where the count is the pixel
+    itself (255 thresholds at half steps of factor), the node is dropped. Returns what was done."""
+    from qonnx.custom_op.general.multithreshold import multithreshold
+
+    from flow.hw.input_thresholds import PIXELS, pixel_thresholds
+
+    t = threshold_params(model, node)
+    thr = t["thresholds"]
+    channels = model.get_tensor_shape(node.input[0])[1]
+    x = (PIXELS * np.float32(factor)).astype(np.float32)
+    rows = np.broadcast_to(thr, (channels, thr.shape[1])) if thr.shape[0] == 1 else thr
+    counts = np.stack([multithreshold(x.reshape(1, 1, -1), r.reshape(1, -1))[0, 0] for r in rows]).astype(np.int64)
+    n = thr.shape[1]
+    if t["out_scale"] == 1.0 and t["out_bias"] == 0.0 and np.all(counts == PIXELS.astype(np.int64)):
+        out = node.output[0]
+        model.graph.node.remove(node)
+        for c in model.graph.node:
+            c.input[:] = [model.graph.input[0].name if i == out else i for i in c.input]
+        return (f"input MultiThreshold {named(node)} ({n} thresholds) counts the pixel itself on pixels x {factor:.6g} "
+                "(checked for all 256 and every channel): dropped, the UINT8 pixels go straight to the next node")
+    new = np.stack([np.concatenate([np.zeros(c[0]), pixel_thresholds(c), np.full(n - c[-1], 256.0)]) for c in counts])
+    new = new[:1] if thr.shape[0] == 1 else new
+    model.set_initializer(node.input[1], new.astype(np.float32))
+    return (f"input MultiThreshold {named(node)} ({n} thresholds) on float pixels x {factor:.6g}: thresholds rewritten "
+            f"for the UINT8 pixels, {len(np.unique(counts))} levels (the same count for all 256 pixels and every "
+            "channel); FINN builds it as a thresholding layer at the accelerator's input")
 
 
 # ---------------------------------------------------------------------------------------------- the import
@@ -326,18 +446,20 @@ def import_model(path: Path, out: Path, anchors=None, classes: list[str] | None 
         for stale in removed:  # the replaced model's: the cross-check would run them as this one
             (out / stale).unlink()
         notes = t.notes or ["the input is used as it is (raw pixels)"]
+        fmt = graph_format(original)
         manifest = Manifest(
             variant="imported-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), spec=None, spec_hash=None,
             input=InputSpec(size=img, resample=IMPORTED_RESAMPLE, name=model.graph.input[0].name),
             output=OutputSpec(grid=g, channels=oshape[1], bits=bits, signed=bool(oq["signed"]), narrow=bool(oq["narrow"]),
                               scale=scale, name=model.graph.output[0].name,
-                              meaning=f"the output quantizer {named(onode)}'s value = code * scale"),
+                              meaning=oq.get("meaning", f"the output quantizer {named(onode)}'s value = code * scale")),
             anchors=anchors, stride=STRIDE, classes=classes, decode=decode,
             packing=Packing(input_bits=8, output_bits=bits, output_container="int8" if oq["signed"] else "uint8"),
             files={"qonnx": {"path": qonnx_path.name, "sha256": sha256(qonnx_path)},
                    "original": {"path": ORIGINAL, "sha256": sha256(out / ORIGINAL)}},
             source=f"imported:{path.name}",
-            imported={"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "input_domain": why,
+            imported={"from": str(path.resolve()), "sha256": hashlib.sha256(source).hexdigest(), "format": fmt,
+                      "backends": BACKENDS[fmt], "input_domain": why,
                       "pixel_factor": float(factor), "input_rewrite": notes,
                       "defaults": {k: v for k, v in (("anchors", anchors), ("classes", classes), ("decode", decode))},
                       "check": {**check, "what": "model.qonnx.onnx on pixels vs the original on pixels * pixel_factor"},
@@ -389,7 +511,8 @@ def _anchors(text: str) -> list[list[float]]:
 
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m flow import", description=__doc__.splitlines()[0])
-    p.add_argument("model", type=Path, help="QONNX file (e.g. from brevitas.export.export_qonnx)")
+    p.add_argument("model", type=Path, help="QONNX file (e.g. from brevitas.export.export_qonnx) or FINN-ONNX "
+                   "(MultiThreshold; FINN's ConvertQONNXtoFINN, brevitas.onnx.export_finn_onnx)")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     p.add_argument("--anchors", type=_anchors, help=f"w,h pairs in input pixels (default LPYOLO's "
                    f"{','.join(f'{w:g},{h:g}' for w, h in DEFAULT_ANCHORS)})")
@@ -403,7 +526,7 @@ def cli(argv: list[str]) -> int:
                      a.force)
     imp = m.imported
     said = lambda key, flag: "given" if flag else "default, --" + key  # noqa: E731
-    print(f"imported {a.model} -> {a.out / 'model.qonnx.onnx'} + manifest.json ({m.variant})")
+    print(f"imported {a.model} ({imp['format']}) -> {a.out / 'model.qonnx.onnx'} + manifest.json ({m.variant})")
     print(f"  input  {m.input.shape} UINT8 pixels; {imp['input_domain']}")
     for note in imp["input_rewrite"]:
         print(f"         {note}")
@@ -413,6 +536,7 @@ def cli(argv: list[str]) -> int:
     c = imp["check"]
     print(f"  checked: {c['codes']} output codes on {c['images']} images equal the original's on its own inputs "
           f"(pixels x {imp['pixel_factor']:.6g}); {c['distinct_codes']} distinct codes")
+    print(f"  runs on: {', '.join(imp['backends'])} (not Brevitas: no PyTorch model)")
     if imp["removed"]:
         print(f"  removed the replaced model's {', '.join(imp['removed'])} from {a.out}")
     return 0

@@ -96,6 +96,9 @@ class _Lowering:
         self.im2col: dict[str, object] = {}  # Im2Col output -> the node (folded into the Conv that reads it)
         self.layer = 0
         self.bounds: list[dict] = []
+        # tensors still NCHW in the streamlined graph: its input, and a thresholding layer on it before the
+        # NCHW -> NHWC transpose (an input quantizer as thresholds on the pixels, a FINN-ONNX input MultiThreshold)
+        self.native: set[str] = set()
 
     def refuse(self, node, why: str):
         raise IntegerRefusal(f"{self.where}: node {node.name} ({node.op_type}): {why}")
@@ -116,6 +119,8 @@ class _Lowering:
         if list(in_shape[1:]) != list(self.manifest.input.shape[1:]):
             raise IntegerRefusal(f"{self.where}: streamlined input {in_shape} is not the manifest's NCHW "
                                  f"{self.manifest.input.shape}")
+        self.nchw[gin.name] = gin.name
+        self.native.add(gin.name)
         for node in m.graph.node:
             getattr(self, f"op_{node.op_type}", lambda n: self.refuse(n, "no standard-ONNX lowering for this op"))(node)
         gout = m.graph.output[0].name
@@ -138,9 +143,9 @@ class _Lowering:
 
     # ---------------------------------------------------------------------------------------------- ops
     def op_Transpose(self, node):
-        if node.input[0] != self.m.graph.input[0].name or _attrs(node).get("perm") != [0, 2, 3, 1]:
+        if node.input[0] not in self.native or _attrs(node).get("perm") != [0, 2, 3, 1]:
             self.refuse(node, "only the input's NCHW -> NHWC transpose is expected in a streamlined graph")
-        self.nchw[node.output[0]] = node.input[0]  # the new graph stays in NCHW
+        self.nchw[node.output[0]] = self.nchw[node.input[0]]  # the new graph stays in NCHW
 
     def op_Im2Col(self, node):
         a = _attrs(node)
@@ -191,13 +196,16 @@ class _Lowering:
 
     def op_MultiThreshold(self, node):
         a = _attrs(node)
-        if a.get("data_layout", "NCHW") != "NHWC":
+        native = node.input[0] in self.native and a.get("data_layout", "NCHW") == "NCHW"
+        if a.get("data_layout", "NCHW") != "NHWC" and not native:
             self.refuse(node, f"data_layout {a.get('data_layout')}; the streamlined activations are NHWC")
         t = self.m.get_initializer(node.input[1])
         if t is None:
             self.refuse(node, "thresholds computed at run time")
         t = np.asarray(t, np.float32)
-        c = self.m.get_tensor_shape(node.input[0])[-1]
+        c = self.m.get_tensor_shape(node.input[0])[1 if native else -1]
+        if native:
+            self.native.add(node.output[0])
         if t.shape[0] not in (1, c):
             self.refuse(node, f"thresholds of shape {list(t.shape)} for {c} channels")
         x = self.src(node, node.input[0])
@@ -246,7 +254,11 @@ class _Lowering:
             self.refuse(node, "only a constant second operand is lowered")
         const = np.asarray(const, np.float32)
         c = self.m.get_tensor_shape(node.input[0])[-1]
-        if const.size == c and const.size > 1 and all(d == 1 for d in const.shape[:-1]):
+        if node.input[0] in self.native:  # before the input's transpose: NCHW, a scalar stays as it is
+            if const.size != 1:
+                self.refuse(node, f"constant of shape {list(const.shape)} on the NCHW input; only a scalar is lowered")
+            self.native.add(node.output[0])
+        elif const.size == c and const.size > 1 and all(d == 1 for d in const.shape[:-1]):
             const = const.reshape(1, c, 1, 1)  # per channel, NHWC -> NCHW
         elif const.size != 1:
             self.refuse(node, f"constant of shape {list(const.shape)} is neither scalar nor per channel")

@@ -52,14 +52,14 @@ def _mutate_first_act_quant(src, dst, fn):
 
 
 @pytest.mark.parametrize("what, needle", [
-    ("bits", "9-bit"), ("zero", "non-zero zero point"), ("rounding", "rounding_mode FLOOR"),
+    ("bits", "9-bit"), ("zero", "zero point \\[2.5\\] is not an integer"), ("rounding", "rounding_mode FLOOR"),
 ])
 def test_qcdq_refuses_what_ort_cannot_represent(run_4w4a, tmp_path, what, needle):
     def mutate(model, node, inits):
         if what == "bits":
             inits[node.input[3]].CopyFrom(onnx.numpy_helper.from_array(np.array(9.0, np.float32), node.input[3]))
         elif what == "zero":
-            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.array(3.0, np.float32), node.input[2]))
+            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.array(2.5, np.float32), node.input[2]))
         else:
             for a in node.attribute:
                 if a.name == "rounding_mode":
@@ -110,3 +110,74 @@ def test_export_from_checkpoint_reproduces_the_model(tmp_path, run_4w4a):
     a = (run_4w4a / "model.qonnx.onnx").read_bytes()
     b = (tmp_path / "model.qonnx.onnx").read_bytes()
     assert a == b  # deterministic, path-free export
+
+
+def _one_node_model(node, x_shape, inits: dict, out_shape=None):
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    g = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape or x_shape))],
+                          [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return cleanup_model(ModelWrapper(model))
+
+
+def _qonnx_vs_ort(model, x, tmp_path):
+    import onnxruntime as ort
+    from qonnx.core.onnx_exec import execute_onnx
+
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.qcdq.onnx"
+    model.save(str(src))
+    lower_to_qcdq(src, dst)
+    lowered = onnx.load(str(dst))
+    assert {n.domain for n in lowered.graph.node} <= {""}
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name  # cleanup names them global_in/out
+    ref = execute_onnx(model, {iname: x})[oname]
+    got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {iname: x})[0]
+    return ref, got, lowered
+
+
+@pytest.mark.parametrize("signed, narrow, bits, zero, per_channel", [
+    (0, 0, 8, 37, False), (0, 0, 4, 5, False), (1, 0, 8, -20, False), (1, 1, 4, 3, False), (0, 0, 6, [0, 9, 63], True),
+])
+def test_a_quant_with_an_integer_zero_point_lowers_bit_exact(tmp_path, signed, narrow, bits, zero, per_channel):
+    """Quant with a zero point, (round(clip(x / s + z)) - z) * s, as those float32 steps in standard ops: the same
+    values as qonnx's executor on every input, including inputs far outside the range (clipped) and on ties
+    (x / s = k + 0.5 for s = 0.02, where QuantizeLinear's round(x / s) + z differs for an odd z)."""
+    from onnx import helper
+
+    scale = np.array([0.05, 0.11, 0.02], np.float32).reshape(1, 3, 1, 1) if per_channel else np.float32(0.0731)
+    z = np.asarray(zero, np.float32).reshape(np.shape(scale)) if per_channel else np.float32(zero)
+    node = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general", signed=signed,
+                            narrow=narrow, rounding_mode="ROUND")
+    model = _one_node_model(node, (2, 3, 16, 16), {"s": scale, "z": z, "b": np.float32(bits)})
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2, 3, 16, 16)) * 8).astype(np.float32)
+    x[0, :, 0, :] = (np.arange(-8, 8, dtype=np.float32) * np.asarray(scale).reshape(-1)[0])  # on codes exactly
+    ref, got, lowered = _qonnx_vs_ort(model, x, tmp_path)
+    assert np.array_equal(ref, got) and len(np.unique(ref)) > 8
+    assert {"Div", "Add", "Clip", "Round", "Sub", "Mul"} == {n.op_type for n in lowered.graph.node}
+
+
+@pytest.mark.parametrize("layout, per_channel, out_scale, out_bias, n", [
+    ("NCHW", False, 1.0, 0.0, 255), ("NCHW", True, 1.0, -8.0, 15), ("NHWC", True, 2.0, -1.0, 7), ("NHWC", False, 1.0, 0.0, 40),
+])
+def test_multithreshold_lowers_to_standard_ops_bit_exact(tmp_path, layout, per_channel, out_scale, out_bias, n):
+    """FINN-ONNX's MultiThreshold (count of thresholds x >= t, times out_scale plus out_bias) on ORT: the same values
+    as qonnx's executor, in both layouts, per channel or global, more thresholds than one comparison chunk, and
+    inputs exactly on thresholds (>=, not >)."""
+    from onnx import helper
+
+    shape = (1, 4, 6, 6) if layout == "NCHW" else (1, 6, 6, 4)
+    rng = np.random.default_rng(2)
+    t = np.sort(rng.standard_normal((4 if per_channel else 1, n)).astype(np.float32), axis=1)
+    attrs = {"out_dtype": "INT8", "data_layout": layout}
+    attrs.update({k: v for k, v, neutral in (("out_scale", out_scale, 1.0), ("out_bias", out_bias, 0.0)) if v != neutral})
+    node = helper.make_node("MultiThreshold", ["x", "t"], ["y"], domain="qonnx.custom_op.general", **attrs)
+    model = _one_node_model(node, shape, {"t": t})
+    x = rng.standard_normal(shape).astype(np.float32) * 1.5
+    x.reshape(-1)[: t.size] = t.reshape(-1)[: x.size]  # some inputs exactly on a threshold
+    ref, got, _ = _qonnx_vs_ort(model, x, tmp_path)
+    assert np.array_equal(ref, got) and len(np.unique(ref)) > 3

@@ -311,19 +311,3 @@ def test_brevitas_default_export_at_full_size_is_bit_exact_down_to_the_rtl(tmp_p
     r = run_rtlsim(run, frames=1)
     assert r["bit_exact"]
 
-
-def test_a_finn_onnx_graph_from_finns_own_converter_is_refused_naming_its_thresholds(calibrated_model, tmp_path, capsys):
-    """FINN-ONNX (MultiThreshold nodes, datatypes as quantization annotations), made by FINN's ConvertQONNXtoFINN
-    from a Brevitas export, is not imported: the QCDQ/ONNX Runtime reference cannot run MultiThreshold. The error
-    says so and names the QONNX export to use instead; nothing is written."""
-    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
-
-    finn_onnx = tmp_path / "finn.onnx"
-    model = cleanup_model(ModelWrapper(str(calibrated_model))).transform(ConvertQONNXtoFINN())
-    assert model.get_nodes_by_op_type("MultiThreshold") and not model.get_nodes_by_op_type("Quant")
-    model.save(str(finn_onnx))
-    rc, err = in_process(capsys, "import", finn_onnx, "--out", tmp_path / "run")
-    assert rc == 1 and "MultiThreshold (a FINN-ONNX threshold node" in err and "export_qonnx" in err, err
-    assert not (tmp_path / "run").exists()
