@@ -3,6 +3,10 @@
 figure where nothing was simulated, and why."""
 
 import json
+import subprocess
+import sys
+
+import pytest
 
 from flow.hw.report import fps_basis
 
@@ -56,3 +60,51 @@ def test_where_nothing_can_be_simulated_the_estimate_says_why_and_stays_analytic
     _, got = as_built(replace(cfg, standalone_thresholds=True), s, simulate=False)
     assert got["fps_basis"] == "analytic" and "--no-rtlsim" in got["fps_basis_note"]
     assert not (run / "fifos.json").exists() and not (run / "finn/report/rtlsim.json").exists()
+
+
+def flow(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flow", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=3000)
+
+
+@pytest.mark.slow
+def test_estimate_sizes_fifos_that_stall_and_bitstream_builds_with_them(tmp_path):
+    """6w4a 64x64 all-RTL, folded by FINN's heuristic for 1000 FPS (its layers balanced as at 256x256 for 60 FPS):
+    with every FIFO 32 deep the RTL runs slower than FINN's figure. `estimate` sizes the FIFOs; the RTL of that
+    build simulates within 5 % of the as-built FPS it reports; `bitstream` (Vivado stand-in) builds with them."""
+    from test_vivado import fake_deps, require_tclsh, standin_env
+
+    from flow.export import export_run
+    from flow.hw.rtlsim import run_rtlsim
+
+    require_tclsh()
+    run = tmp_path / "run"
+    export_run(run, "6w4a", 64)
+    design = ("--standalone-thresholds", "--no-committed-folding", "--target-fps", 1000)
+    report = run / "finn/report/estimate.json"
+    p = flow("estimate", "--run", run, *design, "--no-rtlsim")
+    assert p.returncode == 0, p.stderr[-3000:]
+    analytic = json.loads(report.read_text())
+    assert analytic["fps_basis"] == "analytic" and "--no-rtlsim" in analytic["fps_basis_note"]
+    default = run_rtlsim(run, frames=3, bounded_fifos=True)  # every FIFO 32 deep
+    assert default["bit_exact"] and default["fps_at_clock"] < 0.95 * analytic["fps"], (default, analytic["fps"])
+
+    p = flow("estimate", "--run", run, *design)
+    assert p.returncode == 0, p.stderr[-3000:]
+    est = json.loads(report.read_text())
+    assert est["fps_basis"] == "sized" and est["fps"] == analytic["fps"] and (run / "fifos.json").is_file()
+    assert p.stdout.index(f"as built: {est['fps_as_built']} FPS (sized)") < p.stdout.index("FINN's analytic estimate")
+    sized = run_rtlsim(run, frames=3, bounded_fifos=True)  # the FIFOs at the depths the build now has
+    assert sized["bit_exact"] and abs(sized["fps_at_clock"] - est["fps_as_built"]) <= 0.05 * sized["fps_at_clock"]
+    assert sized["fps_at_clock"] > 1.05 * default["fps_at_clock"], (sized["fps_at_clock"], default["fps_at_clock"])
+    depths = json.loads((run / "fifos.json").read_text())["fifo_depths"]
+    assert max(depths.values()) > 32
+
+    # bitstream reads the sizing (no second one) and FINN's Vivado half gets those depths
+    p = flow("bitstream", "--run", run, "--no-committed-folding", "--target-fps", 1000,
+             env=standin_env(fake_deps(tmp_path / "deps")))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert f"building with {run / 'fifos.json'}: sized {est['fps_as_built']} FPS" in p.stdout
+    assert "unbounded FIFOs:" not in p.stdout  # the sizing was not redone
+    assert json.loads((run / "finn/report/fifo_config.json").read_text())["fifo_depths"] == depths
+    assert (run / "finn/vivado/bitfile/finn-accel.bit").exists()
