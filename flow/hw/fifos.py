@@ -104,7 +104,7 @@ def as_built(cfg, summary: dict, simulate: bool = True, frames: int = 3, quiet: 
     from flow.files import atomic_write_json
     from flow.hw.report import fps_basis
     from flow.hw.rtl.verilator import verilator
-    from flow.hw.rtlgen import load_hw_model, read_estimate
+    from flow.hw.rtlgen import read_estimate
     from flow.hw.rtlsim import run_rtlsim
 
     run_dir = Path(cfg.run_dir)
@@ -133,8 +133,7 @@ def as_built(cfg, summary: dict, simulate: bool = True, frames: int = 3, quiet: 
             if not quiet:
                 print(f"note: {e}; the design keeps 32-deep FIFOs")
     if why is None and basis["fps_basis"] == "analytic":  # FIFOs not sized here: simulate them as they are
-        r = reusable_rtlsim(run_dir, frames, bounded=True, nodes=len(load_hw_model(run_dir).graph.node))
-        r = r or run_rtlsim(run_dir, frames=frames, bounded_fifos=True)
+        r = run_rtlsim(run_dir, frames=frames, bounded_fifos=True)  # the estimate just made has no rtlsim report
         if not r["bit_exact"]:
             raise FlowError(f"{run_dir}: the RTL with its FIFOs bounded at their depths is not bit-exact with FINN's "
                             "python model (finn/report/rtlsim.json): a hardware bug, not an FPS question")

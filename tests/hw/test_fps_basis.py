@@ -71,7 +71,8 @@ def flow(*args, env=None) -> subprocess.CompletedProcess:
 def test_estimate_sizes_fifos_that_stall_and_bitstream_builds_with_them(tmp_path):
     """6w4a 64x64 all-RTL, folded by FINN's heuristic for 1000 FPS (its layers balanced as at 256x256 for 60 FPS):
     with every FIFO 32 deep the RTL runs slower than FINN's figure. `estimate` sizes the FIFOs; the RTL of that
-    build simulates within 5 % of the as-built FPS it reports; `bitstream` (Vivado stand-in) builds with them."""
+    build simulates within 5 % of the as-built FPS it reports; `bitstream` (Vivado stand-in) builds with them; the
+    same depths given by hand are simulated by `estimate` at them."""
     from test_vivado import fake_deps, require_tclsh, standin_env
 
     from flow.export import export_run
@@ -108,3 +109,12 @@ def test_estimate_sizes_fifos_that_stall_and_bitstream_builds_with_them(tmp_path
     assert "unbounded FIFOs:" not in p.stdout  # the sizing was not redone
     assert json.loads((run / "finn/report/fifo_config.json").read_text())["fifo_depths"] == depths
     assert (run / "finn/vivado/bitfile/finn-accel.bit").exists()
+
+    # the same depths given by hand (no note of a sizing): simulated with them, the same FPS
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps({k: v for k, v in json.loads((run / "fifos.json").read_text()).items() if k != "sized_by"}))
+    p = flow("estimate", "--run", run, *design, "--fifos", hand)
+    assert p.returncode == 0, p.stderr[-3000:]
+    given = json.loads(report.read_text())
+    assert given["fps_basis"] == "simulated" and str(hand) in given["fps_basis_note"]
+    assert abs(given["fps_as_built"] - sized["fps_at_clock"]) <= 0.05 * sized["fps_at_clock"]
