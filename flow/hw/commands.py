@@ -28,7 +28,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--no-committed-folding", action="store_true",
                    help="ignore flow/hw/foldings/<variant>_<img>.json and use --folding or FINN's heuristic")
     p.add_argument("--fifos", type=Path, help="FIFO config (`python -m flow fifos`); default: RUN/fifos.json, else "
-                   "the folding's own <folding>.fifos.json, else every FIFO 32 deep")
+                   "the folding's own <folding>.fifos.json, else (all-RTL) sized here as `python -m flow fifos` does, "
+                   "else every FIFO 32 deep")
+    p.add_argument("--no-rtlsim", action="store_true", help="no Verilator run: FIFOs not sized, FPS reported is FINN's "
+                   "analytic one (the built design may be slower)")
     return p
 
 
@@ -55,8 +58,11 @@ def _config(a) -> FinnConfig:
 
 
 def cli_estimate(argv: list[str]) -> int:
+    from flow.hw.fifos import as_built
+
     a = _parser("python -m flow estimate").parse_args(argv)
-    s = run_estimate(_config(a))
+    cfg = _config(a)
+    _, s = as_built(cfg, run_estimate(cfg), simulate=not a.no_rtlsim)  # the FPS of the design `bitstream` builds
     print_summary(s)
     print(f"written {Path(s.get('build_dir', Path(a.run) / 'finn')) / 'report/estimate.json'}")
     if not s["fits"]:
@@ -81,12 +87,16 @@ def cli_bitstream(argv: list[str]) -> int:
 
 
 def _bitstream(a) -> int:
+    from flow.hw.fifos import as_built
     from flow.hw.vivado import VIVADO_STEPS, ensure_finn_deps, run_vivado_steps, vivado_tools
 
     tools = vivado_tools()  # a wrong Vivado version stops here, before any step
     if tools["usable"]:
         ensure_finn_deps()  # finn-hlslib and the board files, before any step
-    s = run_estimate(_config(a))
+    cfg = _config(a)
+    s = run_estimate(cfg)
+    if s["fits"] and tools["usable"]:  # FIFOs sized as `estimate` sizes them; the Vivado steps read that build
+        cfg, s = as_built(cfg, s, simulate=not a.no_rtlsim)
     print_summary(s)
     if not s["fits"]:
         raise FlowError(over_budget_message(s) + "; no bitstream attempted")
@@ -97,6 +107,8 @@ def _bitstream(a) -> int:
               "FINN container with Vivado mounted from the host:\n"
               f"  FINN_XILINX_PATH=/tools/Xilinx FINN_XILINX_VERSION=2024.2 make docker-bitstream RUN={a.run}")
         return 2
+    print(f"building with {cfg.fifo_config or 'every FIFO 32 deep'}: {s['fps_basis']} "
+          f"{s['fps_as_built'] or s['fps']} FPS")
     made = run_vivado_steps(Path(a.run))
     print(f"written {made['bitfile']}, {made['hwh']}; FINN's driver in {made['driver']}; reports: "
           + ", ".join(made["reports"].values()))

@@ -15,6 +15,11 @@ design to 177.8 FPS in hardware. On the estimate build that `rtlsim` simulates:
    While that is more than TOLERANCE below the gauges' FPS and the design fits, the cap doubles.
 Writes the FIFO config (FINN's fifo_config_file format: `estimate`/`bitstream` read it as RUN/fifos.json, or
 beside a folding as <folding>.fifos.json) and leaves the build estimated and simulated with it.
+
+`as_built` is what `estimate` and `bitstream` report: an all-RTL build without a FIFO config is sized by this very
+code (RUN/fifos.json, which `bitstream` then builds with); one with a config not sized here is simulated with its
+FIFOs bounded at those depths; only where nothing can be simulated (HLS layers, no Verilator, `--no-rtlsim`) the
+figure stays FINN's analytic one, labelled so.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from flow.errors import FlowError
 CAPS = (256, 512, 1024, 2048)
 TOLERANCE = 0.03  # bounded FPS this close to the gauges' FPS is the folding's speed (input timing jitters ~0.5 %)
 SHIFT_FIFO_MAX = 33  # fifo.sv builds every FIFO up to this depth as a shift register, whatever its ram_style
+
+
+class NoSizingFits(FlowError):
+    """Every FIFO sizing tried is over the PYNQ-Z2's budget: the design keeps the FIFOs it had."""
 
 
 def plan_fifos(fifos: dict[str, tuple[int, int]], cap: int, bram_left: int, cost=None) -> dict[str, tuple[int, str]]:
@@ -72,6 +81,68 @@ def size_fifos(run_dir: Path, out: Path, caps=CAPS, frames: int = 3, quiet: bool
         return _size_fifos(run_dir, out, caps, frames, quiet)
 
 
+def reusable_rtlsim(run_dir: Path, frames: int, bounded: bool, nodes: int) -> dict | None:
+    """DIR's rtlsim report if it simulated this very build (its provenance says so) whole, without stalls, for at
+    least `frames` frames, with FIFOs bounded or not as asked; else None."""
+    from flow.provenance import StaleError, check
+
+    build = Path(run_dir) / "finn"
+    done = build / "report" / "rtlsim.json"
+    try:
+        check(done, [build / "build_done.json"], remake="")
+        r = json.loads(done.read_text())
+    except (StaleError, OSError, json.JSONDecodeError):
+        return None
+    ok = (isinstance(r, dict) and r.get("fifos", "").startswith("bounded" if bounded else "unbounded")
+          and r.get("frames", 0) >= frames and r.get("stall_pct") == 0 and r.get("nodes") == nodes)
+    return r if ok else None
+
+
+def as_built(cfg, summary: dict, simulate: bool = True, frames: int = 3, quiet: bool = False):
+    """(the config `bitstream` builds with, the estimate summary of that build with `fps_as_built`, `fps_basis`,
+    `fps_basis_note`), estimate.json rewritten with them. cfg is the FinnConfig `summary` was just estimated with."""
+    from flow.files import atomic_write_json
+    from flow.hw.report import fps_basis
+    from flow.hw.rtl.verilator import verilator
+    from flow.hw.rtlgen import read_estimate
+    from flow.hw.rtlsim import run_rtlsim
+
+    run_dir = Path(cfg.run_dir)
+    if not summary["fits"]:
+        return cfg, summary
+    why = None
+    if not simulate:
+        why = "simulation skipped with --no-rtlsim"
+    elif not cfg.standalone_thresholds:
+        why = ("the HLS design: Verilator simulates only the all-RTL one (`--standalone-thresholds`, what "
+               "`bitstream` builds unless --hls)")
+    else:
+        try:
+            verilator()
+        except FlowError as e:
+            why = f"no Verilator to simulate it: {e}"
+    basis = fps_basis(summary["fps"], cfg.fifo_config, not_simulated=why)
+    if why is None and cfg.fifo_config is None:  # size them, as `python -m flow fifos` does, and build with them
+        out = run_dir / "fifos.json"
+        try:
+            size_fifos(run_dir, out, frames=frames, quiet=quiet)
+            cfg = replace(cfg, fifo_config=str(out))
+            summary = read_estimate(run_dir)
+            basis = fps_basis(summary["fps"], cfg.fifo_config)
+        except NoSizingFits as e:  # the build is back as it was, 32-deep FIFOs: simulate those
+            if not quiet:
+                print(f"note: {e}; the design keeps 32-deep FIFOs")
+    if why is None and basis["fps_basis"] == "analytic":  # FIFOs not sized here: simulate them as they are
+        r = run_rtlsim(run_dir, frames=frames, bounded_fifos=True)  # the estimate just made has no rtlsim report
+        if not r["bit_exact"]:
+            raise FlowError(f"{run_dir}: the RTL with its FIFOs bounded at their depths is not bit-exact with FINN's "
+                            "python model (finn/report/rtlsim.json): a hardware bug, not an FPS question")
+        basis = fps_basis(summary["fps"], cfg.fifo_config, simulated=r)
+    summary = {**summary, **basis}
+    atomic_write_json(run_dir / "finn" / "report" / "estimate.json", summary)
+    return cfg, summary
+
+
 def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
     return {p: p.read_bytes() if p.is_file() else None for p in paths}
 
@@ -92,7 +163,7 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
     from flow.hw.rtlgen import load_hw_model, read_estimate
     from flow.hw.rtlsim import run_rtlsim
     from flow.hw.z2 import PLANNING_LIMITS, Z2_RESOURCES
-    from flow.provenance import StaleError, check, record
+    from flow.provenance import record
 
     build = run_dir / "finn"
     if not (build / "build_config.json").exists():
@@ -105,14 +176,8 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
     report_dir = build / "report"
     snap = _snapshot([out, out.parent / "provenance.json", *(report_dir / n for n in (
         "rtlsim.json", "synth.json", "fifo_sizing.json", "provenance.json"))])
-    done = build / "report" / "rtlsim.json"
-    try:  # a simulation of this very build (its provenance says so) is reused
-        check(done, [build / "build_done.json"], remake="")
-        gauge = json.loads(done.read_text())
-    except (StaleError, OSError, json.JSONDecodeError):
-        gauge = {}
-    if not (gauge.get("fifos", "").startswith("unbounded") and gauge.get("frames", 0) >= frames
-            and gauge.get("stall_pct") == 0 and gauge.get("nodes") == len(model.graph.node)):
+    gauge = reusable_rtlsim(run_dir, frames, bounded=False, nodes=len(model.graph.node))
+    if gauge is None:
         try:
             gauge = run_rtlsim(run_dir, frames=frames)
         except BaseException:
@@ -160,7 +225,7 @@ def _size_fifos(run_dir: Path, out: Path, caps, frames: int, quiet: bool) -> dic
             if not s["fits"] or step["fps_bounded"] >= (1 - TOLERANCE) * gauge["fps_at_clock"]:
                 break
         if best is None:
-            raise FlowError(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room "
+            raise NoSizingFits(f"{run_dir}: no FIFO sizing fits the PYNQ-Z2 ({tried[-1]}); the folding leaves no room "
                             "for FIFOs: fold for fewer FPS")
     except BaseException:
         _restore({p: d for p, d in snap.items() if p.parent != report_dir})

@@ -31,12 +31,15 @@ def resource_summary(model, cfg) -> dict:
             **fps_basis(round(fps, 2), cfg.fifo_config)}
 
 
-def fps_basis(analytic_fps: float, fifo_config: str | None) -> dict:
+def fps_basis(analytic_fps: float, fifo_config: str | None, simulated: dict | None = None,
+              not_simulated: str | None = None) -> dict:
     """Which FPS the built design will have, and on what it rests. FINN's figure is the slowest layer's cycle count
     alone: it assumes FIFOs deep enough never to stall a producer. With the default 32-deep FIFOs the RTL is slower
-    than that wherever a stage runs ahead of a slower one and fills its FIFO, so that figure is labelled
-    `analytic`; a FIFO config sized by `python -m flow fifos` (which `estimate` and `bitstream` both read) carries
-    the FPS the design simulated at with exactly those FIFOs, and that is the `sized` figure of the built design."""
+    than that wherever a stage runs ahead of a slower one and fills its FIFO. In order of trust:
+    `sized`: a FIFO config sized by `python -m flow fifos` (or by `estimate`/`bitstream`, the same code) carries
+    the FPS the design simulated at with exactly those FIFOs; `simulated`: the design simulated in Verilator with
+    its FIFOs bounded at the depths it is built with (`simulated`, an rtlsim report); `analytic`: FINN's figure,
+    where nothing was simulated (`not_simulated` says why)."""
     import json
 
     sized = None
@@ -45,15 +48,21 @@ def fps_basis(analytic_fps: float, fifo_config: str | None) -> dict:
             sized = json.loads(Path(fifo_config).read_text()).get("sized_by")
         except (OSError, ValueError, AttributeError):
             sized = None
+    fifos = f"FIFO depths from {fifo_config}" if fifo_config else "every FIFO 32 deep"
     if isinstance(sized, dict) and isinstance(sized.get("fps_bounded"), (int, float)):
         return {"fps_as_built": float(sized["fps_bounded"]), "fps_basis": "sized",
                 "fps_basis_note": f"FIFOs sized by `python -m flow fifos` ({fifo_config}); the design simulated with "
                                   f"them in Verilator at {sized['fps_bounded']} FPS (analytic: {analytic_fps})"}
-    fifos = f"FIFO depths from {fifo_config} (not sized by `flow fifos`)" if fifo_config else "every FIFO 32 deep"
+    if simulated is not None:
+        return {"fps_as_built": float(simulated["fps_at_clock"]), "fps_basis": "simulated",
+                "fps_basis_note": f"{fifos}: the design simulated with them in Verilator (bounded, "
+                                  f"{simulated['frames']} frames) at {simulated['fps_at_clock']} FPS (analytic: "
+                                  f"{analytic_fps})"}
     return {"fps_as_built": None, "fps_basis": "analytic",
-            "fps_basis_note": f"FINN's cycle estimate of the slowest layer, {fifos}: FIFOs that stall their producer "
-                              "make the built design slower; `python -m flow fifos --run RUN` sizes them (all-RTL "
-                              "builds) and `estimate`/`bitstream` then report and build the sized design"}
+            "fps_basis_note": f"FINN's cycle estimate of the slowest layer, {fifos}, not simulated"
+                              f"{f' ({not_simulated})' if not_simulated else ''}: FIFOs that stall their producer "
+                              "make the built design slower; for an all-RTL build `estimate` and `bitstream` size "
+                              "them in Verilator (`python -m flow fifos` alone) and report the design so built"}
 
 
 def over_budget_message(summary: dict) -> str:
@@ -100,9 +109,9 @@ def print_summary(s: dict) -> None:
                   str(Z2_RESOURCES[k]), f"{s['utilisation'][k]:.1%}", f"{PLANNING_LIMITS[k]:.0%}")
     c = console(110)
     c.print(t)
-    c.print(f"estimated {s['fps']} FPS (slowest: {s['slowest_layer']}, {s['max_cycles']} cycles/frame); "
+    if s.get("fps_as_built") is not None:  # the design as it will be built first; FINN's figure beside it
+        c.print(f"as built: {s['fps_as_built']} FPS ({s['fps_basis']}): {s['fps_basis_note']}")
+    c.print(f"FINN's analytic estimate {s['fps']} FPS (slowest: {s['slowest_layer']}, {s['max_cycles']} cycles/frame); "
             f"fits: {s['fits']}; flow time {s['flow_seconds']} s; folding: {s['folding']}")
-    if s.get("fps_basis") == "sized":
-        c.print(f"as built: {s['fps_as_built']} FPS (sized): {s['fps_basis_note']}")
-    elif s.get("fps_basis"):
+    if s.get("fps_as_built") is None and s.get("fps_basis"):
         c.print(f"FPS basis: analytic ({s['fps_basis_note']})")

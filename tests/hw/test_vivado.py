@@ -56,8 +56,8 @@ def standin_env(deps: Path | None, path_dir: Path = STANDIN, **extra) -> dict:
     return env
 
 
-def bitstream(run: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flow", "bitstream", "--run", str(run)], capture_output=True,
+def bitstream(run: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flow", "bitstream", "--run", str(run), *args], capture_output=True,
                           text=True, env=env, timeout=900)
 
 
@@ -70,10 +70,11 @@ def built(tmp_path_factory):
     run = root / "run"
     export_run(run, "4w4a", 64)
     deps = fake_deps(root / "deps", headers=[h for h in HLSLIB_HEADERS if h != "dma.h"])
-    failed = bitstream(run, standin_env(deps))
+    # FIFOs 32 deep (--no-rtlsim): sizing them takes minutes of Verilator (test_fps_basis.py builds a sized design)
+    failed = bitstream(run, standin_env(deps), "--no-rtlsim")
     stitched_after_failure = (run / "finn/vivado/stitched_ip/make_project.tcl").exists()
     (deps / "finn-hlslib" / "dma.h").write_text("// stand-in header for the test suite\n")
-    ok = bitstream(run, standin_env(deps))
+    ok = bitstream(run, standin_env(deps), "--no-rtlsim")
     return run, deps, failed, stitched_after_failure, ok
 
 
