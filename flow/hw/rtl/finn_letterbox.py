@@ -111,8 +111,10 @@ class StreamLetterbox_rtl(StreamLetterbox, RTLBackend):  # noqa: N801 - FINN's n
 
 
 class InsertStreamLetterbox(Transformation):
-    """The graph's (1, SIZE, SIZE, 3) UINT8 NHWC input becomes a (1, H, W, 3) frame that a StreamLetterbox node
-    resizes into the old input tensor, which the network reads as before."""
+    """The graph's pixel input becomes a (1, H, W, 3) UINT8 NHWC frame that a StreamLetterbox node resizes into
+    the NHWC canvas the network reads. FINN's conversion leaves the graph input NCHW with a Transpose to NHWC in
+    front (the host's layout change, outside the dataflow partition): a camera frame is already NHWC, so that
+    Transpose goes and the letterbox takes its place."""
 
     def __init__(self, width: int, height: int, size: int):
         super().__init__()
@@ -125,20 +127,28 @@ class InsertStreamLetterbox(Transformation):
         inp = graph.input[0]
         if any(n.op_type.startswith("StreamLetterbox") for n in graph.node):
             return model, False
-        shape, dt = model.get_tensor_shape(inp.name), model.get_tensor_datatype(inp.name)
-        if list(shape) != [1, self.size, self.size, 3] or dt != DataType["UINT8"]:
-            raise FlowError(f"the letterbox goes in front of a (1, {self.size}, {self.size}, 3) UINT8 NHWC input; this "
-                            f"graph's input {inp.name} is {list(shape)} {dt.name} (the model is not a {self.size}x"
-                            f"{self.size} RGB pixel network, or FINN's conversion left its layout to the host)")
-        frame = helper.make_tensor_value_info(FRAME_INPUT, TensorProto.FLOAT, [1, self.height, self.width, 3])
-        node = helper.make_node("StreamLetterbox", [FRAME_INPUT], [inp.name], name="StreamLetterbox_0",
-                                domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
-                                FrameDim=[self.height, self.width], Size=self.size)
-        canvas = helper.make_tensor_value_info(inp.name, inp.type.tensor_type.elem_type, shape)
+        shape, dt = list(model.get_tensor_shape(inp.name)), model.get_tensor_datatype(inp.name)
+        consumers = model.find_consumers(inp.name) or []
+        transpose = consumers[0] if len(consumers) == 1 and consumers[0].op_type == "Transpose" else None
+        s = self.size
+        if transpose is not None and shape == [1, 3, s, s] and [a.ints for a in transpose.attribute
+                                                                if a.name == "perm"] == [[0, 2, 3, 1]]:
+            canvas = transpose.output[0]
+            graph.node.remove(transpose)
+        elif shape == [1, s, s, 3]:
+            canvas = inp.name
+            graph.value_info.append(helper.make_tensor_value_info(inp.name, inp.type.tensor_type.elem_type, shape))
+        else:
+            canvas = None
+        if canvas is None or dt != DataType["UINT8"]:
+            raise FlowError(f"the letterbox goes in front of a {s}x{s} RGB UINT8 pixel input (NHWC, or NCHW with FINN's "
+                            f"Transpose to NHWC); this graph's input {inp.name} is {shape} {dt.name}")
         graph.input.remove(inp)
-        graph.value_info.append(canvas)
-        graph.input.insert(0, frame)
-        graph.node.insert(0, node)
+        graph.input.insert(0, helper.make_tensor_value_info(FRAME_INPUT, TensorProto.FLOAT, [1, self.height, self.width, 3]))
+        graph.node.insert(0, helper.make_node("StreamLetterbox", [FRAME_INPUT], [canvas], name="StreamLetterbox_0",
+                                              domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
+                                              FrameDim=[self.height, self.width], Size=s))
         model.set_tensor_datatype(FRAME_INPUT, DataType["UINT8"])
+        model.set_tensor_datatype(canvas, DataType["UINT8"])
         model.set_tensor_layout(FRAME_INPUT, ["N", "H", "W", "C"])
         return model, False
