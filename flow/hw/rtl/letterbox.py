@@ -45,12 +45,13 @@ class Letterbox:
         return {"H_IN": self.H, "W_IN": self.W, "SIZE": self.SIZE, "RH": rh, "RW": rw, "PAD": PAD_VALUE}
 
     def cycles(self) -> int:
-        """Cycles per frame at one beat per clock on both sides: the W x H input beats, plus the padding rows, which
-        the output emits while the input waits (three lines cannot hold what would arrive meanwhile). An upper
-        bound: some padding rows overlap the input (simulated 640x480 -> 416: 349,376 of 350,464; 96x64 -> 64:
-        7,328 of 7,488)."""
+        """Cycles per frame at one beat per clock on both sides: the W x H input beats plus the padding rows, which
+        the output emits while the input waits (three lines cannot hold what would arrive meanwhile), or the SIZE x
+        SIZE output beats where those are more (upscaling); plus one input line of fill. An upper bound within a few percent of the
+        simulated module (640x480 -> 416: 349,376 of 351,104; 96x64 -> 64: 7,328 of 7,584; 64x96 -> 64: 6,198 of
+        6,208)."""
         _, (rh, _), _ = letterbox_geometry((self.H, self.W), self.SIZE)
-        return self.W * self.H + (self.SIZE - rh) * self.SIZE
+        return max(self.W * self.H + (self.SIZE - rh) * self.SIZE, self.SIZE ** 2) + self.W
 
     def resources(self) -> dict[str, int]:
         """Yosys synth_xilinx on the module (README): nine DSP48E1 (per channel two 9x9 products along x, one 9x18
