@@ -16,9 +16,13 @@ FRAME = (96, 64)  # width, height: a small camera frame for the 64x64 test model
 
 
 def with_frame(run: Path, frame=FRAME, resample="bilinear-exact") -> Path:
-    """The run's manifest with the fabric letterbox asked for (input.frame) and the model's resample set."""
+    """The run's manifest with the fabric letterbox asked for (input.frame) and the model's resample set, recorded
+    as the export's (as an export of such a model writes it)."""
+    from flow.provenance import record, recorded
+
     m = load_manifest(run)
     m.replace(input=dataclasses.replace(m.input, frame=frame, resample=resample)).write(run / "manifest.json")
+    record(run / "manifest.json", [run / "model.qonnx.onnx"], recorded(run / "manifest.json")["command"])
     return run
 
 
@@ -94,22 +98,25 @@ def frame_build(run_4w4a, tmp_path_factory):
 
 
 def test_frame_build_estimate_counts_the_letterbox(frame_build):
-    from flow.deploy import stream_folds
+    from flow.deploy import make_deploy
     from flow.hw.rtl.letterbox import Letterbox
     from flow.hw.rtlgen import load_hw_model
 
     run, est = frame_build
     model = load_hw_model(run)
-    first = model.graph.node[0]
-    assert first.op_type == "StreamLetterbox_rtl" and model.graph.input[0].name == first.input[0]
-    assert model.get_tensor_shape(first.input[0]) == [1, 64, 96, 3]  # the accelerator reads the frame
+    ops = [n.op_type for n in model.graph.node if n.op_type != "StreamingFIFO_rtl"]
+    assert ops[0] == "StreamLetterbox_rtl" and ops.count("StreamLetterbox_rtl") == 1, ops[:3]
+    assert model.get_tensor_shape(model.graph.input[0].name) == [1, 64, 96, 3]  # the accelerator reads the frame
     assert not [n for n in model.graph.node if n.op_type == "Transpose"]
     lb = Letterbox(96, 64, 64)
     assert est["layers"]["StreamLetterbox_rtl_0"] == {"cycles": lb.cycles(), **lb.resources()}
     assert est["total_layers"]["DSP"] >= 9 and est["total_layers"]["BRAM_18K"] >= 6 and est["fits"]
     assert est["slowest_layer"] != "StreamLetterbox_rtl_0" and est["max_cycles"] > lb.cycles()
-    # what deploy packs: 3 pixel values per input word, as the board's frame stream sends them
-    assert stream_folds(run, load_manifest(run))["input_word_elems"] == 3
+    # the deploy package: the manifest keeps the frame, the input words carry one RGB pixel each
+    make_deploy(run)
+    deployed = load_manifest(run / "deploy")
+    assert deployed.input.frame == FRAME and deployed.input.accel_shape == [1, 64, 96, 3]
+    assert deployed.packing.input_word_elems == 3
 
 
 def strip_letterbox(model):
