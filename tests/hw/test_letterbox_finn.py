@@ -120,15 +120,21 @@ def test_frame_build_estimate_counts_the_letterbox(frame_build):
 
 
 def strip_letterbox(model):
-    """The same HW model without its letterbox node: the network alone, reading the canvas."""
+    """The same HW model without its letterbox node (and the FIFO before it): the network alone, reading the canvas."""
     from onnx import helper
 
     m = model.transform(_Copy())
-    node = m.graph.node[0]
-    canvas = node.output[0]
-    m.graph.node.remove(node)
+    nodes = list(m.graph.node)
+    k = next(i for i, n in enumerate(nodes) if n.op_type == "StreamLetterbox_rtl")
+    assert all(n.op_type == "StreamingFIFO_rtl" for n in nodes[:k])
+    canvas = nodes[k].output[0]
+    for n in nodes[: k + 1]:
+        m.graph.node.remove(n)
+    shape = m.get_tensor_shape(canvas)
+    for vi in [vi for vi in m.graph.value_info if vi.name == canvas]:
+        m.graph.value_info.remove(vi)
     m.graph.input.remove(m.graph.input[0])
-    m.graph.input.insert(0, helper.make_tensor_value_info(canvas, 1, m.get_tensor_shape(canvas)))
+    m.graph.input.insert(0, helper.make_tensor_value_info(canvas, 1, shape))
     return m
 
 
