@@ -174,7 +174,7 @@ def test_synth_frame_build_sizes_the_letterbox(frame_build):
 
     run, _ = frame_build
     s = run_synth(run)
-    lb = s["nodes"]["StreamLetterbox_rtl_0"]
-    assert lb["DSP"] == 9 and lb["BRAM_18K"] == 6 and 300 < lb["LUT"] < 1000, lb
-    assert s["fits"], s
+    lb = s["nodes"]["StreamLetterbox_rtl_0"]["yosys"]  # -nodsp, as every node there: its 9 products in LUTs
+    assert lb["DSP"] == 0 and lb["BRAM_18K"] == 6 and 1000 < lb["LUT"] < 3000, lb
+    assert s["total"]["BRAM_18K"] >= 6 and s["fits"], s
 

@@ -221,7 +221,7 @@ def test_standin_packages_a_frame_build(tmp_path):
     """A frame build (input.frame: the letterbox in the fabric at the accelerator's input) through FINN's Vivado
     half: its RTL node is packaged from code_generation_ipi as the max pools are (one lpyolo_letterbox.sv, referenced
     in place), the stand-in parses it with the rest and checks its pins and stream widths; a wrapper that took 16
-    bits from the input FIFO's 24 is stopped."""
+    bits from the input FIFO's 24 is stopped (3 bytes against 2)."""
     from test_letterbox_finn import with_frame
 
     require_tclsh()
@@ -244,8 +244,8 @@ def test_standin_packages_a_frame_build(tmp_path):
     narrow.write_text(text.replace("input [23:0] in0_V_TDATA", "input [15:0] in0_V_TDATA"))
     (tmp_path / "proj").mkdir()
     p = standin("vivado", stitched_script((run,), tmp_path / "proj", **{wrapper: str(narrow)}), tool_env(None))
-    assert p.returncode == 1 and ("Width mismatch when connecting pin: '/StreamingFIFO_rtl_0/out0_V_TDATA'(24) to "
-                                  "pin: '/StreamLetterbox_rtl_0/in0_V_TDATA'(16)") in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 1 and ("Bus Interface property TDATA_NUM_BYTES does not match between "
+                                  "/StreamingFIFO_rtl_0/out0_V(3) and /StreamLetterbox_rtl_0/in0_V(2)") in p.stderr, p.stderr[-2000:]
 
 
 def test_standin_stops_on_unset_custom_hls_and_missing_board_files(built, tmp_path):
