@@ -146,7 +146,7 @@ def write_wrapper(inst: RTLBackend, module: str, params: dict[str, int]) -> None
 
 
 def register() -> None:
-    """Add our ops (max pool, letterbox) to FINN's registries (qonnx finds a node's class in its domain module's `custom_op`)."""
+    """Add our ops to FINN's registries (qonnx resolves a node's class from its domain module's `custom_op`)."""
     import finn.custom_op.fpgadataflow as generic
     import finn.custom_op.fpgadataflow.rtl as rtl
 
