@@ -86,6 +86,24 @@ def test_frame_build_refused_for_another_resample(run_4w4a, tmp_path):
     assert not (run / "finn").exists()  # refused before the build folder is touched
 
 
+def test_frame_build_at_416_takes_the_committed_folding_not_its_fifo_sizes(run_4w4a, tmp_path):
+    """The committed 416 all-RTL folding applies to a frame build (the letterbox has nothing to fold); the FIFO sizes
+    committed beside it were made for the design without the letterbox (other FIFOs), so 32-deep FIFOs until
+    `python -m flow fifos` sizes the frame build's own."""
+    from flow.hw.commands import _config, _parser
+    from flow.hw.foldings import committed_folding, fifos_beside
+
+    m = load_manifest(run_4w4a)
+    folding = committed_folding("4w4a", 416, True)
+    assert folding.exists() and fifos_beside(folding).exists()
+    for frame, fifos in ((None, str(fifos_beside(folding))), ((640, 480), None)):
+        run = tmp_path / str(frame)
+        m.replace(input=dataclasses.replace(m.input, size=416, frame=frame, resample="bilinear-exact"),
+                  output=dataclasses.replace(m.output, grid=13)).write(run / "manifest.json")
+        cfg = _config(_parser("python -m flow estimate").parse_args(["--run", str(run), "--standalone-thresholds"]))
+        assert cfg.folding == str(folding) and cfg.fifo_config == fifos
+
+
 @pytest.fixture(scope="module")
 def frame_build(run_4w4a, tmp_path_factory):
     """The 64x64 4w4a run with input.frame 96x64, all-RTL estimate: (run folder, estimate summary)."""
