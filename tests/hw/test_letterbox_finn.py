@@ -130,6 +130,17 @@ def test_frame_build_estimate_counts_the_letterbox(frame_build):
     assert est["layers"]["StreamLetterbox_rtl_0"] == {"cycles": lb.cycles(), **lb.resources()}
     assert est["total_layers"]["DSP"] >= 9 and est["total_layers"]["BRAM_18K"] >= 6 and est["fits"]
     assert est["slowest_layer"] != "StreamLetterbox_rtl_0" and est["max_cycles"] > lb.cycles()
+    # the cross-check's finn-hw backend runs the network of this model from the letterbox's canvas
+    from flow.hw.finn_backend import crosscheck_backends
+    from flow.hw.rtlsim import golden
+    from flow.samples import sample_images
+
+    hw = next(b for b in crosscheck_backends(run, {"manifest": load_manifest(run)}) if b.name == "finn-hw")
+    canvases = sample_images(64, n_real=1, n_random=1, resample="bilinear-exact")
+    net = strip_letterbox(model)
+    _, want = golden(net, canvases.astype(np.int64), (net.graph.input[0].name, net.graph.output[0].name))
+    got = hw.run(canvases.transpose(0, 3, 1, 2).astype(np.float32))
+    np.testing.assert_array_equal(got, want.reshape(got.shape[0], *got.shape[2:], got.shape[1]).transpose(0, 3, 1, 2))
     # the deploy package: the manifest keeps the frame, the input words carry one RGB pixel each
     make_deploy(run)
     deployed = load_manifest(run / "deploy")
