@@ -37,7 +37,8 @@ HW_ATTRS = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",
 
 
 # the modules whose code runs in the steps before folding (with what they import from this checkout: flow.codekey)
-PREFOLDING_MODULES = ["flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.compat"]
+PREFOLDING_MODULES = ["flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.rtl.finn_letterbox",
+                      "flow.hw.compat"]
 
 
 def prefolding_key(cfg: FinnConfig, qonnx_path: Path, manifest: Manifest) -> str:
@@ -114,6 +115,9 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, Manifest]:
     manifest = load_manifest(run_dir)
     if manifest.spec is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
         QuantSpec.from_json(manifest.spec).validate(for_finn=True)
+    from flow.hw.rtl.letterbox import check_frame_build
+
+    check_frame_build(manifest, str(run_dir / "manifest.json"))
     qonnx_path = run_dir / "model.qonnx.onnx"
     if not qonnx_path.is_file():
         raise FlowError(f"{qonnx_path}: missing; run `python -m flow export --out {run_dir}` first")

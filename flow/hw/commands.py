@@ -50,7 +50,9 @@ def _config(a) -> FinnConfig:
     # a folding names the nodes of the build mode it was made in; its meta file says which
     standalone = a.standalone_thresholds or bool(folding and read_meta(folding).get("standalone_thresholds"))
     # FIFO sizes: given, or this run's own (`python -m flow fifos`), or those sized with the folding
-    found = [p for p in (Path(a.run) / "fifos.json", folding and fifos_beside(folding)) if p and p.exists()]
+    # (made for the design that reads the canvas: a frame build, with the letterbox in front, has other FIFOs)
+    beside = folding and load_manifest(a.run).input.frame is None and fifos_beside(folding)
+    found = [p for p in (Path(a.run) / "fifos.json", beside) if p and p.exists()]
     fifos = a.fifos or (found[0] if found else None)
     return FinnConfig(run_dir=str(a.run), folding=str(folding) if folding else None, target_fps=a.target_fps,
                       mvau_wwidth_max=a.mvau_wwidth_max, standalone_thresholds=standalone,

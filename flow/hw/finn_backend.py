@@ -26,6 +26,10 @@ class FinnPythonBackend(Backend):
         self.model = to_python_exec(ModelWrapper(str(path)))
         self.manifest = manifest
         self.iname = self.model.graph.input[0].name
+        self.start = None
+        letterbox = next((n for n in self.model.graph.node if n.op_type == "StreamLetterbox"), None)
+        if letterbox is not None:  # a frame build: the network from the letterbox's canvas (the reference's input)
+            self.iname, self.start = letterbox.output[0], self.model.find_consumer(letterbox.output[0])
         self.oname = self.model.graph.output[0].name
         self.in_shape = self.model.get_tensor_shape(self.iname)
         self.out_shape = self.model.get_tensor_shape(self.oname)
@@ -39,7 +43,7 @@ class FinnPythonBackend(Backend):
         accel_out = list(self.out_shape[1:]) == list(self.manifest.output.accel_shape[1:])
         for i in range(len(x)):
             xi = x[i : i + 1] if nchw_in else x[i : i + 1].transpose(0, 2, 3, 1)
-            y = execute_onnx(self.model, {self.iname: np.ascontiguousarray(xi)})[self.oname]
+            y = execute_onnx(self.model, {self.iname: np.ascontiguousarray(xi)}, False, self.start)[self.oname]
             y = y.reshape(self.out_shape)
             if accel_out:  # integer codes, NHWC: the accelerator's boundary
                 out.append(np.round(y).astype(np.int32).transpose(0, 3, 1, 2))

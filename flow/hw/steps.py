@@ -132,6 +132,18 @@ def step_convert_to_hw(model, ctx: StepContext):
     return model
 
 
+def step_letterbox(model, ctx: StepContext):
+    """Where the manifest sets input.frame, the letterbox in the fabric (`rtl/finn_letterbox.py`) goes in front of
+    the dataflow: the accelerator's input becomes the camera's frame. Placed on the HW graph (NHWC UINT8 pixels in,
+    after convert_to_hw), so that FINN partitions, specialises (to the RTL variant), folds and estimates it with
+    the rest. Models with another resample than the fabric's are refused."""
+    from flow.hw.rtl.finn_letterbox import InsertStreamLetterbox
+    from flow.hw.rtl.letterbox import check_frame_build
+
+    frame = check_frame_build(ctx.manifest, str(Path(ctx.cfg.run_dir) / "manifest.json"))
+    return model if frame is None else model.transform(InsertStreamLetterbox(*frame, ctx.manifest.input.size))
+
+
 def step_folding(model, ctx: StepContext):
     """The folding JSON, checked (`apply_folding_checked`), else FINN's target_fps heuristic."""
     cfg = ctx.cfg
@@ -236,7 +248,7 @@ def apply_folding_checked(model, path: Path):
         raise FoldingError(f"{path}: names nodes this model does not have ({', '.join(unknown[:5])}); it was "
                            f"made for another model or FINN version. This model's HW nodes: "
                            f"{', '.join(n.name for n in hw[:8])} ...")
-    missing = [n.name for n in hw if n.name not in conf]
+    missing = [n.name for n in hw if n.name not in conf and not n.op_type.startswith("StreamLetterbox")]  # no folding
     if missing:
         raise FoldingError(f"{path}: leaves {', '.join(missing[:5])} unconfigured; they would run at PE=SIMD=1. "
                            "Regenerate it with `python -m flow fold`")
@@ -254,7 +266,7 @@ def apply_folding_checked(model, path: Path):
             raise FoldingError(f"{path}: {n.name} ({n.op_type}) cannot fold with {got}: PE must divide its output "
                                f"channels and SIMD its input channels ({type(e).__name__}: {e or 'FINN assertion'})"
                                ) from None
-        for attr, want in conf[n.name].items():
+        for attr, want in conf.get(n.name, {}).items():
             try:
                 got = inst.get_nodeattr(attr)
             except AttributeError:
@@ -271,6 +283,7 @@ STEPS = {
     "streamline": step_streamline_checked,
     "boundary": step_boundary,
     "convert_to_hw": step_convert_to_hw,
+    "letterbox": step_letterbox,
     "minimize_bit_width_initial": finn_step("minimize_bit_width_initial"),
     "create_dataflow_partition": finn_step("create_dataflow_partition"),
     "specialize_layers": finn_step("specialize_layers"),

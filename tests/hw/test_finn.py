@@ -217,7 +217,8 @@ def test_prefolding_code_key_covers_what_the_steps_run(tmp_path, monkeypatch):
 
     root = _checkout_copy(tmp_path)
     reached = closure(PREFOLDING_MODULES, root)
-    for m in ("flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.rtl.maxpool", "flow.hw.compat"):
+    for m in ("flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.rtl.maxpool", "flow.hw.compat",
+              "flow.hw.rtl.finn_letterbox", "flow.hw.rtl.letterbox"):
         assert m in reached
     key = code_key(PREFOLDING_MODULES, root)
     assert key == code_key(PREFOLDING_MODULES)  # the copy is the checkout

@@ -217,6 +217,38 @@ def test_standin_stops_where_vivado_would_on_the_stitched_ip(built, tmp_path, de
         assert "WARNING: [BD 5-235] No pins matched 'get_bd_pins StreamMaxPool2x2_rtl_0/ap_clock'" in p.stdout
 
 
+@pytest.mark.slow  # a second export, estimate and Vivado half: ~4 minutes
+def test_standin_packages_a_frame_build(tmp_path):
+    """A frame build (input.frame: the letterbox in the fabric at the accelerator's input) through FINN's Vivado
+    half: its RTL node is packaged from code_generation_ipi as the max pools are (one lpyolo_letterbox.sv, referenced
+    in place), the stand-in parses it with the rest and checks its pins and stream widths; a wrapper that took 16
+    bits from the input FIFO's 24 is stopped (3 bytes against 2)."""
+    from test_letterbox_finn import with_frame
+
+    require_tclsh()
+    run = tmp_path / "run"
+    export_run(run, "4w4a", 64)
+    with_frame(run)
+    ok = bitstream(run, standin_env(fake_deps(tmp_path / "deps")))
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    tcl = (run / "finn/vivado/stitched_ip/make_project.tcl").read_text()
+    assert len(set(re.findall(r"add_files -norecurse (\S*lpyolo_letterbox\.sv)", tcl))) == 1
+    assert tcl.count("create_bd_cell -type module -reference StreamLetterbox_rtl_0 ") == 1
+    assert re.search(r"connect_bd_intf_net \[get_bd_intf_pins StreamingFIFO_rtl_0/out0_V\] "
+                     r"\[get_bd_intf_pins StreamLetterbox_rtl_0/in0_V\]", tcl)
+    assert "Verilator parsed" in next((run / "finn/tmp").glob("vivado_stitch_proj_*/vivado.log")).read_text()
+    wrapper = re.search(r"add_files -norecurse (\S*/StreamLetterbox_rtl_0\.v)", tcl).group(1)
+    narrow = tmp_path / "narrow" / "StreamLetterbox_rtl_0.v"
+    narrow.parent.mkdir()
+    text = Path(wrapper).read_text()
+    assert "input [23:0] in0_V_TDATA" in text
+    narrow.write_text(text.replace("input [23:0] in0_V_TDATA", "input [15:0] in0_V_TDATA"))
+    (tmp_path / "proj").mkdir()
+    p = standin("vivado", stitched_script((run,), tmp_path / "proj", **{wrapper: str(narrow)}), tool_env(None))
+    assert p.returncode == 1 and ("Bus Interface property TDATA_NUM_BYTES does not match between "
+                                  "/StreamingFIFO_rtl_0/out0_V(3) and /StreamLetterbox_rtl_0/in0_V(2)") in p.stderr, p.stderr[-2000:]
+
+
 def test_standin_stops_on_unset_custom_hls_and_missing_board_files(built, tmp_path):
     run = built[0]
     env = tool_env(built)

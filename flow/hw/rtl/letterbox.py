@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from board.manifest import Manifest
 from board.preprocess import PAD_VALUE, letterbox_fixed, letterbox_geometry
 from flow.errors import FlowError
 
@@ -42,6 +43,22 @@ class Letterbox:
     def params(self) -> dict[str, int]:
         _, (rh, rw), _ = letterbox_geometry((self.H, self.W), self.SIZE)
         return {"H_IN": self.H, "W_IN": self.W, "SIZE": self.SIZE, "RH": rh, "RW": rw, "PAD": PAD_VALUE}
+
+    def cycles(self) -> int:
+        """Cycles per frame at one beat per clock on both sides: the W x H input beats plus the padding rows, which
+        the output emits while the input waits (three lines cannot hold what would arrive meanwhile), or the SIZE x
+        SIZE output beats where those are more (upscaling); plus one input line of fill. An upper bound within a few percent of the
+        simulated module (640x480 -> 416: 349,376 of 351,104; 96x64 -> 64: 7,328 of 7,584; 64x96 -> 64: 6,198 of
+        6,208)."""
+        _, (rh, _), _ = letterbox_geometry((self.H, self.W), self.SIZE)
+        return max(self.W * self.H + (self.SIZE - rh) * self.SIZE, self.SIZE ** 2) + self.W
+
+    def resources(self) -> dict[str, int]:
+        """Yosys synth_xilinx on the module (README): nine DSP48E1 (per channel two 9x9 products along x, one 9x18
+        along y), six line memories of ceil(W/2) x 24 bits, one 512x36 BRAM18 per 512 words (Yosys maps them to
+        block RAM at 96x64 too), ~570 LUTs of counters, steps and muxes (574 at 640x480 -> 416, 524 at 96x64 -> 64)."""
+        words = (self.W + 1) // 2
+        return {"LUT": 570, "BRAM_18K": 6 * ((words + 511) // 512), "DSP": 9}
 
     def execute(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, SIZE, SIZE, 3) uint8: the specification (letterbox_fixed)."""
@@ -105,6 +122,20 @@ class Letterbox:
         if unknown:
             raise FlowError(f"Yosys mapped cells the report cannot count: {unknown}; extend flow.hw.synth.CELL_RESOURCES")
         return counts
+
+
+def check_frame_build(manifest: Manifest, where: str) -> tuple[int, int] | None:
+    """The manifest's frame (width, height) where the fabric letterboxes, None otherwise; refused where the model
+    was trained on another resize than the one the fabric computes."""
+    frame = manifest.input.frame
+    if frame is not None and manifest.input.resample != "bilinear-exact":
+        raise FlowError(f"{where}: input.frame {frame[0]}x{frame[1]} asks for the letterbox in the fabric, which "
+                        f"computes resample 'bilinear-exact' (board.preprocess.letterbox_fixed), but this model was "
+                        f"trained and exported with '{manifest.input.resample}'; train and export it with --resample "
+                        "bilinear-exact, or build without a frame (remove input.frame: the host letterboxes)")
+    if frame is not None:
+        Letterbox(W=frame[0], H=frame[1], SIZE=manifest.input.size)  # sides the RTL's counters hold
+    return frame
 
 
 def sample_frames(w: int, h: int, seed: int = 0) -> np.ndarray:
