@@ -17,10 +17,9 @@ Waiting for the accelerator: FINN's zynq-iodma shell wires no interrupt to the P
 `DMA.wait_async`, needs one on IRQ_F2P[0]), so the done bit is polled, as FINN's driver and PYNQ's `DMA.wait` do
 (both spin). A spin holds the GIL; a sleep releases it, but every wake-up must take the GIL back from whichever
 thread holds it, and CPython hands it over only at the holder's switch interval (5 ms by default): with a
-Python-bound thread beside it, a 4.7 ms wait became 21 ms. So the wait sleeps once for the accelerator's known
-frame time (the least of the last frames: a dataflow design takes the same time every frame), then polls with
-short sleeps, and `gil_handover()` shortens the switch interval while the pipeline runs (WAIT_SWITCH_S), so a
-woken wait takes the GIL back within that instead of 5 ms.
+Python-bound thread beside it, a 4.7 ms wait became 21 ms. So the wait sleeps most of the accelerator's known
+frame time once, then polls with short sleeps, and `gil_handover()` shortens the switch interval while the
+pipeline runs (WAIT_SWITCH_S), so a woken wait takes the GIL back within 0.5 ms instead of 5 ms.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ BITFILE, HWH, MANIFEST = "finn-accel.bit", "finn-accel.hwh", "manifest.json"
 REG_CTRL, REG_ADDR, REG_BATCH = 0x00, 0x10, 0x1C
 START, DONE, IDLE, READY = 0x1, 0x2, 0x4, 0x8
 POLL_S = 0.0002  # between status reads once the expected frame time has passed: ~5 % of a 4 ms frame
+WAKE_EARLY = 0.8  # the first sleep's share of the fastest recent frame: the done bit is read a few times after it
 WAIT_SWITCH_S = 0.0005  # the interpreter's switch interval while a pipeline runs (CPython's default: 0.005)
 FRAME_BUFFERS = 6  # a frame build's ring: two frames decoding, two queued, one in flight, one at the sink
 
@@ -144,8 +144,9 @@ class Accelerator:
         """Start both IODMAs on input buffer `slot` and wait for the output one; returns seconds. Times out instead
         of hanging.
 
-        The wait sleeps (which releases the GIL): once, until the fastest of the last frames' time has passed (one
-        GIL re-acquisition a frame where the accelerator keeps its pace), then POLL_S between status reads."""
+        The wait sleeps (which releases the GIL): first WAKE_EARLY of the fastest of the last frames (a dataflow
+        accelerator takes the same time every frame), then POLL_S between status reads. Sleeping the whole last
+        time instead feeds back: a wake-up delayed by another thread's hold of the GIL lengthens the next sleep."""
         t0 = time.perf_counter()
         if not self.odma.read(REG_CTRL) & IDLE:
             raise BoardError(f"output DMA is not idle: a previous run did not finish; {self.dma_state()} "
@@ -155,9 +156,7 @@ class Accelerator:
             dma.write(REG_BATCH, self.batch)
             dma.write(REG_CTRL, START)
         if self.timings:
-            remaining = min(self.timings[-8:]) - (time.perf_counter() - t0)
-            if remaining > 0:
-                time.sleep(remaining)
+            time.sleep(WAKE_EARLY * min(self.timings[-8:]))
         while not self.odma.read(REG_CTRL) & DONE:
             if time.perf_counter() - t0 > self.timeout_s:
                 raise BoardError(f"DMA did not complete within {self.timeout_s} s: {self.dma_state()}; the accelerator "

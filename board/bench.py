@@ -179,6 +179,48 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
     return {"wall_s": statistics.median(walls), "host_cpu_s": statistics.median(cpus)}
 
 
+def time_execute_beside_python(deploy: Path, frames: int = 100) -> dict:
+    """The accelerator's wait beside a Python-bound thread (the worst-case decode + NMS in a loop, which holds the
+    GIL but for moments): execute() on the simulated overlay, its done bit held back for ACCEL_FRAME_S and the
+    golden model not run (the wait alone), with CPython's 5 ms switch interval and with the pipeline's
+    (board.accelerator.gil_handover). Median and 90th percentile of the wall time per call."""
+    import threading
+
+    from board.accelerator import WAIT_SWITCH_S, Accelerator, gil_handover
+    from board.sim import SimOverlay
+
+    worst = output_codes(None)
+    out = {}
+    for label, interval in (("switch_5ms", 0.005), (f"switch_{WAIT_SWITCH_S * 1e3:g}ms", WAIT_SWITCH_S)):
+        ov = SimOverlay(deploy, frame_time_s=ACCEL_FRAME_S)
+        ov._run = lambda: None  # the wait alone: no golden model in the waiting thread
+        acc = Accelerator(deploy, overlay=ov, input_buffers=1)
+        frame = np.zeros(acc.manifest.input.accel_shape, np.uint8)
+        acc.pack_input(frame)
+        acc.execute()
+        stop = threading.Event()
+
+        def python_bound(stop=stop):
+            while not stop.is_set():
+                detect(worst, LPYOLO["scale"], LPYOLO["anchors"], LPYOLO["stride"])
+
+        t = threading.Thread(target=python_bound, daemon=True)
+        walls = []
+        with gil_handover(interval):
+            t.start()
+            try:
+                for _ in range(frames):
+                    t0 = time.perf_counter()
+                    acc.execute()
+                    walls.append(time.perf_counter() - t0)
+            finally:
+                stop.set()
+                t.join()
+        out[label] = {"median_ms": round(statistics.median(walls) * 1e3, 3),
+                      "p90_ms": round(float(np.percentile(walls, 90)) * 1e3, 3), "frames": frames}
+    return out
+
+
 def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
