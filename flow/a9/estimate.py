@@ -3,16 +3,18 @@ board/bench.py's measurements (no board here).
 
 Method: each stage's x86 time, measured in this run (least of many timed calls), times
 a board-to-host ratio measured on public Zynq-7020 timings of the same kind of code re-run on this project's
-2-core x86 (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples):
-  python  Python-bound numpy on small arrays (FINN's unpack_output: 355-371 ms board / 9.6-10.4 ms here)   37x
+2-core x86 (github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples,
+github.com/sefaburakokcu/finn-quantized-yolo):
+  python  Python-bound numpy on small arrays (FINN's unpack_output: finn-examples 355-371 ms board / 9.6-10.4 ms
+          here, 35x; LPYOLO's 574.5 ms board / ~60 ms here, 9.6x)                                         9.6-37x
   memory  numpy over large arrays, memory-bound (FINN's pack_input: 71-74 ms board / ~1 ms here)              70x
   c_image C image code, PIL/OpenCV (PIL bilinear resizes in PYNQ-HelloWorld: 1.02 s / 63-73 ms, 24.6 / 0.9)   14-28x
 The low/high ends are the spread of those measurements, widened where our stage is not the measured code:
-python 30-45x, memory 55-90x, c_image 14-28x (central 20x). Further error the ratios cannot see: OpenCV on x86
-uses AVX2 where the A9 has NEON (both SIMD; OpenCV runs single-threaded here, as it effectively does on a core the
-pipeline already uses), and pynq's MMIO register reads cost more than the simulated overlay's (the wait reads
-the status register a few times a frame). The accelerator's own frame time (3.97 ms, Verilator simulation of the
-416x416 design with its sized FIFOs) is taken as is, not scaled.
+python 9-45x (central 18.5x, the two points' geometric mean), memory 55-90x, c_image 14-28x (central 20x).
+Further error the ratios cannot see: OpenCV on x86 uses AVX2 where the A9 has NEON (both SIMD; OpenCV runs single-
+threaded here, as it effectively does on a core the pipeline already uses), and pynq's MMIO register reads cost more
+than the simulated overlay's (the wait reads the status register a few times a frame). The accelerator's own frame
+time (3.97 ms, Verilator simulation of the 416x416 design with its sized FIFOs) is taken as is, not scaled.
 
 The x86 side should run the board's libraries: the JPEG decode, most of a frame's CPU, is ~1.6x faster here
 with libjpeg-turbo 3.1 (opencv-python 4.13 wheels) than with 2.1.2 (opencv-python 4.5.5 wheels, and the PYNQ
@@ -22,11 +24,17 @@ With `--a9 DIR` (flow/a9/setup.sh DIR: an armhf Debian userland and a qemu-user 
 counted: flow/a9/count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
 cortex-a9`, and each stage's instructions are divided by the A9's instruction rate on its kind of code, measured by
 counting, the same way, calls whose Zynq-7020 timings are public (A9_CALIBRATION): PIL resizes for C image code
-(479/558 M instructions/s), FINN's driver unpacking a batch for Python-bound code (221 M/s), FINN's packing a
+(479/558 M instructions/s), FINN's driver unpacking outputs for Python-bound code (finn-examples' batch: 222 M/s;
+LPYOLO's 13x13x18 INT8 output: 464 M/s by a review's count, the spread between them is the range), FINN's packing a
 batch for numpy over large arrays (269 M/s). That removes the x86 side (AVX2 and other library builds here vs the
 armhf builds' code, which for OpenCV's resize has no NEON path; the host's load); what remains is how far a stage's
 code differs from its kind's calibration code (a9_from_counts says how the range is made) and what qemu-user does
 not count: kernel time (futex wake-ups, page faults) and the memory system beyond what the calibration code met.
+
+Not counted but measured on a board: the copy into the cacheable DMA buffer and its flush (pynq's cache
+maintenance, in the kernel), from LPYOLO's PYNQ-Z2 (board_measured; a frame build's flush scaled by bytes); assumed:
+the USB camera's kernel share (CAPTURE_KERNEL_MS). A frame build's accelerator is paced by the slower of the
+network (3.97 ms) and the fabric letterbox reading the 640x480 frame a pixel a cycle at 100 MHz (3.07 ms).
 
 On the board itself the measured column is the A9's and the ratios do not apply (`python -m board bench` there).
 The frames per second from stage times: board/bench.py's frame_cost, with A9 stage times.
