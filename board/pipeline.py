@@ -401,7 +401,8 @@ class Pipeline:
                 img, codes, geometries = prepared
                 t1 = time.perf_counter()
                 dets = detect_with_manifest(codes, self.manifest, self.conf, self.iou)
-                shapes = [self.frame[::-1]] * (len(geometries) - 1) + [img.shape[:2]]
+                shapes = [self.frame[::-1]] * (len(geometries) - 1) if len(geometries) > 1 else []
+                shapes.append(img.shape[:2])  # the last geometry maps onto the picture itself
                 for (ratio, pad), shape in zip(geometries, shapes, strict=True):
                     dets[:, :4] = unletterbox_boxes(dets[:, :4], ratio, pad, shape)
                 t2 = time.perf_counter()

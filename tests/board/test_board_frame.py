@@ -143,8 +143,8 @@ def test_frame_build_needs_the_fabrics_resample(frame_deploy, tmp_path):
 
 
 def test_the_wait_takes_the_gil_back_beside_a_python_bound_thread(frame_deploy):
-    """bench's measurement of execute() beside a thread running decode + NMS: with the pipeline's switch interval
-    the median wait stays near the frame time; both are reported (the figures: board/README.md)."""
+    """bench's measurement of execute() beside a pure-Python thread, at CPython's switch interval and the
+    pipeline's; both reported (the figures, on a quiet machine: board/README.md)."""
     from board.bench import time_execute_beside_python
 
     _, dep = frame_deploy
