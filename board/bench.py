@@ -368,7 +368,7 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
     jpg = jpeg_bytes(camera_frame(*(acc.frame or FRAME)))
     s = Pipeline(acc).run((f"f{i}", jpg) for i in range(frames))
     return {k: s[k] for k in ("frames", "end_to_end_fps", "accelerator_fps", "stage_ms")} | {
-        "model_input": acc.manifest.input.accel_shape[1:3]}
+        "model_input": [acc.manifest.input.size] * 2, "frame_build": frame_build}
 
 
 def frame_stages(m: dict, per_stage: dict, path: str) -> dict:
@@ -444,8 +444,9 @@ def print_pipeline(r: dict, deploy: Path | None, frames: int) -> None:
     if deploy:
         r["pipeline_x86"] = pipeline_fps(deploy, frames)
         p = r["pipeline_x86"]
+        how = "the simulated fabric letterboxing them" if p["frame_build"] else "letterboxed on the host"
         print(f"real Pipeline here, simulated {ACCEL_FRAME_S * 1e3:.2f} ms accelerator, {p['frames']} 640x480 JPEG frames "
-              f"to a {p['model_input'][0]}x{p['model_input'][1]} model: {p['end_to_end_fps']} FPS end to end")
+              f"to a {p['model_input'][0]}x{p['model_input'][1]} model, {how}: {p['end_to_end_fps']} FPS end to end")
 
 
 def write_json(r: dict, json_path: Path | None) -> None:
