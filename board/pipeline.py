@@ -1,12 +1,12 @@
 """Threaded capture -> decode + letterbox -> accelerate -> decode/NMS -> sink, overlapping the ARM's work with the
 accelerator's. Reports accelerator-only FPS, end-to-end FPS and each stage's mean time.
 
-A frame build (manifest input.frame: the letterbox is in the fabric) leaves the host only the decode: each JPEG
-is decoded straight into one of the accelerator's input buffers (OpenCV's decode, then its BGR->RGB conversion
-written into the buffer: the conversion is the copy), nothing is letterboxed on the host, and the boxes come back
-through the frame's letterbox geometry. A picture of another size than the frame (a photo) is fitted into the
-frame on the host with the fabric's own resample (resize_bilinear_exact), with a warning naming both sizes once
-per size: the network then sees it resampled twice, so a build for that size (`input.frame`) is the exact way.
+A frame build (manifest input.frame: the letterbox is in the fabric) leaves the host only the decode and one copy:
+each JPEG is decoded and copied into one of the accelerator's input buffers (decode_into), nothing is letterboxed
+on the host, and the boxes come back through the frame's letterbox geometry. A picture of another size than the
+frame (a photo) is fitted into the frame on the host with the fabric's own resample (resize_bilinear_exact), with
+a warning naming both sizes once per size: the network then sees it resampled twice, so a build for that size
+(`input.frame`) is the exact way.
 
 Four kinds of thread share the PYNQ-Z2's two A9 cores: the source (a camera read waits in the kernel), two
 preprocess workers (JPEG decode and resize are C code that releases the GIL, so two frames decode at once), the
@@ -79,24 +79,16 @@ def decode_image(data, name: str = "image") -> np.ndarray:
 
 
 def decode_into(data, out: np.ndarray, name: str = "image") -> np.ndarray | None:
-    """Encoded image bytes decoded straight into the (height, width, 3) RGB frame `out` (a frame build's DMA
-    buffer): OpenCV decodes to BGR and its BGR->RGB conversion writes into `out`, so the conversion is the one copy
-    (both C code that releases the GIL; without OpenCV: Pillow's decode, then one copy). Returns None when the
-    picture had the frame's size, else the decoded HxWx3 picture itself (for the caller to fit into the frame)."""
-    if cv2 is not None:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is not None and bgr.shape[:2] == out.shape[:2]:
-            got = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
-            if not np.shares_memory(got, out):  # a binding that hands back a new array instead
-                out[...] = got
-            return None
-        if bgr is not None and bgr.shape[0] * bgr.shape[1] <= MAX_FRAME_PIXELS:
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    img = decode_image(data, name)  # OpenCV could not (or too large): Pillow's decode, named errors
-    if img.shape[:2] == out.shape[:2]:
-        np.copyto(out, img)
-        return None
-    return img
+    """Encoded image bytes decoded into the (height, width, 3) RGB frame `out` (a frame build's DMA buffer):
+    Pillow's decode (libjpeg-turbo, the GIL released), then one copy into `out`. Counted on armv7 (board/README.md)
+    this costs 10.2 M instructions a 640x480 frame, where OpenCV's decode to BGR and its conversion written into the
+    buffer cost 15.0 M. Returns None when the picture had the frame's size, else the decoded HxWx3 picture itself
+    (for the caller to fit into the frame)."""
+    img = decode_image(data, name)
+    if img.shape[:2] != out.shape[:2]:
+        return img
+    np.copyto(out, img)
+    return None
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -99,14 +99,14 @@ CAPTURE_KERNEL_MS = (0.5, 0.2, 1.5)
 
 def board_measured(a9_copy_s: dict) -> dict:
     """stage -> A9 seconds (central, low, high) taken from board measurements rather than counted: the copy + flush
-    into the DMA buffer as LPYOLO's PYNQ-Z2 measured it; a frame build's flush, the same measurement scaled by bytes
-    to the 640x480 frame, less (low end) the copy that the decode into the buffer already does (`a9_copy_s`: the A9
-    time of the 416x416 copy alone, counted or scaled); the USB capture's kernel share (an assumption)."""
+    into the DMA buffer as LPYOLO's PYNQ-Z2 measured it; a frame build's flush: the same measurement scaled by bytes
+    to the 640x480 frame, less the copy into the buffer, which the frame build counts as its own stage (`a9_copy_s`:
+    that copy's A9 seconds; the high end keeps the whole measurement); the USB capture's kernel share (assumed)."""
     ms = LPYOLO_COPY_FLUSH_MS
     copy_flush = {"central": statistics.mean(ms) / 1e3, "low": min(ms) / 1e3, "high": max(ms) / 1e3}
     scale = FRAME_BYTES / LPYOLO_COPY_BYTES
-    flush = {k: v * scale for k, v in copy_flush.items()}
-    flush["low"] = max(0.0, flush["low"] - a9_copy_s["central"] * scale)
+    flush = {"central": max(0.0, copy_flush["central"] * scale - a9_copy_s["central"]),
+             "low": max(0.0, copy_flush["low"] * scale - a9_copy_s["high"]), "high": copy_flush["high"] * scale}
     c, lo, hi = CAPTURE_KERNEL_MS
     return {"pack_copy_to_dma": copy_flush, "dma_flush_640x480": flush,
             "capture_usb_kernel": {"central": c / 1e3, "low": lo / 1e3, "high": hi / 1e3}}
@@ -137,7 +137,7 @@ def estimate(m: dict, counts: dict | None, path: str) -> dict:
                          armhf_neon_insns=counts[name]["neon"], a9_ms_by_ratio=round(sec * ratio * 1e3, 3))
         for key in a9:
             a9[key][name] = a9_s[key]
-    measured = board_measured({k: a9[k]["pack_copy_to_dma"] for k in a9})
+    measured = board_measured({k: a9[k]["frame_copy_into_dma"] for k in a9})
     for name, a9_s in measured.items():
         stage = r["stages"].setdefault(name, {"in_640x480_frame": name in path_stages(path), "holds_gil": False})
         if name in counted_a9 or "ratio" in stage:

@@ -1,5 +1,5 @@
 """A frame build on the board's host path (manifest input.frame: the letterbox is in the fabric): frames decoded
-straight into the accelerator's input buffers, nothing letterboxed on the host, the simulated overlay letterboxing
+into the accelerator's input buffers, nothing letterboxed on the host, the simulated overlay letterboxing
 with letterbox_fixed, boxes mapped back through the frame's geometry, other sizes fitted with a warning; and the
 accelerator's wait beside a Python-bound thread."""
 
@@ -96,7 +96,7 @@ def test_frame_pipeline_decodes_into_the_dma_buffer_and_maps_boxes_through_the_f
     assert stats["stage_ms"]["letterbox"] < 0.05  # nothing letterboxed on the host: only the loop's clock reads
     for (name, img, dets, in_dma_buffer), d, w in zip(seen, decoded, want, strict=True):
         assert in_dma_buffer, name  # decoded straight into an input buffer: no copy of the frame on the host
-        assert np.array_equal(img, d), name  # OpenCV's pixels, RGB: Pillow's
+        assert np.array_equal(img, d), name  # the decoded frame, as decode_image gives it
         np.testing.assert_allclose(dets, w, atol=1e-4, err_msg=name)
     assert sys.getswitchinterval() == 0.005  # the pipeline's shorter switch interval is gone after the run
 
