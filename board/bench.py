@@ -287,6 +287,8 @@ def stage_calls() -> tuple[dict, dict]:
         # flush's time here is a copy of the buffer (the simulated overlay's): on the board it is the A9's cache
         # maintenance, which the A9 estimate takes from a board measurement
         "frame_rgb_into_dma": (lambda: rgb_into(opened, frame_buf), "c_image", True, False),
+        # a plain copy of the frame's bytes into the buffer: what the board's copy + flush measurement also copied
+        "copy_640x480_frame": (lambda: np.copyto(frame_buf, decoded), "memory", False, False),
         "dma_flush_640x480": (lambda: np.copyto(flush_stand_in, frame_buf), "memory", False, False),
     }
     if cv2 is not None:  # OpenCV's way into the buffer, for comparison: decode to BGR, the conversion writes into it

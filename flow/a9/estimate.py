@@ -100,9 +100,9 @@ CAPTURE_KERNEL_MS = (0.5, 0.2, 1.5)
 def board_measured(a9_copy_s: dict) -> dict:
     """stage -> A9 seconds (central, low, high) taken from board measurements rather than counted: the copy + flush
     into the DMA buffer as LPYOLO's PYNQ-Z2 measured it; a frame build's flush: the same measurement scaled by bytes
-    to the 640x480 frame, less the writing into the buffer, which the frame build counts as its own stage
-    (`a9_copy_s`: the A9 seconds of packing the frame into it; the high end keeps the whole measurement); the USB
-    capture's kernel share (assumed)."""
+    to the 640x480 frame, less a plain copy of those bytes (`a9_copy_s`: its A9 seconds), since the frame build
+    writes the buffer in a stage of its own (the high end keeps the whole measurement); the USB capture's kernel
+    share (assumed)."""
     ms = LPYOLO_COPY_FLUSH_MS
     copy_flush = {"central": statistics.mean(ms) / 1e3, "low": min(ms) / 1e3, "high": max(ms) / 1e3}
     scale = FRAME_BYTES / LPYOLO_COPY_BYTES
@@ -138,7 +138,7 @@ def estimate(m: dict, counts: dict | None, path: str) -> dict:
                          armhf_neon_insns=counts[name]["neon"], a9_ms_by_ratio=round(sec * ratio * 1e3, 3))
         for key in a9:
             a9[key][name] = a9_s[key]
-    measured = board_measured({k: a9[k]["frame_rgb_into_dma"] for k in a9})
+    measured = board_measured({k: a9[k]["copy_640x480_frame"] for k in a9})
     for name, a9_s in measured.items():
         stage = r["stages"].setdefault(name, {"in_640x480_frame": name in path_stages(path), "holds_gil": False})
         if name in counted_a9 or "ratio" in stage:
