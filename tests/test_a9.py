@@ -141,4 +141,4 @@ def test_stages_counted_on_the_armhf_userland():
     assert 25 < big / small < 50  # 36x the output pixels: the count follows the work
     assert set(counts) >= set(A9_CALIBRATION) | {"decode_nms_3_faces", "pipeline_handoffs", "draw",
                                                   "frame_rgb_into_dma", "frame_decode_640x480_jpeg_bgr_cv2"}
-    assert 200e6 < counts["lpyolo_unpack_output_13x13x18_int8"]["insns"] < 350e6  # a review's count: 266.7 M
+    assert 200e6 < counts["lpyolo_unpack_output_13x13x18_int8"]["insns"] < 400e6  # 316 M counted here (2026-12-06)

@@ -24,9 +24,9 @@ With `--a9 DIR` (flow/a9/setup.sh DIR: an armhf Debian userland and a qemu-user 
 counted: flow/a9/count.py runs the same stage calls on armv7 Python/numpy/OpenCV/Pillow under `qemu-arm -cpu
 cortex-a9`, and each stage's instructions are divided by the A9's instruction rate on its kind of code, measured by
 counting, the same way, calls whose Zynq-7020 timings are public (A9_CALIBRATION): PIL resizes for C image code
-(479/558 M instructions/s), FINN's driver unpacking outputs for Python-bound code (finn-examples' batch: 222 M/s;
-LPYOLO's 13x13x18 INT8 output: 464 M/s by a review's count, the spread between them is the range), FINN's packing a
-batch for numpy over large arrays (269 M/s). That removes the x86 side (AVX2 and other library builds here vs the
+(479/558 M instructions/s), FINN's driver unpacking outputs for Python-bound code (finn-examples' batch: 221 M/s;
+LPYOLO's 13x13x18 INT8 output: 550 M/s; the spread between them is the range), FINN's packing a batch for numpy
+over large arrays (269 M/s). That removes the x86 side (AVX2 and other library builds here vs the
 armhf builds' code, which for OpenCV's resize has no NEON path; the host's load); what remains is how far a stage's
 code differs from its kind's calibration code (a9_from_counts says how the range is made) and what qemu-user does
 not count: kernel time (futex wake-ups, page faults) and the memory system beyond what the calibration code met.
