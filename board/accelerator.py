@@ -10,16 +10,17 @@ Buffers are cacheable, as FINN's drivers allocate them: the ARM writes and reads
 uncached DDR access per word).
 
 A frame build (manifest input.frame) takes the camera's whole frame and letterboxes it in the fabric: the host
-decodes each frame straight into one of a ring of input buffers (`frame_buffer(slot)`), and `run_slot(slot)` sends
+decodes each frame into one of a ring of input buffers (`frame_buffer(slot)`), and `run_slot(slot)` sends
 it; the ring lets the next frames decode while one is in flight.
 
 Waiting for the accelerator: FINN's zynq-iodma shell wires no interrupt to the PS (PYNQ's `Interrupt`, and so
 `DMA.wait_async`, needs one on IRQ_F2P[0]), so the done bit is polled, as FINN's driver and PYNQ's `DMA.wait` do
 (both spin). A spin holds the GIL; a sleep releases it, but every wake-up must take the GIL back from whichever
-thread holds it, and CPython hands it over only at the holder's switch interval (5 ms by default): with a
-Python-bound thread beside it, a 4.7 ms wait became 21 ms. So the wait sleeps most of the accelerator's known
-frame time once, then polls with short sleeps, and `gil_handover()` shortens the switch interval while the
-pipeline runs (WAIT_SWITCH_S), so a woken wait takes the GIL back within 0.5 ms instead of 5 ms.
+thread holds it, and CPython hands it over only at the holder's switch interval (5 ms by default): beside a pure-
+Python thread, the simulated 3.97 ms wait took 24 ms (median; 5.8 ms at 0.5 ms, board/README.md). So the wait sleeps
+most of the accelerator's known frame time once, then polls with short sleeps, and `gil_handover()` shortens the
+switch interval while the pipeline runs (WAIT_SWITCH_S), so a woken wait takes the GIL back within 0.5 ms instead of
+5 ms.
 """
 
 from __future__ import annotations
