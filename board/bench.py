@@ -32,8 +32,30 @@ from board.postprocess import box_iou, decode, detect
 from board.preprocess import cv2, letterbox, resize_bilinear_fixed
 
 ACCEL_FRAME_S = 0.00397  # 416x416 4w4a with sized FIFOs, bounded Verilator simulation at 100 MHz (README)
+FRAME = (640, 480)  # the camera frame every figure here is of (width, height)
+# A frame build's accelerator also streams the whole frame through the fabric letterbox (its RTL in Verilator,
+# 640x480 -> 416 under stalls: 286.2 FPS at 100 MHz, README), beside the network: the slower of the two paces it.
+LETTERBOX_FRAME_S = 1 / 286.2
+FRAME_BUILD_ACCEL_S = max(ACCEL_FRAME_S, LETTERBOX_FRAME_S)
 LETTERBOX_STAGE = {"bilinear": "letterbox_640x480", "nearest": "letterbox_640x480_nearest",
                    "bilinear-exact": "letterbox_640x480_exact"}  # the frame's, by resample (on the host)
+# the stages of one 640x480 MJPEG frame, by path: "frame" (a frame build: the letterbox in the fabric) or the host
+# letterbox's resample; every path also runs PATH_COMMON
+PATH_COMMON = ("capture_mjpeg_frame", "capture_usb_kernel", "execute_host_cpu", "unpack", "decode_nms_3_faces", "draw",
+               "pipeline_handoffs")  # capture_usb_kernel: the kernel's share, no call here (the A9 estimate's)
+HOST_PATH = ("capture_decode_640x480_jpeg", "decoded_frame_to_array", "pack_copy_to_dma")
+PATH_STAGES = {"frame": ("capture_decode_640x480_jpeg", "frame_rgb_into_dma", "dma_flush_640x480"),
+               **{rs: (*HOST_PATH, stage) for rs, stage in LETTERBOX_STAGE.items()}}
+ACCEL_THREAD = ("pack_copy_to_dma", "dma_flush_640x480", "execute_host_cpu", "unpack")  # besides the accelerator
+
+
+def path_stages(path: str) -> set:
+    """The stages of one 640x480 frame on `path` ("frame" or a resample)."""
+    return set(PATH_COMMON) | set(PATH_STAGES[path])
+
+
+def accelerator_s(path: str) -> float:
+    return FRAME_BUILD_ACCEL_S if path == "frame" else ACCEL_FRAME_S
 LPYOLO = {"size": 416, "grid": 13, "channels": 18, "anchors": [[10, 14], [23, 27], [37, 58]], "stride": 32,
           "scale": 1 / 127}
 
@@ -179,11 +201,54 @@ def time_execute(deploy: Path, frames: int = 20) -> dict:
     return {"wall_s": statistics.median(walls), "host_cpu_s": statistics.median(cpus)}
 
 
+def time_execute_beside_python(deploy: Path, frames: int = 100) -> dict:
+    """The accelerator's wait beside a Python-bound thread (a pure-Python loop: it never gives the GIL up by itself,
+    the worst case of decode + NMS): execute() on the simulated overlay, its done bit held back for ACCEL_FRAME_S
+    and the golden model not run (the wait alone), with CPython's 5 ms switch interval and with the pipeline's
+    (board.accelerator.gil_handover). Median and 90th percentile of the wall time per call."""
+    import threading
+
+    from board.accelerator import WAIT_SWITCH_S, Accelerator, gil_handover
+    from board.sim import SimOverlay
+
+    out = {}
+    for label, interval in (("switch_5ms", 0.005), (f"switch_{WAIT_SWITCH_S * 1e3:g}ms", WAIT_SWITCH_S)):
+        ov = SimOverlay(deploy, frame_time_s=ACCEL_FRAME_S)
+        ov._run = lambda: None  # the wait alone: no golden model in the waiting thread
+        acc = Accelerator(deploy, overlay=ov, input_buffers=1)
+        frame = np.zeros(acc.manifest.input.accel_shape, np.uint8)
+        acc.pack_input(frame)
+        acc.execute()
+        stop = threading.Event()
+
+        def python_bound(stop=stop):
+            while not stop.is_set():
+                total = 0
+                for i in range(20_000):
+                    total += i
+
+        t = threading.Thread(target=python_bound, daemon=True)
+        walls = []
+        with gil_handover(interval):
+            t.start()
+            try:
+                for _ in range(frames):
+                    t0 = time.perf_counter()
+                    acc.execute()
+                    walls.append(time.perf_counter() - t0)
+            finally:
+                stop.set()
+                t.join()
+        out[label] = {"median_ms": round(statistics.median(walls) * 1e3, 3),
+                      "p90_ms": round(float(np.percentile(walls, 90)) * 1e3, 3), "frames": frames}
+    return out
+
+
 def stage_calls() -> tuple[dict, dict]:
     """The host path's stages for one frame (the LPYOLO 416x416 geometry), each a call on warm inputs with its ratio
     kind, whether it holds the GIL and whether it is in the 640x480 frame; and the baseline's calls. The x86 timing
     and the armhf instruction count (flow/a9/count.py, host side) run these same calls."""
-    from board.pipeline import draw, image_array, open_image
+    from board.pipeline import draw, image_array, open_image, rgb_into
 
     size, g, ch = LPYOLO["size"], LPYOLO["grid"], LPYOLO["channels"]
     anchors, stride, scale = LPYOLO["anchors"], LPYOLO["stride"], LPYOLO["scale"]
@@ -192,6 +257,9 @@ def stage_calls() -> tuple[dict, dict]:
     vga, hd = camera_frame(640, 480), camera_frame(1280, 720)
     jpg, jpg_422 = jpeg_bytes(vga), jpeg_bytes(vga, chroma="4:2:2")
     canvas = np.empty((size, size, 3), np.uint8)
+    jpg_mat = np.frombuffer(jpg, np.uint8).reshape(1, -1)  # OpenCV's MJPEG frame as cap.read() hands it over
+    frame_buf = np.zeros((FRAME[1], FRAME[0], 3), np.uint8)  # a frame build's DMA buffer, as the CPU sees it
+    flush_stand_in = np.zeros_like(frame_buf)
     dma_in = np.zeros((1, size * size * 3), np.uint8)
     raw_out = pack(np.zeros((g * g, ch), np.int32), 8, ch).reshape(-1)
     realistic, worst = output_codes(3), output_codes(None)
@@ -213,7 +281,22 @@ def stage_calls() -> tuple[dict, dict]:
         "decode_nms_507_candidates_worst": (lambda: detect(worst, scale, anchors, stride), "python", True, False),
         "draw": (lambda: draw(decoded, boxes_drawn, ["face"]), "c_image", False, True),
         "pipeline_handoffs": (handoff_call(), "python", True, True),
+        # capture: camera_source's share of a frame in user space, OpenCV's copy out of the V4L2 buffer and tobytes
+        "capture_mjpeg_frame": (lambda: np.array(jpg_mat).tobytes(), "memory", True, True),
+        # a frame build: the decoded frame packed into the DMA buffer (board.pipeline.decode_into), then flushed; the
+        # flush's time here is a copy of the buffer (the simulated overlay's): on the board it is the A9's cache
+        # maintenance, which the A9 estimate takes from a board measurement
+        "frame_rgb_into_dma": (lambda: rgb_into(opened, frame_buf), "c_image", True, False),
+        # a plain copy of the frame's bytes into the buffer: what the board's copy + flush measurement also copied
+        "copy_640x480_frame": (lambda: np.copyto(frame_buf, decoded), "memory", False, False),
+        "dma_flush_640x480": (lambda: np.copyto(flush_stand_in, frame_buf), "memory", False, False),
     }
+    if cv2 is not None:  # OpenCV's way into the buffer, for comparison: decode to BGR, the conversion writes into it
+        bgr = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+        calls["frame_decode_640x480_jpeg_bgr_cv2"] = (
+            lambda: cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), "c_image", False, False)
+        calls["frame_bgr_to_rgb_into_dma_cv2"] = (lambda: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=frame_buf),
+                                                  "c_image", False, False)
     if cv2 is not None:  # a board without OpenCV: the numpy fixed-point resize, memory-bound numpy
         calls["letterbox_640x480_numpy_fallback"] = (lambda: resize_bilinear_fixed(vga, 312, 416), "memory", True, False)
     baseline = {
@@ -234,7 +317,8 @@ def measure(deploy: Path | None = None, reps: int = 5) -> dict:
     slow = ("letterbox_640x480", "decode_nms_507_candidates_worst")  # the old code's slowest: fewer calls
     baseline = {name: time_stage(fn, reps, 3 if name in slow else 10) for name, fn in base_calls.items()}
     return {"stages": t, "baseline": baseline, "accelerator_s": ACCEL_FRAME_S, "execute_wall_s": execute["wall_s"],
-            "execute_measured": bool(deploy)}
+            "execute_measured": bool(deploy),
+            "execute_beside_python_thread": time_execute_beside_python(deploy) if deploy else None}
 
 
 def frame_cost(stage_s: dict, accelerator_s: float, gil: set) -> tuple[float, str, str]:
@@ -242,11 +326,11 @@ def frame_cost(stage_s: dict, accelerator_s: float, gil: set) -> tuple[float, st
     `gil`: the stages that hold the GIL."""
     s = stage_s
     gil = sorted(gil & set(s))
+    accel_thread = {"accelerator": accelerator_s} | {k: s[k] for k in ACCEL_THREAD if k in s}
     lanes = {
         "both cores (all CPU stages / 2)": (sum(s.values()) / 2, s),
-        "accelerator thread (copy in + accelerator + unpack)":
-            (s["pack_copy_to_dma"] + accelerator_s + s["execute_host_cpu"] + s["unpack"],
-             {"accelerator": accelerator_s, "pack_copy_to_dma": s["pack_copy_to_dma"], "unpack": s["unpack"]}),
+        "accelerator thread (copy in or flush + accelerator + wait + unpack)":
+            (sum(accel_thread.values()), accel_thread),
         "postprocess thread (decode + NMS, draw)":
             (s["decode_nms_3_faces"] + s["draw"], {k: s[k] for k in ("decode_nms_3_faces", "draw")}),
         "GIL (the stages that hold it)":
@@ -277,50 +361,57 @@ def pipeline_fps(deploy: Path, frames: int = 40) -> dict:
     from board.pipeline import Pipeline
     from board.sim import SimOverlay
 
-    acc = Accelerator(deploy, overlay=SimOverlay(deploy, frame_time_s=ACCEL_FRAME_S))
-    jpg = jpeg_bytes(camera_frame(640, 480))
+    frame_build = read_manifest(deploy).input.frame is not None
+    ov = SimOverlay(deploy, frame_time_s=FRAME_BUILD_ACCEL_S if frame_build else ACCEL_FRAME_S)
+    acc = Accelerator(deploy, overlay=ov)
+    jpg = jpeg_bytes(camera_frame(*(acc.frame or FRAME)))
     s = Pipeline(acc).run((f"f{i}", jpg) for i in range(frames))
     return {k: s[k] for k in ("frames", "end_to_end_fps", "accelerator_fps", "stage_ms")} | {
-        "model_input": acc.manifest.input.accel_shape[1:3]}
+        "model_input": [acc.manifest.input.size] * 2, "frame_build": frame_build}
 
 
-def frame_stages(m: dict, per_stage: dict, resample: str) -> dict:
-    """The stages of one 640x480 frame letterboxed with `resample`, from per-stage values."""
-    keep = {n for n, (_, _, _, counted) in m["stages"].items() if counted} - set(LETTERBOX_STAGE.values())
-    return {n: v for n, v in per_stage.items() if n in keep or n == LETTERBOX_STAGE[resample]}
+def frame_stages(m: dict, per_stage: dict, path: str) -> dict:
+    """The stages of one 640x480 frame on `path` ("frame" or the host letterbox's resample), from per-stage values."""
+    keep = path_stages(path)
+    return {n: v for n, v in per_stage.items() if n in keep}
 
 
-def summarize(m: dict, resample: str) -> dict:
-    """The measured report (the x86_* keys: measured here, whatever here is): per stage ms; one 640x480 frame
-    letterboxed with `resample` (the model's), against the baseline; the FPS the stage times allow, bound by what."""
+def summarize(m: dict, path: str) -> dict:
+    """The measured report (the x86_* keys: measured here, whatever here is): per stage ms; one 640x480 frame on
+    `path` (the model's: "frame" where the fabric letterboxes, else its resample), against the baseline (the host
+    bilinear path as it was); the FPS the stage times allow, bound by what."""
     stages, here = {}, {}
-    for name, (sec, _kind, gil, counted) in m["stages"].items():
-        if name in LETTERBOX_STAGE.values():
-            counted = name == LETTERBOX_STAGE[resample]
-        stages[name] = {"x86_ms": round(sec * 1e3, 4), "holds_gil": gil, "in_640x480_frame": counted}
+    in_path = path_stages(path)
+    for name, (sec, _kind, gil, _counted) in m["stages"].items():
+        stages[name] = {"x86_ms": round(sec * 1e3, 4), "holds_gil": gil, "in_640x480_frame": name in in_path}
         here[name] = sec
-    stages["accelerator"] = {"x86_ms": round(m["accelerator_s"] * 1e3, 3),
+    stages["accelerator"] = {"x86_ms": round(accelerator_s(path) * 1e3, 3),
                              "execute_wall_x86_ms": round(m["execute_wall_s"] * 1e3, 3),
                              "execute_measured_on_sim": m["execute_measured"]}
     gil_stages = {name for name, (_, _, holds, _) in m["stages"].items() if holds}
-    in_frame = frame_stages(m, here, resample)
-    frame_s, lane, top = frame_cost(in_frame, m["accelerator_s"], gil_stages)
-    base = dict(in_frame)  # the baseline's letterbox (float bilinear) stands in for the frame's
-    base.pop(LETTERBOX_STAGE[resample])
-    base.update({k: v for k, v in m["baseline"].items() if k in base or k == "letterbox_640x480"})
+    in_frame = frame_stages(m, here, path)
+    frame_s, lane, top = frame_cost(in_frame, accelerator_s(path), gil_stages)
+    host = frame_stages(m, here, "bilinear")
+    base = dict(host)  # the baseline: the host bilinear path with the old float letterbox, NMS and packing
+    base.update({k: v for k, v in m["baseline"].items() if k in base})
     host_ms = sum(in_frame.values()) * 1e3
     base_ms = sum(base.values()) * 1e3
-    no_decode = host_ms - (in_frame["capture_decode_640x480_jpeg"] + in_frame["decoded_frame_to_array"]) * 1e3
+    decode = [k for k in ("capture_decode_640x480_jpeg", "decoded_frame_to_array", "frame_rgb_into_dma")
+              if k in in_frame]
+    no_decode = host_ms - sum(in_frame[k] for k in decode) * 1e3
+    base_no_decode = base_ms - (host["capture_decode_640x480_jpeg"] + host["decoded_frame_to_array"]) * 1e3
     return {
-        "resample": resample,
+        "path": path,
+        "letterbox_in": "the fabric (bilinear-exact)" if path == "frame" else f"the host ({path})",
         "x86_ms_per_frame": round(host_ms, 3),
         "x86_ms_per_frame_without_capture_decode": round(no_decode, 3),
         "x86_baseline_ms_per_frame": round(base_ms, 3),
-        "x86_baseline_ms_per_frame_without_capture_decode": round(base_ms - (host_ms - no_decode), 3),
+        "x86_baseline_ms_per_frame_without_capture_decode": round(base_no_decode, 3),
         "x86_speedup_vs_baseline": round(base_ms / host_ms, 2),
-        "x86_speedup_vs_baseline_without_capture_decode": round((base_ms - (host_ms - no_decode)) / no_decode, 1),
+        "x86_speedup_vs_baseline_without_capture_decode": round(base_no_decode / no_decode, 1),
         "x86_fps_estimate": round(1 / frame_s, 1), "x86_bound_stage": top, "x86_bound_by": lane,
         "stages": stages,
+        "execute_beside_python_thread": m.get("execute_beside_python_thread"),
         "baseline_x86_ms": {k: round(v * 1e3, 3) for k, v in m["baseline"].items()},
         "letterbox": "OpenCV" if cv2 is not None else "numpy (no cv2)",
         "software": software(),
@@ -331,6 +422,13 @@ def print_measured(r: dict) -> None:
     sw = r["software"]
     print(f"measured with Python {sw['python']}, numpy {sw['numpy']}, OpenCV {sw['opencv']}, JPEG: {sw['jpeg_decoder']} "
           "(the PYNQ 3.0.1 image: Python 3.10, numpy 1.21.5, OpenCV 4.5.4, libjpeg-turbo 2.1.2)")
+
+
+def print_wait(r: dict) -> None:
+    w = r.get("execute_beside_python_thread")
+    if w:
+        print("accelerator wait beside a Python-bound thread (simulated overlay, wait alone), median / p90 ms: "
+              + "; ".join(f"{k.replace('_', ' ')} {v['median_ms']:.2f} / {v['p90_ms']:.2f}" for k, v in w.items()))
 
 
 def print_frame(r: dict) -> None:
@@ -345,8 +443,9 @@ def print_pipeline(r: dict, deploy: Path | None, frames: int) -> None:
     if deploy:
         r["pipeline_x86"] = pipeline_fps(deploy, frames)
         p = r["pipeline_x86"]
+        how = "the simulated fabric letterboxing them" if p["frame_build"] else "letterboxed on the host"
         print(f"real Pipeline here, simulated {ACCEL_FRAME_S * 1e3:.2f} ms accelerator, {p['frames']} 640x480 JPEG frames "
-              f"to a {p['model_input'][0]}x{p['model_input'][1]} model: {p['end_to_end_fps']} FPS end to end")
+              f"to a {p['model_input'][0]}x{p['model_input'][1]} model, {how}: {p['end_to_end_fps']} FPS end to end")
 
 
 def write_json(r: dict, json_path: Path | None) -> None:
@@ -355,22 +454,26 @@ def write_json(r: dict, json_path: Path | None) -> None:
         print(f"written {json_path}")
 
 
-def model_resample(deploy: Path | None) -> str:
-    """The deploy's model's letterbox; without a deploy folder the bench's frame is letterboxed bilinear (both
-    letterboxes are timed either way)."""
-    return read_manifest(deploy).input.resample if deploy else "bilinear"
+def model_path(deploy: Path | None) -> str:
+    """The deploy's path: "frame" where its accelerator letterboxes (manifest input.frame), else its host letterbox's
+    resample; without a deploy folder, "frame", the default build (every path's stages are timed either way)."""
+    if not deploy:
+        return "frame"
+    m = read_manifest(deploy)
+    return "frame" if m.input.frame is not None else m.input.resample
 
 
 def report(deploy: Path | None, json_path: Path | None, reps: int = 5, frames: int = 40) -> dict:
     """Measure, print and return the per-stage and per-frame figures here (with `deploy`: on the simulated overlay,
     and the real Pipeline end to end)."""
-    r = summarize(measure(deploy, reps), model_resample(deploy))
+    r = summarize(measure(deploy, reps), model_path(deploy))
     print_measured(r)
     print(f"{'stage':<34} {'here ms':>8}")
     for name, s in r["stages"].items():
         mark = "" if s.get("in_640x480_frame", True) else "  (not in the frame sum)"
         print(f"{name:<34} {s['x86_ms']:8.3f}{' (simulated frame time)' if name == 'accelerator' else mark}")
     print_frame(r)
+    print_wait(r)
     print_pipeline(r, deploy, frames)
     write_json(r, json_path)
     return r

@@ -49,9 +49,12 @@ class LiveView:
         self.error: BaseException | None = None
 
     def offer(self, *frame) -> None:
-        """Never blocks on the display: replaces a frame that was not shown yet."""
+        """Never blocks on the display: replaces a frame that was not shown yet. The picture is copied: a frame
+        build's pipeline reuses its buffer for a later frame once the sink returns."""
         if self.error is not None:
             raise self.error
+        if frame and isinstance(frame[0], np.ndarray):
+            frame = (np.array(frame[0]), *frame[1:])
         with self._lock:
             if self._latest is not None:
                 self.dropped += 1

@@ -1,6 +1,13 @@
 """Threaded capture -> decode + letterbox -> accelerate -> decode/NMS -> sink, overlapping the ARM's work with the
 accelerator's. Reports accelerator-only FPS, end-to-end FPS and each stage's mean time.
 
+A frame build (manifest input.frame: the letterbox is in the fabric) leaves the host only the decode and one copy:
+each JPEG is decoded and copied into one of the accelerator's input buffers (decode_into), nothing is letterboxed
+on the host, and the boxes come back through the frame's letterbox geometry. A picture of another size than the
+frame (a photo) is fitted into the frame on the host with the fabric's own resample (resize_bilinear_exact), with
+a warning naming both sizes once per size: the network then sees it resampled twice, so a build for that size
+(`input.frame`) is the exact way.
+
 Four kinds of thread share the PYNQ-Z2's two A9 cores: the source (a camera read waits in the kernel), two
 preprocess workers (JPEG decode and resize are C code that releases the GIL, so two frames decode at once), the
 accelerator thread (one copy into the DMA buffer, then it sleeps until the IODMA is done) and the caller's thread
@@ -19,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from board.accelerator import BoardError
+from board.accelerator import BoardError, gil_handover
 from board.postprocess import detect_with_manifest
-from board.preprocess import cv2, letterbox, to_rgb8, unletterbox_boxes
+from board.preprocess import cv2, fit_into_frame, letterbox, letterbox_geometry, to_rgb8, unletterbox_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _END = object()
@@ -69,6 +76,41 @@ def image_array(im) -> np.ndarray:
 def decode_image(data, name: str = "image") -> np.ndarray:
     """Encoded image bytes -> HxWx3 RGB uint8 (open_image, then image_array)."""
     return image_array(open_image(data, name))
+
+
+def rgb_into(im, out: np.ndarray) -> None:
+    """A decoded RGB PIL image's pixels packed straight into the contiguous uint8 array `out` of its size: Pillow's
+    raw encoder packs its 4-byte pixels to 3 in chunks, each copied into place (what `tobytes` does, less joining the
+    chunks into one more copy of the frame: 0.3 M armv7 instructions a 640x480 frame). Holds the GIL, as tobytes."""
+    from PIL import Image
+
+    flat = out.reshape(-1)
+    enc = Image._getencoder("RGB", "raw", "RGB")  # Pillow's own tobytes path, in every Pillow from 9.0 to 13
+    enc.setimage(im.im, (0, 0, im.width, im.height))
+    pos, err = 0, 0
+    while not err:
+        _, err, chunk = enc.encode(max(65536, im.width * 4))
+        flat[pos : pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        pos += len(chunk)
+    if err < 0 or pos != flat.size:
+        raise BoardError(f"packing a decoded {im.width}x{im.height} frame failed (encoder error {err}, {pos} bytes)")
+
+
+def decode_into(data, out: np.ndarray, name: str = "image") -> np.ndarray | None:
+    """Encoded image bytes decoded into the (height, width, 3) RGB frame `out` (a frame build's DMA buffer):
+    Pillow's decode (libjpeg-turbo, the GIL released), its pixels packed straight into `out` (rgb_into). Counted on
+    armv7 (board/README.md) that is the cheapest way in: OpenCV's decode to BGR and its conversion written into the
+    buffer cost 15.0 M instructions a 640x480 frame, Pillow's decode and pack 10.0 M. Returns None when the picture
+    had the frame's size, else the decoded HxWx3 picture itself (for the caller to fit into the frame)."""
+    im = open_image(data, name)
+    if im.mode == "RGB" and (im.height, im.width) == out.shape[:2] and out.flags.c_contiguous:
+        rgb_into(im, out)
+        return None
+    img = image_array(im)
+    if img.shape[:2] != out.shape[:2]:
+        return img
+    np.copyto(out, img)
+    return None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -201,6 +243,47 @@ class Pipeline:
         self.size = self.manifest.input.size
         self.resample = self.manifest.input.resample
         self.conf, self.iou, self.depth, self.workers = conf_thresh, iou_thresh, depth, workers
+        self.frame = self.manifest.input.frame  # (width, height) where the fabric letterboxes, else None
+        if self.frame is not None:
+            if self.resample != "bilinear-exact":
+                raise BoardError(f"manifest input.frame {self.frame[0]}x{self.frame[1]} with resample "
+                                 f"{self.resample!r}: the fabric letterboxes bilinear-exact only; re-export the run")
+            if not hasattr(accel, "frame_buffer"):
+                raise BoardError("a frame build needs the accelerator's frame buffers (board.accelerator.Accelerator)")
+            self.frame_ratio, _, self.frame_pad = letterbox_geometry(self.frame[::-1], self.size)
+        self._warned_sizes: set = set()
+
+    def _prepare_frame(self, name: str, data, slot: int):
+        """A frame build: decode one frame straight into input buffer `slot` (a picture of another size: fitted into
+        it) -> (picture, slot, fit, seconds), fit = (ratio, pad) of the host's fit or None; or a BoardError."""
+        t0 = time.perf_counter()
+        out = self.accel.frame_buffer(slot)
+        try:
+            if isinstance(data, BaseException):
+                raise data
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                img = decode_into(data, out, name)
+            else:
+                img = to_rgb8(data)
+                if img.shape[:2] == out.shape[:2]:
+                    np.copyto(out, img)
+                    img = None
+            t1 = time.perf_counter()
+            fit = None
+            if img is not None:
+                size = (img.shape[1], img.shape[0])
+                if size not in self._warned_sizes:
+                    self._warned_sizes.add(size)
+                    warnings.warn(f"{name}: {size[0]}x{size[1]} picture, but this build's accelerator reads "
+                                  f"{self.frame[0]}x{self.frame[1]} frames: fitted into the frame on the host "
+                                  "(resampled twice; build with input.frame of the picture's size to avoid it)",
+                                  stacklevel=2)
+                fit = fit_into_frame(img, out)
+        except (BoardError, ValueError) as e:
+            return BoardError(f"{name}: {e}" if not str(e).startswith(name) else str(e))
+        except MemoryError:
+            return BoardError(f"{name}: not enough memory left for this frame; skipped (scale it down first)")
+        return (out if img is None else img), slot, fit, (t1 - t0, time.perf_counter() - t1)
 
     def _prepare(self, name: str, data):
         """Decode (if encoded) and letterbox one frame -> (img, canvas, ratio, pad, seconds), or a BoardError that
@@ -221,7 +304,11 @@ class Pipeline:
     def run(self, source, sink=None, max_frames: int | None = None, seconds: float | None = None) -> dict:
         """Runs until the source ends, `max_frames` frames or `seconds` have been read, or the caller's thread is
         interrupted (Ctrl-C, Jupyter's Kernel > Interrupt: a webcam runs until stopped): the stats count the frames
-        finished by then, frames still in flight are dropped, and `interrupted` says so."""
+        finished by then, frames still in flight are dropped, and `interrupted` says so.
+
+        `sink(name, picture, dets)`, in the caller's thread. In a frame build the picture is the frame in the
+        accelerator's input buffer, reused for a later frame once the sink returns: a sink that keeps it keeps a
+        copy (board.display.LiveView does)."""
         q_pre, q_post = queue.Queue(self.depth + self.workers), queue.Queue(self.depth)
         stop = threading.Event()
         errors: list[BaseException] = []  # fatal: from the accelerator or a thread's own bug
@@ -257,13 +344,25 @@ class Pipeline:
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="preprocess")
 
+        free = None  # a frame build: the accelerator's input buffers not in use, each frame decodes into one
+        if self.frame is not None:
+            free = queue.Queue()
+            for k in range(len(self.accel.ibufs)):
+                free.put(k)
+
         def produce():
             try:
                 for i, (name, data) in enumerate(source):
                     if ((max_frames is not None and i >= max_frames) or stop.is_set()
                             or (seconds is not None and time.perf_counter() - t0 >= seconds)):
                         break
-                    if not put(q_pre, (name, pool.submit(self._prepare, name, data))):
+                    if free is None:
+                        item = (name, None, pool.submit(self._prepare, name, data))
+                    else:
+                        if (slot := get(free)) is _END:
+                            return
+                        item = (name, slot, pool.submit(self._prepare_frame, name, data, slot))
+                    if not put(q_pre, item):
                         return
             except BoardError as e:
                 source_error.append(e)
@@ -274,40 +373,59 @@ class Pipeline:
 
         def accelerate():
             while (item := get(q_pre)) is not _END:
-                name, future = item
+                name, slot, future = item
                 prepared = future.result()
-                if not isinstance(prepared, BoardError):
+                if isinstance(prepared, BoardError):
+                    if slot is not None:
+                        free.put(slot)
+                elif slot is None:
                     img, canvas, ratio, pad, (t_dec, t_lb) = prepared
                     stage_s["decode"] += t_dec
                     stage_s["letterbox"] += t_lb
                     t0 = time.perf_counter()
                     codes = self.accel(canvas[None])[0]
                     stage_s["accelerator"] += time.perf_counter() - t0
-                    prepared = (img, codes, ratio, pad)
-                if not put(q_post, (name, prepared)):
+                    prepared = (img, codes, ((ratio, pad),))
+                else:
+                    img, slot, fit, (t_dec, t_fit) = prepared
+                    stage_s["decode"] += t_dec
+                    stage_s["letterbox"] += t_fit  # the host's fit of a picture of another size; else nothing
+                    t0 = time.perf_counter()
+                    codes = self.accel.run_slot(slot)
+                    stage_s["accelerator"] += time.perf_counter() - t0
+                    # canvas -> frame (the fabric's letterbox), then frame -> picture (the host's fit, if any)
+                    prepared = (img, codes, ((self.frame_ratio, self.frame_pad),) + ((fit,) if fit else ()))
+                if not put(q_post, (name, slot, prepared)):
                     return
             put(q_post, _END)
 
         t0 = time.perf_counter()
         threads = [threading.Thread(target=guard(f), name=f.__name__, daemon=True) for f in (produce, accelerate)]
+        handover = gil_handover()  # the accelerator's wait takes the GIL back on time (board/accelerator.py)
+        handover.__enter__()
         for t in threads:
             t.start()
         try:
             while (item := get(q_post)) is not _END:
-                name, prepared = item
+                name, slot, prepared = item
                 if isinstance(prepared, BoardError):
                     warnings.warn(str(prepared), stacklevel=2)
                     stats["undecodable"] += 1
                     continue
-                img, codes, ratio, pad = prepared
+                img, codes, geometries = prepared
                 t1 = time.perf_counter()
                 dets = detect_with_manifest(codes, self.manifest, self.conf, self.iou)
-                dets[:, :4] = unletterbox_boxes(dets[:, :4], ratio, pad, img.shape[:2])
+                shapes = [self.frame[::-1]] * (len(geometries) - 1) if len(geometries) > 1 else []
+                shapes.append(img.shape[:2])  # the last geometry maps onto the picture itself
+                for (ratio, pad), shape in zip(geometries, shapes, strict=True):
+                    dets[:, :4] = unletterbox_boxes(dets[:, :4], ratio, pad, shape)
                 t2 = time.perf_counter()
                 stats["frames"] += 1
                 stats["detections"] += len(dets)
                 if sink is not None:
                     sink(name, img, dets)
+                if slot is not None:  # the frame's buffer is free again once the sink has returned
+                    free.put(slot)
                 stage_s["postprocess"] += t2 - t1
                 stage_s["sink"] += time.perf_counter() - t2
         except KeyboardInterrupt:
@@ -317,6 +435,7 @@ class Pipeline:
             for t in threads:
                 t.join(timeout=1)
             pool.shutdown(wait=False, cancel_futures=True)
+            handover.__exit__(None, None, None)
         if errors or source_error:
             raise (errors or source_error)[0]
         wall = time.perf_counter() - t0

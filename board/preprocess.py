@@ -192,6 +192,31 @@ def letterbox_fixed(frame: np.ndarray, size: int) -> np.ndarray:
     return canvas
 
 
+def fit_geometry(shape: tuple[int, int], frame: tuple[int, int]) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """letterbox_geometry into a frame of (width, height) instead of a square: (ratio, (h, w) resized, (pad_x, pad_y))."""
+    h, w = shape
+    fw, fh = frame
+    ratio = min(fw / w, fh / h)
+    nh, nw = max(1, min(fh, round(h * ratio))), max(1, min(fw, round(w * ratio)))
+    return ratio, (nh, nw), ((fw - nw) // 2, (fh - nh) // 2)
+
+
+def fit_into_frame(img: np.ndarray, out: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """A picture of another size than a frame build's frame, fitted into the (height, width, 3) frame `out` as the
+    letterbox fits one into the canvas: aspect kept, PAD_VALUE around, resize_bilinear_exact (the fabric's own
+    resample, so the picture is resampled twice by the same arithmetic). Returns (ratio, (pad_x, pad_y))."""
+    img = to_rgb8(img)
+    fh, fw = out.shape[:2]
+    ratio, (nh, nw), (px, py) = fit_geometry(img.shape[:2], (fw, fh))
+    out[:py] = PAD_VALUE
+    out[py + nh :] = PAD_VALUE
+    out[py : py + nh, :px] = PAD_VALUE
+    out[py : py + nh, px + nw :] = PAD_VALUE
+    inner = out[py : py + nh, px : px + nw]
+    inner[...] = img if (nh, nw) == img.shape[:2] else resize_bilinear_exact(img, nh, nw)
+    return ratio, (px, py)
+
+
 def unletterbox_boxes(boxes: np.ndarray, ratio: float, pad: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Map xyxy boxes from the letterboxed canvas back onto the original image of shape (h, w)."""
     out = boxes.astype(np.float32).copy()

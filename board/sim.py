@@ -7,6 +7,9 @@ Cacheable buffers behave as on the board: the IODMAs read and write a separate D
 (CPU -> DRAM) and `invalidate()` (DRAM -> CPU) bring in step, so a runtime that forgets either gets stale data.
 `frame_time_s` holds the done bit back for the accelerator's frame time (the simulated 3.97 ms of the 416x416
 design), so the host's wait is exercised as on the board.
+
+A frame build (manifest input.frame) receives whole camera frames: the simulated fabric letterboxes each with
+letterbox_fixed, the bit-exact specification of the RTL letterbox, before the golden network, as the hardware does.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from board.accelerator import DONE, IDLE, REG_ADDR, REG_BATCH, REG_CTRL, START, BoardError, read_manifest
 from board.packing import pack, unpack
+from board.preprocess import letterbox_fixed
 
 
 class SimBuffer(np.ndarray):
@@ -90,7 +94,10 @@ class SimOverlay:
         ishape = m.input.accel_shape[1:]
         n_in = int(np.prod(ishape))
         frames = np.stack([unpack(ibuf[b], g.in_bits, g.in_fold, n_in, False) for b in range(batch)])
-        x = frames.reshape(batch, *ishape).transpose(0, 3, 1, 2).astype(np.float32)  # the golden model is NCHW
+        frames = frames.reshape(batch, *ishape).astype(np.uint8)
+        if m.input.frame is not None:  # the letterbox in the fabric, in front of the network
+            frames = np.stack([letterbox_fixed(f, m.input.size) for f in frames])
+        x = frames.transpose(0, 3, 1, 2).astype(np.float32)  # the golden model is NCHW
         y = self.sess.run(None, {self.sess.get_inputs()[0].name: x})[0]
         codes = np.round(y.astype(np.float64) / m.output.scale).astype(np.int32).transpose(0, 2, 3, 1)
         flat = codes.reshape(batch, -1, g.out_fold)

@@ -9,7 +9,8 @@ and calibration calls, in the order marked.
 The calibration calls are the code public Zynq-7020 timings exist for (flow.a9.estimate.A9_CALIBRATION;
 github.com/Xilinx/PYNQ-HelloWorld, github.com/Xilinx/finn-examples): PIL bilinear resizes as PYNQ-HelloWorld's
 Pynq-Z2 notebook times them (C image code), FINN's driver unpacking and packing a batch of 1000 as finn-examples'
-UNSW-NB15 notebook times them (Python-bound code; numpy over large arrays). Counted here on the same armv7 Python,
+UNSW-NB15 notebook times them (Python-bound code; numpy over large arrays), and FINN's driver unpacking LPYOLO's
+13x13x18 INT8 output as LPYOLO's PYNQ-Z2 notebook times it (Python-bound code, a second point). Counted here on the same armv7 Python,
 numpy and Pillow, they give the A9's instructions per second on each kind of code.
 """
 
@@ -54,13 +55,20 @@ def calibration_calls() -> dict:
         hexes = np.apply_along_axis(npbytearray2hexstring, obuf.ndim - 1, np.flip(obuf, axis=-1))
         return unpack_innermost_dim_from_hex_string(hexes, DataType["BIPOLAR"], obuf.shape, obuf.shape[-1] * 8, True)
 
+    def lpyolo_unpack_output(obuf):
+        # LPYOLO's PYNQ-Z2 driver (FINN of 2021): the same hex-string path for its INT8 13x13x18 output, one byte a word
+        hexes = np.apply_along_axis(npbytearray2hexstring, obuf.ndim - 1, np.flip(obuf, axis=-1))
+        return unpack_innermost_dim_from_hex_string(hexes, DataType["INT8"], obuf.shape, 8, True)
+
     rng = np.random.default_rng(0)
     obuf = rng.integers(0, 2, (1000, 1, 1)).astype(np.uint8)  # oshape_packed (1, 1, 1), batch 1000
+    lpyolo_obuf = rng.integers(0, 256, (1, 13, 13, 18, 1)).astype(np.uint8)  # oshape_packed, batch 1
     ibuf = (2.0 * rng.integers(0, 2, (1000, 15, 40)) - 1).astype(np.float32)  # ishape_folded (1, 15, 40), +-1
     big, small = Image.fromarray(camera_frame(3840, 2160)), Image.fromarray(camera_frame(640, 360))
     return {"pil_resize_3840x2160_to_1920x1080": lambda: big.resize((1920, 1080), Image.BILINEAR),
             "pil_resize_640x360_to_320x180": lambda: small.resize((320, 180), Image.BILINEAR),
             "finn_unpack_output_1000x1_bipolar": lambda: finn_unpack_output(obuf),
+            "lpyolo_unpack_output_13x13x18_int8": lambda: lpyolo_unpack_output(lpyolo_obuf),
             # the packbits path FINN's pack_input takes for a 1-bit input with both reverses (then and now)
             "finn_pack_input_1000x600_bipolar": lambda: finnpy_to_packed_bytearray(ibuf, DataType["BIPOLAR"], True, True)}
 

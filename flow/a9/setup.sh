@@ -22,7 +22,9 @@ fi
 
 if [ ! -x "$root/usr/bin/python3" ]; then
     dpkg --add-architecture armhf
-    apt-get update -qq
+    # a mirror mid-sync fails one index (e.g. bookworm-security's armhf list) and apt-get update exits non-zero; the
+    # packages below come from the main archive, so go on with the indexes that did download
+    apt-get update -qq || echo "setup.sh: apt-get update reported errors (above); going on with the indexes it has" >&2
     apt-get install -y -qq qemu-user libglib2.0-dev gcc pkg-config xz-utils >/dev/null
     debs=$dir/debs
     mkdir -p "$debs"
@@ -57,7 +59,7 @@ Suites: $(sed -n "s/^VERSION_CODENAME=//p" /etc/os-release)
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-        apt-get update -qq
+        apt-get update -qq || echo "setup.sh: apt-get update reported errors (above); going on" >&2
         src=$dir/qemu-src
         mkdir -p "$src" "$hdr"
         (cd "$src" && apt-get source --download-only -qq "qemu=$ver" >/dev/null)

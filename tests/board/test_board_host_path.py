@@ -177,8 +177,12 @@ def test_board_bench_reports_what_it_measured():
     machine (that is the host's `python -m flow bench a9`)."""
     r = summarize(measure(None, reps=1), "nearest")
     assert r["stages"]["accelerator"]["x86_ms"] == 3.97 and not any("a9" in k for k in r)
-    assert r["stages"]["letterbox_640x480_nearest"]["in_640x480_frame"]
+    assert r["stages"]["letterbox_640x480_nearest"]["in_640x480_frame"] and r["path"] == "nearest"
     assert not r["stages"]["letterbox_640x480"]["in_640x480_frame"]
+    assert not r["stages"]["frame_rgb_into_dma"]["in_640x480_frame"]
+    f = summarize(measure(None, reps=1), "frame")  # a frame build: decoded into the DMA buffer, no host letterbox
+    assert f["stages"]["frame_rgb_into_dma"]["in_640x480_frame"] and f["stages"]["dma_flush_640x480"]["in_640x480_frame"]
+    assert not any(f["stages"][n]["in_640x480_frame"] for n in f["stages"] if n.startswith("letterbox"))
     assert r["stages"]["decoded_frame_to_array"]["holds_gil"]  # Pillow's pack to 3-byte pixels keeps the GIL
     in_frame = [n for n, st in r["stages"].items() if st.get("in_640x480_frame") and n != "accelerator"]
     assert r["x86_ms_per_frame"] == pytest.approx(sum(r["stages"][n]["x86_ms"] for n in in_frame), abs=0.01)

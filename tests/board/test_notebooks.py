@@ -1,5 +1,6 @@
 """The board notebooks run top to bottom on the simulated overlay, from inside a deploy package."""
 
+import dataclasses
 import re
 import shutil
 
@@ -44,3 +45,27 @@ def test_notebook_runs_on_simulated_overlay(deploy_dir, name):
         assert "SIMULATION: the A9 figures above are an ESTIMATE scaled from this host" in text
     if name == "evaluate":
         assert (nb_dir / "wider_predictions" / "astronaut.txt").read_text().startswith("astronaut\n")
+
+
+def test_benchmark_notebook_times_a_frame_build(deploy_dir, tmp_path):
+    """A frame build (the letterbox in the fabric): the notebook times the decode into the accelerator's own input
+    buffer, its flush, the accelerator and the pipeline, with no letterbox on the host."""
+    import papermill
+
+    from board.manifest import load_manifest
+
+    dep = tmp_path / "deploy"
+    shutil.copytree(deploy_dir, dep, ignore=shutil.ignore_patterns("*.out.ipynb", "benchmark.png"))
+    m = load_manifest(dep / "manifest.json")
+    m.replace(input=dataclasses.replace(m.input, frame=(96, 72), resample="bilinear-exact")).write(dep / "manifest.json")
+    out = dep / "notebooks" / "benchmark.out.ipynb"
+    papermill.execute_notebook(str(dep / "notebooks" / "benchmark.ipynb"), str(out), parameters={"use_hw": False},
+                               cwd=str(dep / "notebooks"), kernel_name="python3", progress_bar=False)
+    text = out.read_text()
+    assert '"ename"' not in text
+    for row in ("frame_decode_into_dma_buffer", "accelerator_flush_frame_buffer", "accelerator_execute",
+                "draw"):
+        assert f"| {row} |" in text, row
+    assert "frame build) | ms per 640x480 frame |" in text and "| letterbox_640x480 |" not in text
+    assert "| capture_decode_640x480_jpeg |" not in text  # timed into the real buffer instead
+    assert "end to end, 40 frames (this host, measured" in text and "| letterbox | 0.0" in text
