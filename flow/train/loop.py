@@ -35,13 +35,14 @@ from flow.train.augment import AugmentConfig
 from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
 from models import PRESETS
+from models.lpyolo import DEFAULT_RESAMPLE, LEGACY_RESAMPLE
 
 
 @dataclass
 class TrainConfig:
     variant: str = "4w4a"
     img: int = 416
-    resample: str = "bilinear"  # how pictures are resized, here and on the board (QuantSpec.resample)
+    resample: str = DEFAULT_RESAMPLE  # how pictures are resized, here and on the board (QuantSpec.resample)
     epochs: int = 40
     batch: int = 32
     data: str | None = None  # WIDER FACE root; None = the built-in set
@@ -355,6 +356,7 @@ def config_from_dict(d: dict) -> TrainConfig:
     d = dict(d)
     d["augment"] = AugmentConfig(**d["augment"])
     d["loss"] = LossConfig(**d["loss"])
+    d.setdefault("resample", LEGACY_RESAMPLE)  # a run from before the field resized with OpenCV's bilinear
     return TrainConfig(**d)
 
 
@@ -406,8 +408,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--init-from", type=Path, help="start from a (float) checkpoint: the usual way to 2-4 bit models")
     p.add_argument("--override", action="append", default=[], help="per-layer bits, e.g. conv3.w=2")
     p.add_argument("--resample", choices=RESAMPLES, default=None,
-                   help="how pictures are resized to the input, in training and on the board (default bilinear); "
-                        "nearest costs the PYNQ-Z2's ARM ~3 ms a 640x480 camera frame instead of ~22 ms")
+                   help="how pictures are resized to the input, in training and on the board (default bilinear-exact: the "
+                        "fabric letterbox's arithmetic, so the accelerator can take whole camera frames); bilinear "
+                        "or nearest where the ARM letterboxes (nearest: ~3 ms a 640x480 frame instead of ~22 ms)")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--eval-every", type=int, default=None, help="default 5")
@@ -439,7 +442,7 @@ def cli(argv: list[str]) -> int:
                       data=str(a.data) if a.data else None, out=str(a.out or f"runs/{variant}"),
                       seed=0 if a.seed is None else a.seed, device=a.device or "auto",
                       init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
-                      resample=a.resample or "bilinear",
+                      resample=a.resample or DEFAULT_RESAMPLE,
                       limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every or 5,
                       skip_bad=a.skip_bad, workers=a.workers, cache=a.cache)
     if not on_wider:
