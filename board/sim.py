@@ -18,6 +18,7 @@ import numpy as np
 
 from board.accelerator import DONE, IDLE, REG_ADDR, REG_BATCH, REG_CTRL, START, BoardError, read_manifest
 from board.packing import pack, unpack
+from board.preprocess import letterbox_fixed
 
 
 class SimBuffer(np.ndarray):
@@ -90,7 +91,10 @@ class SimOverlay:
         ishape = m.input.accel_shape[1:]
         n_in = int(np.prod(ishape))
         frames = np.stack([unpack(ibuf[b], g.in_bits, g.in_fold, n_in, False) for b in range(batch)])
-        x = frames.reshape(batch, *ishape).transpose(0, 3, 1, 2).astype(np.float32)  # the golden model is NCHW
+        frames = frames.reshape(batch, *ishape)
+        if m.input.frame is not None:  # a frame build: the fabric's letterbox before the network, bit for bit
+            frames = np.stack([letterbox_fixed(f.astype(np.uint8), m.input.size) for f in frames])
+        x = frames.transpose(0, 3, 1, 2).astype(np.float32)  # the golden model is NCHW
         y = self.sess.run(None, {self.sess.get_inputs()[0].name: x})[0]
         codes = np.round(y.astype(np.float64) / m.output.scale).astype(np.int32).transpose(0, 2, 3, 1)
         flat = codes.reshape(batch, -1, g.out_fold)
