@@ -206,3 +206,14 @@ def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
     assert "resuming" in out and "after epoch 1 of 3 (was 2" in out
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 3
+
+
+def test_a_frame_the_models_resize_cannot_have_is_refused_before_training(tmp_path):
+    from flow.export import ExportError
+    from flow.train.loop import cli
+
+    with pytest.raises(ExportError, match="--frame 640x480: the fabric letterbox computes bilinear-exact"):
+        cli(["--resample", "bilinear", "--frame", "640x480", "--out", str(tmp_path / "run")])
+    with pytest.raises(ExportError, match="WIDTHxHEIGHT"):
+        cli(["--frame", "vga", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
