@@ -196,7 +196,7 @@ def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
     train(_cfg(tiny_data, run, epochs=2, eval_every=1), progress=False, stop_after=1)
     with pytest.raises(FlowError, match=r"keeps the options it was started with; refused: --img 96 \(the run has 64\)"):
         cli(["--resume", "--out", str(run), "--img", "96"])
-    with pytest.raises(FlowError, match=r"refused: --resample nearest \(the run has bilinear\)"):
+    with pytest.raises(FlowError, match=r"refused: --resample nearest \(the run has bilinear-exact\)"):
         cli(["--resume", "--out", str(run), "--resample", "nearest"])
     with pytest.raises(FlowError, match="has 1 epochs done"):
         train(_cfg(tiny_data, run, epochs=0), resume=True, progress=False)
