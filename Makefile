@@ -1,7 +1,8 @@
 # lpyolo-flow: the user's interface. Every target is a thin call of `python -m flow ...`.
 # Variables: DATA (WIDER FACE root; default the built-in set), VARIANT, IMG, EPOCHS, DEVICE, RUN, MODEL (import),
 # FORCE=1 (replace what a command would otherwise refuse to overwrite), SKIP_BAD=1 (train: skip bad dataset entries),
-# RESAMPLE=nearest (train: the cheap letterbox, in training and on the board; README "Board").
+# RESAMPLE=nearest (train: the cheap letterbox, in training and on the board; README "Board"),
+# FRAME=WxH or none (train/export: the camera frame the fabric letterboxes; default 640x480 for bilinear-exact models).
 SHELL := /bin/bash
 PY_SYS ?= python3
 # LPYOLO_VENV: a prepared environment used as it is (the FINN image's /opt/venv), never reinstalled
@@ -20,6 +21,7 @@ RUN ?= runs/$(VARIANT)
 FORCE ?=
 SKIP_BAD ?=
 RESAMPLE ?=
+FRAME ?=
 # models.PRESETS, asked of the flow with the system Python (it reads them without importing torch: works before
 # `make install`)
 PRESETS := $(shell cd '$(dir $(abspath $(firstword $(MAKEFILE_LIST))))' && $(PY_SYS) -m flow presets)
@@ -78,13 +80,13 @@ demo: install
 # to be done"): a static pattern rule names each preset's target. RUN= given on the command line or in the
 # environment is the run folder, else runs/<preset>.
 $(TRAIN_TARGETS): train-%: install
-	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))$(if $(RESAMPLE), --resample $(RESAMPLE)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
+	$(PY) -m flow train --variant $* $(if $(IMG),--img $(IMG)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))$(if $(RESAMPLE), --resample $(RESAMPLE))$(if $(FRAME), --frame $(FRAME)) --device $(DEVICE) --out $(if $(filter file,$(origin RUN)),runs/$*,$(RUN))$(if $(SKIP_BAD), --skip-bad)$(if $(FORCE), --force)
 
 data: install
 	$(PY) -m flow data synth
 
 export: install
-	$(PY) -m flow export $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt $(if $(filter-out file,$(origin VARIANT)),--variant $(VARIANT)),--variant $(VARIANT)) $(if $(IMG),--img $(IMG)) --out $(RUN)$(if $(FORCE), --force)
+	$(PY) -m flow export $(if $(wildcard $(RUN)/best.pt),--checkpoint $(RUN)/best.pt $(if $(filter-out file,$(origin VARIANT)),--variant $(VARIANT)),--variant $(VARIANT)) $(if $(IMG),--img $(IMG))$(if $(FRAME), --frame $(FRAME)) --out $(RUN)$(if $(FORCE), --force)
 
 # a QONNX/FINN-ONNX model from elsewhere becomes a run folder: make import MODEL=their.onnx RUN=runs/theirs
 import: install

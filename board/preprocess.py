@@ -159,23 +159,56 @@ def fixed_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return i0, np.minimum(i0 + 1, n_in - 1), pos & ((1 << LB_FRAC_BITS) - 1)
 
 
+def _weighted16(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """a * wa + b * wb of uint8 taps with weights summing to 256: at most 255 * 256, exact in uint16."""
+    a = a.astype(np.uint16)
+    a *= wa
+    b = b.astype(np.uint16)
+    b *= wb
+    a += b
+    return a
+
+
+def _weighted32(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """The same on the 16-bit sums of the first axis: at most 255 * 256 * 256, exact in uint32."""
+    a = a.astype(np.uint32)
+    a *= wa
+    b = b.astype(np.uint32)
+    b *= wb
+    a += b
+    return a
+
+
 def resize_bilinear_exact(img: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear resize with one rounding: per channel, h_k = (a << 8) + wx (b - a) along each of the two source
     rows (exact, 16 bits), then (h_0 << 8) + wy (h_1 - h_0) (exact, 24 bits), rounded half up to 8 bits.
-    What lpyolo_letterbox.sv computes, bit for bit (flow/hw/rtl/letterbox.py simulates both)."""
-    f = LB_FRAC_BITS
-    y0, y1, wy = fixed_taps(h, img.shape[0])
-    x0, x1, wx = fixed_taps(w, img.shape[1])
-    rows0, rows1 = img[y0].astype(np.int32), img[y1].astype(np.int32)
-    wx = wx[None, :, None].astype(np.int32)
+    What lpyolo_letterbox.sv computes, bit for bit (flow/hw/rtl/letterbox.py simulates both).
 
-    def along_x(rows):
-        a, b = rows[:, x0], rows[:, x1]
-        return (a << f) + wx * (b - a)
-
-    h0, h1 = along_x(rows0), along_x(rows1)
-    v = (h0 << f) + wy[:, None, None].astype(np.int32) * (h1 - h0)
-    return ((v + (1 << (2 * f - 1))) >> (2 * f)).astype(np.uint8)
+    Every sum is an exact integer of weights (256 - w, w), so the two axes may go in either order: the one that
+    leaves fewer pixels after the first pass goes first (x for a narrower output), on uint16 then uint32, over an
+    (H, W * 3) view whose column taps carry the channel (np.take on 2-D rows: ~6x the speed of int32 fancy
+    indexing on 3-D arrays; tests/board/test_board_host_path.py checks it against the formula above)."""
+    ih, iw = img.shape[:2]
+    y0, y1, wy = fixed_taps(h, ih)
+    x0, x1, wx = fixed_taps(w, iw)
+    ch = np.arange(3)
+    cx0, cx1 = (x0[:, None] * 3 + ch).ravel(), (x1[:, None] * 3 + ch).ravel()
+    wx1 = np.repeat(wx, 3).astype(np.uint16)
+    wy1 = wy[:, None].astype(np.uint16)
+    wx0, wy0 = 256 - wx1, 256 - wy1
+    flat = np.ascontiguousarray(img).reshape(ih, iw * 3)
+    if w <= iw:  # along x first (on the 2h source rows the output samples)
+        r0, r1 = np.take(flat, y0, axis=0), np.take(flat, y1, axis=0)
+        h0 = _weighted16(np.take(r0, cx0, axis=1), np.take(r0, cx1, axis=1), wx0, wx1)
+        h1 = _weighted16(np.take(r1, cx0, axis=1), np.take(r1, cx1, axis=1), wx0, wx1)
+        v = _weighted32(h0, h1, wy0.astype(np.uint32), wy1.astype(np.uint32))
+    else:  # along y first: an upscale in x would carry more columns
+        col = _weighted16(np.take(flat, y0, axis=0), np.take(flat, y1, axis=0), wy0, wy1)
+        v = _weighted32(np.take(col, cx0, axis=1), np.take(col, cx1, axis=1), wx0.astype(np.uint32),
+                        wx1.astype(np.uint32))
+    v += 1 << (2 * LB_FRAC_BITS - 1)
+    v >>= 2 * LB_FRAC_BITS
+    return v.astype(np.uint8).reshape(h, w, 3)
 
 
 def letterbox_fixed(frame: np.ndarray, size: int) -> np.ndarray:

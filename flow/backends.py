@@ -41,10 +41,14 @@ class LayerCut:
 
 
 class Backend:
-    """Base: `name`, `exact_integer` (True where arithmetic is integer, e.g. FINN thresholds, RTL, the board)."""
+    """Base: `name`, `exact_integer` (True where arithmetic is integer, e.g. FINN thresholds, RTL, the board),
+    `takes_frame` (True where the backend letterboxes itself, as the fabric does: in a run whose manifest has
+    input.frame it is fed (N, 3, height, width) camera frames instead of the canvas; a model input of the frame's
+    shape, `in_shape`, says the same: flow.crosscheck.takes_frame)."""
 
     name = "backend"
     exact_integer = False
+    takes_frame = False
 
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

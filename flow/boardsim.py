@@ -1,6 +1,7 @@
 """The board's runtime path as a cross-check backend: board.accelerator's pack -> IODMA registers -> unpack around
 board.sim's simulated overlay (the golden QCDQ model behind the registers). Host side: it is the flow's
-Backend, so it lives here and board/ stays free of flow imports."""
+Backend, so it lives here and board/ stays free of flow imports. For a frame build the accelerator reads camera
+frames (manifest input.accel_shape) and the overlay letterboxes them as the fabric does: the backend takes frames."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ class BoardSimBackend(Backend):
     def __init__(self, src: Path):
         self.src = Path(src)
         self.acc = Accelerator(self.src, overlay=SimOverlay(self.src))
+        self.takes_frame = self.acc.manifest.input.frame is not None
 
     def run(self, x):
-        check_input(x, self.acc.manifest.input.shape, self.name)
+        n, h, w, c = self.acc.manifest.input.accel_shape  # what the accelerator reads: the canvas, or the frame
+        check_input(x, [n, c, h, w], self.name)
         frames = np.clip(np.round(x), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
         return np.concatenate([self.acc(f[None]).transpose(0, 3, 1, 2) for f in frames])
 

@@ -8,6 +8,11 @@ float executors sum in different orders (oneDNN, MLAS, cuDNN), and the hardware 
 so such a value may round either way. Against the integer reference an integer backend (FINN's models, rtlsim, the
 board) has no ties: every differing code is a mismatch. Anything else is a **mismatch**: the command reports the
 first tensor where the two graphs diverge and exits non-zero.
+
+A run whose manifest has input.frame (the accelerator takes camera frames and letterboxes them in the fabric) is
+checked on frames of that size: a backend whose model starts at the network's canvas gets letterbox_fixed's canvas
+of each frame (the fabric letterbox's bit-exact specification), one whose model includes the letterbox gets the
+frame itself (`takes_frame`); the report says which each got.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from flow.backends import (
     QONNXBackend,
 )
 from flow.errors import FlowError
-from flow.samples import sample_images, to_nchw_float
+from flow.samples import as_frame, sample_frames, sample_images, to_nchw_float
 
 # Largest distance (in output codes) from a .5 boundary that float summation order can plausibly bridge. The
 # pre-activations are sums of up to 9*208 products in float32 (relative error ~1e-6 of the sum of magnitudes).
@@ -275,8 +280,50 @@ def pick_device(device: str, allow_cpu_fallback: bool) -> str:
     return device
 
 
+def input_frames(manifest: Manifest, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
+    """For a frame run: (N, height, width, 3) uint8 camera frames of the manifest's input.frame, made from the
+    pictures `input_batch` letterboxes (the built-in val split's, else scikit-image's photos), then random pixels."""
+    frame = manifest.input.frame
+    source = "skimage photos"
+    try:
+        from flow.train.data import val_pictures
+
+        real = [as_frame(p, frame) for p in val_pictures(n_real)] if n_real else []
+        real = np.stack(real) if real else np.zeros((0, frame[1], frame[0], 3), np.uint8)
+        source = "built-in val split"
+    except (ImportError, FileNotFoundError, FlowError):
+        real = sample_frames(frame, n_real, 0, seed)
+    rnd = sample_frames(frame, 0, n_random, seed)
+    return np.concatenate([real, rnd]), f"{len(real)} real ({source}) + {n_random} random, as {frame[0]}x{frame[1]} frames"
+
+
+def canvases(frames: np.ndarray, size: int) -> np.ndarray:
+    """letterbox_fixed of each frame: what the fabric letterbox hands the network (NHWC uint8)."""
+    from board.preprocess import letterbox_fixed
+
+    return np.stack([letterbox_fixed(f, size) for f in frames])
+
+
+def takes_frame(backend: Backend, manifest: Manifest) -> bool:
+    """Whether `backend` runs the letterbox itself, so it gets the camera frame instead of the canvas: it says so
+    (`takes_frame`, e.g. the simulated board of a frame build), or its model's input (`in_shape`, FINN's models)
+    has the frame's shape rather than the canvas's. A frame run whose FINN build has no letterbox yet is fed
+    canvases."""
+    frame = manifest.input.frame
+    if frame is None:
+        return False
+    if getattr(backend, "takes_frame", False):
+        return True
+    shape = getattr(backend, "in_shape", None)
+    return shape is not None and list(shape[1:]) in ([frame[1], frame[0], 3], [3, frame[1], frame[0]])
+
+
 def input_batch(manifest: Manifest, n_real: int, n_random: int, seed: int) -> tuple[np.ndarray, str]:
-    """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels."""
+    """Real images of the built-in val split when it exists, else photos scikit-image ships; then random pixels.
+    For a frame run: letterbox_fixed's canvases of `input_frames`."""
+    if manifest.input.frame is not None:
+        frames, source = input_frames(manifest, n_real, n_random, seed)
+        return to_nchw_float(canvases(frames, manifest.input.size)), source
     img, resample = manifest.input.size, manifest.input.resample
     source = "skimage photos"
     try:
@@ -307,6 +354,8 @@ def compare_board_outputs(path: Path, ref: QONNXBackend, manifest: Manifest) -> 
     if outputs.shape[1:] != want or len(outputs) != len(inputs):
         raise FlowError(f"{path}: outputs have shape {list(outputs.shape)}; expected ({len(inputs)}, "
                         f"{', '.join(map(str, want))}) — wrong layout or output size from the board")
+    if manifest.input.frame is not None:  # the board took frames: the reference takes the fabric letterbox's canvases
+        inputs = canvases(inputs, manifest.input.size)
     x = to_nchw_float(inputs)
     ref_codes = ref.run(x)
     got = outputs.transpose(0, 3, 1, 2).astype(np.int32)
@@ -358,7 +407,14 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         lower_to_integer(qonnx_path, int_path)
     if int_path.exists():
         check_integer_model(run_dir, int_path)
-    x, source = input_batch(manifest, n_real, n_random, seed)
+    frame = manifest.input.frame
+    if frame is not None:
+        frames, source = input_frames(manifest, n_real, n_random, seed)
+        x, x_frames = to_nchw_float(canvases(frames, manifest.input.size)), to_nchw_float(frames)
+    else:
+        (x, source), x_frames = input_batch(manifest, n_real, n_random, seed), None
+    canvas_is = f"canvas {manifest.input.size}x{manifest.input.size}" + (
+        f" (letterbox_fixed of the {frame[0]}x{frame[1]} frame)" if frame else "")
     dev = pick_device(device, allow_cpu_fallback)
     # the QONNX executor: the float reference, and in every case the oracle of the float path's ties
     floatref = QONNXBackend(qonnx_path, manifest)
@@ -384,7 +440,9 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
     report = {"run": str(run_dir), "variant": manifest.variant, "reference": ref.name,
               "reference_kind": REFERENCE_KINDS[reference], "inputs": source, "tie_tolerance_codes": TIE_TOL,
               "tie_classification": TIE_CLASSIFICATION[reference],
-              "backends": {ref.name: {"reference": True, "seconds": round(ref_secs, 3)}}}
+              "backends": {ref.name: {"reference": True, "seconds": round(ref_secs, 3), "input": canvas_is}}}
+    if frame is not None:
+        report["frame"] = list(frame)
     backends.append(ORTBackend(qcdq_path, manifest, "cpu"))
     if dev == "cuda":
         backends.append(ORTBackend(qcdq_path, manifest, "cuda"))
@@ -396,8 +454,9 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
     explained: dict[str, np.ndarray] = {}  # outputs of backends whose differences are ties, isolated layer by layer
     iso_ref = None  # against the integer reference: its own layers isolated on the QONNX executor's inputs
     for b in backends:
+        on_frames = takes_frame(b, manifest)
         t0 = time.perf_counter()
-        got = float_codes if b is floatref else b.run(x)
+        got = float_codes if b is floatref else b.run(x_frames if on_frames else x)
         secs = float_secs if b is floatref else time.perf_counter() - t0
         strict = reference == "int-ort" and b.exact_integer  # integer against integer: no tie can excuse a code
         c = classify(ref_codes, got, None if strict else float_pre)
@@ -421,6 +480,7 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
             propagated, c.mismatches, c.examples = c.mismatches, 0, []
             explained[b.name] = got
         row = _row(c, {**b.info(), "exact_integer": b.exact_integer, "seconds": round(secs, 3)})
+        row["input"] = f"frame {frame[0]}x{frame[1]}" if on_frames else canvas_is
         row["propagated_tie_flips"] = propagated
         if same_as:
             row["same_codes_as"] = same_as
@@ -433,7 +493,8 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         if c.mismatches:
             failing.append(b.name)
             img = c.examples[0]["index"][0]  # the first image with a mismatching code: image 0 may be clean
-            row["first_divergence"] = first_divergence(floatref, b, x[img : img + 1], manifest)
+            # a backend on frames has no tensor of the reference's graph before its letterbox: none to walk
+            row["first_divergence"] = None if on_frames else first_divergence(floatref, b, x[img : img + 1], manifest)
             if iso is not None:
                 row["first_mismatching_layer"] = next((k for k, r in iso.items() if r["mismatches"]), None)
         report["backends"][b.name] = row
@@ -443,7 +504,8 @@ def _run_crosscheck(run_dir: Path, device: str, allow_cpu_fallback: bool, layers
         if row["mismatches"]:
             failing.append("board-outputs")
     if layers:
-        report["layers"] = layer_report(floatref, [b for b in backends if b is not floatref], x)
+        report["layers"] = layer_report(floatref, [b for b in backends if b is not floatref and
+                                                   not takes_frame(b, manifest)], x)
     rows = [r for r in report["backends"].values() if not r.get("reference")]
     report["all_bit_exact"] = all(r["bit_exact"] for r in rows)
     report["any_mismatch"] = bool(failing)
@@ -477,6 +539,8 @@ def print_report(report: dict) -> None:
         info = r["info"]
         where = info.get("provider", "") + (f" {info['ort_optimization_level']}" if "ort_optimization_level" in info else "")
         where = (where + (f" same codes as {r['same_codes_as']}" if "same_codes_as" in r else "")).strip()
+        if "frame" in report:  # which input each got: the frame (letterbox inside) or the canvas
+            where = (where + (" on frames" if r.get("input", "").startswith("frame") else " on canvases")).strip()
         t.add_row(name, "[green]yes[/]" if r["bit_exact"] else ("[yellow]ties[/]" if not r["mismatches"] else "[red]no[/]"),
                   f"{r['tie_flips']} (+{r.get('propagated_tie_flips', 0)})", str(r["mismatches"]),
                   str(r["max_abs_diff"]), str(r["elements"]),

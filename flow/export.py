@@ -24,6 +24,10 @@ from models import PRESETS, QuantSpec, build_model, spec_for
 from models.lpyolo import STRIDE, spec_hash
 
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
+# The camera frame a bilinear-exact model's accelerator takes by default: VGA, what the PYNQ-Z2 notebooks' USB
+# camera and MJPEG files give; the letterbox in the fabric resizes it to the network's canvas.
+DEFAULT_FRAME = (640, 480)
+EXACT_RESAMPLE = "bilinear-exact"  # the fabric letterbox's arithmetic: the only resample a frame build can have
 RUN_FILES = ("model.qonnx.onnx", "manifest.json", "model.pt")  # what export and import write into a run folder
 
 
@@ -136,11 +140,30 @@ def export_qonnx(model, spec: QuantSpec, path: Path) -> Path:
     return Path(path)
 
 
-def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source: str) -> Manifest:
+def parse_frame(text: str | None, resample: str) -> tuple[int, int] | None:
+    """--frame: "WxH" (the accelerator takes W x H camera frames and letterboxes them in the fabric), "none" (it
+    takes the letterboxed canvas, the ARM letterboxes), or not given: DEFAULT_FRAME for a bilinear-exact model,
+    none for the others (their resize is not the fabric's)."""
+    if text is None:
+        return DEFAULT_FRAME if resample == EXACT_RESAMPLE else None
+    if text.strip().lower() == "none":
+        return None
+    w, sep, h = text.strip().lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ExportError(f"--frame {text!r}: give the camera frame as WIDTHxHEIGHT (e.g. 640x480), or none")
+    if resample != EXACT_RESAMPLE:
+        raise ExportError(f"--frame {text}: the fabric letterbox computes {EXACT_RESAMPLE}, but this model was "
+                          f"trained with {resample!r} resizes; pass --frame none (the ARM letterboxes), or train "
+                          f"with --resample {EXACT_RESAMPLE}")
+    return int(w), int(h)
+
+
+def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source: str,
+                  frame: tuple[int, int] | None = None) -> Manifest:
     g = spec.grid
     return Manifest(
         variant=spec.name, spec=spec.to_json(), spec_hash=spec_hash(spec),
-        input=InputSpec(size=spec.img, resample=spec.resample, name=INPUT_NAME),
+        input=InputSpec(size=spec.img, resample=spec.resample, name=INPUT_NAME, frame=frame),
         output=OutputSpec(grid=g, channels=spec.num_outputs, bits=spec.output_bits, signed=True, narrow=True,
                           scale=output_scale, name=OUTPUT_NAME),
         anchors=[list(a) for a in spec.anchors], stride=STRIDE,
@@ -152,12 +175,13 @@ def make_manifest(spec: QuantSpec, output_scale: float, qonnx_path: Path, source
 
 
 def export_run(out_dir: Path, variant: str | None = None, img: int | None = None, checkpoint: Path | None = None,
-               overrides=None, seed: int = 0, force: bool = False) -> Manifest:
+               overrides=None, seed: int = 0, force: bool = False, frame: str | None = None) -> Manifest:
     """The `export` step: checkpoint (or fresh calibrated model) -> out_dir/{model.qonnx.onnx, manifest.json, model.pt}.
 
     A checkpoint brings its own variant and input size; variant/img given with one are checks (img: re-size,
-    the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416. Files in out_dir that
-    the flow did not write are refused (`refuse_to_overwrite`) unless force."""
+    the convolutions do not depend on it). Without a checkpoint they default to 4w4a at 416. frame: --frame's text
+    (`parse_frame`), written as the manifest's input.frame. Files in out_dir that the flow did not write are refused
+    (`refuse_to_overwrite`) unless force."""
     from flow.provenance import record
     from flow.runlock import run_lock
 
@@ -179,10 +203,14 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
         command = f"python -m flow export --checkpoint {checkpoint} --out {out_dir}"
     else:
         spec = spec_for(variant or "4w4a", img=img or 416, overrides=overrides)
-        model = fresh_model(spec, seed=seed)
+        model = None
         source = f"calibrated:seed={seed}"
         command = (f"python -m flow export --variant {variant or '4w4a'} --img {spec.img} --seed {seed} --out {out_dir}"
                    + "".join(f" --override {o}" for o in overrides or ()))
+    input_frame = parse_frame(frame, spec.resample)  # a bad --frame is refused before any work
+    if frame is not None:
+        command += f" --frame {frame}"
+    model = model if model is not None else fresh_model(spec, seed=seed)
     with run_lock(out_dir, command, create=True):
         (out_dir / "model.qcdq.onnx").unlink(missing_ok=True)  # the replaced model's lowering: stale
         qonnx_path = export_qonnx(model, spec, out_dir / "model.qonnx.onnx")
@@ -191,7 +219,7 @@ def export_run(out_dir: Path, variant: str | None = None, img: int | None = None
         buf = _torch_bytes({"spec": spec.to_json(), "model": model.state_dict()})
         atomic_write_bytes(out_dir / "model.pt", buf)
         record(out_dir / "model.pt", [qonnx_path], command)
-        manifest = make_manifest(spec, model.output_scale(), qonnx_path, source)
+        manifest = make_manifest(spec, model.output_scale(), qonnx_path, source, input_frame)
         manifest.write(out_dir / "manifest.json")
         record(out_dir / "manifest.json", [qonnx_path], command)
     return manifest
@@ -217,6 +245,11 @@ def _torch_bytes(obj) -> bytes:
     return b.getvalue()
 
 
+FRAME_HELP = (f"the camera frame the accelerator takes and letterboxes in the fabric, WIDTHxHEIGHT (default "
+              f"{DEFAULT_FRAME[0]}x{DEFAULT_FRAME[1]} for a {EXACT_RESAMPLE} model), or none: it takes the canvas and "
+              "the ARM letterboxes (always so for other resamples)")
+
+
 def cli(argv: list[str]) -> int:
     import argparse
 
@@ -228,7 +261,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="run directory to write model.qonnx.onnx + manifest.json")
     p.add_argument("--force", action="store_true", help="replace a model/manifest in --out that the flow did not write")
+    p.add_argument("--frame", metavar="WxH|none", help=FRAME_HELP)
     a = p.parse_args(argv)
-    m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed, force=a.force)
-    print(f"exported {m.variant} ({m.source}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
+    m = export_run(a.out, a.variant, a.img, a.checkpoint, a.override, a.seed, force=a.force, frame=a.frame)
+    where = (f"the accelerator letterboxes {m.input.frame[0]}x{m.input.frame[1]} frames" if m.input.frame else
+             "the ARM letterboxes")
+    print(f"exported {m.variant} ({m.source}; {where}) -> {a.out / 'model.qonnx.onnx'}, {a.out / 'manifest.json'}")
     return 0

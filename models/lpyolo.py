@@ -41,6 +41,10 @@ DEFAULT_ANCHORS = ((10, 14), (23, 27), (37, 58))
 STRIDE = 32
 LAYERS = [name for name, *_ in _layer_table(18)]  # conv0 .. conv9
 MAX_BITS = 8  # FINN's thresholding path and ORT's QCDQ both stop at 8 bits
+# New models resize with the fabric letterbox's integer bilinear, so the accelerator can take whole camera frames;
+# specs saved before `resample` existed were "bilinear" (the only resample there was).
+DEFAULT_RESAMPLE = "bilinear-exact"
+LEGACY_RESAMPLE = "bilinear"
 
 
 class SpecError(ValueError):
@@ -53,8 +57,9 @@ class QuantSpec:
 
     weight_bits: one entry per conv (conv0..conv9); act_bits: one per hidden activation (after conv0..conv8);
     input is always UINT8 pixels; the output is always a signed `output_bits` HardTanh code. resample: how pictures
-    are resized to the input, in training and on the board alike (board/preprocess.py: "bilinear", or "nearest",
-    which costs the PYNQ-Z2's A9 ~3 ms a 640x480 frame instead of ~22 ms).
+    are resized to the input, in training and on the board alike (board/preprocess.py: "bilinear-exact", the
+    letterbox the fabric computes, by default; "bilinear" (OpenCV's) or "nearest", which costs the PYNQ-Z2's A9
+    ~3 ms a 640x480 frame instead of ~22 ms, where the ARM letterboxes).
     """
 
     name: str
@@ -65,7 +70,7 @@ class QuantSpec:
     img: int = 416
     num_classes: int = 1
     anchors: tuple[tuple[float, float], ...] = DEFAULT_ANCHORS
-    resample: str = "bilinear"
+    resample: str = DEFAULT_RESAMPLE
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -127,13 +132,14 @@ class QuantSpec:
         d["weight_bits"] = tuple(d["weight_bits"])
         d["act_bits"] = tuple(d["act_bits"])
         d["anchors"] = tuple(tuple(a) for a in d["anchors"])
+        d.setdefault("resample", LEGACY_RESAMPLE)
         return cls(**d)
 
     def describe(self) -> str:
         def fmt(bits):
             return ",".join("f" if b is None else str(b) for b in bits)
 
-        resample = "" if self.resample == "bilinear" else f" ({self.resample} resample)"
+        resample = "" if self.resample == DEFAULT_RESAMPLE else f" ({self.resample} resample)"
         return (f"{self.name}: W[{fmt(self.weight_bits)}] A[{fmt(self.act_bits)}] out {self.output_bits}b img "
                 f"{self.img}{resample}")
 

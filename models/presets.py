@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from models.lpyolo import LAYERS, QuantSpec, SpecError
+from models.lpyolo import DEFAULT_RESAMPLE, LAYERS, QuantSpec, SpecError
 
 
 def _preset(name: str, w: int | None, a: int | None) -> QuantSpec:
@@ -56,7 +56,7 @@ def parse_overrides(items: list[str] | str | None) -> dict[tuple[str, str], int 
 
 
 def spec_for(variant: str, img: int = 416, overrides=None, num_classes: int = 1, anchors=None,
-             resample: str = "bilinear") -> QuantSpec:
+             resample: str = DEFAULT_RESAMPLE) -> QuantSpec:
     if variant not in PRESETS:
         raise SpecError(f"unknown variant {variant!r}; presets: {', '.join(PRESETS)}")
     spec = PRESETS[variant]

@@ -133,3 +133,76 @@ def test_zero_ties_cannot_explain_a_difference():
     assert not explained_by_ties(None)
     assert explained_by_ties({**exact, "conv2": {"tie_flips": 3, "mismatches": 0}})
     assert not explained_by_ties({"conv0": {"tie_flips": 3, "mismatches": 1}})
+
+
+@pytest.fixture(scope="module")
+def frame_run(tmp_path_factory):
+    """A 64x64 4w4a run whose accelerator takes 96x72 camera frames (the letterbox in the fabric): small and fast."""
+    d = tmp_path_factory.mktemp("frame_run")
+    export_run(d, "4w4a", 64, frame="96x72")
+    lower_to_qcdq(d / "model.qonnx.onnx", d / "model.qcdq.onnx")
+    return d
+
+
+def test_a_frame_run_is_crosschecked_on_frames(frame_run):
+    """Backends whose model starts at the canvas get letterbox_fixed's canvas of each frame; the simulated board
+    (whose accelerator reads the frame) and a model whose input has the frame's shape (a FINN build with the fabric
+    letterbox in front) get the frame; every one bit-exact, and the report says which input each got."""
+    from board.manifest import load_manifest
+    from board.preprocess import letterbox_fixed
+    from flow.backends import Backend, ORTBackend
+
+    m = load_manifest(frame_run)
+    seen = {}
+
+    class LetterboxInFront(Backend):
+        """Stands for a model that starts with the letterbox: NHWC frame in, letterbox_fixed, then the network."""
+
+        name, exact_integer = "letterbox-in-front", True
+        in_shape = [1, 72, 96, 3]
+
+        def __init__(self):
+            self.net = ORTBackend(frame_run / "model.qcdq.onnx", m, "cpu")
+
+        def run(self, x):
+            seen["shape"] = x.shape
+            frames = x.transpose(0, 2, 3, 1).astype(np.uint8)
+            canvas = np.stack([letterbox_fixed(f, 64) for f in frames]).transpose(0, 3, 1, 2).astype(np.float32)
+            return self.net.run(canvas)
+
+    r = run_crosscheck(frame_run, device="cpu", n_real=2, n_random=1, extra_backends=[LetterboxInFront()])
+    assert not r["any_mismatch"] and r["all_bit_exact"], r
+    assert r["frame"] == [96, 72] and "as 96x72 frames" in r["inputs"]
+    rows = r["backends"]
+    assert seen["shape"] == (3, 3, 72, 96)
+    assert rows["letterbox-in-front"]["input"] == rows["board-sim"]["input"] == "frame 96x72"
+    canvas = "canvas 64x64 (letterbox_fixed of the 96x72 frame)"
+    assert rows["qcdq-ort-cpu"]["input"] == rows["brevitas"]["input"] == rows["qonnx"]["input"] == canvas
+
+
+def test_frame_inputs_are_the_photos_as_frames_and_their_canvases_letterbox_fixed(frame_run):
+    from board.manifest import load_manifest
+    from board.preprocess import letterbox_fixed
+    from flow.crosscheck import input_batch, input_frames
+
+    m = load_manifest(frame_run)
+    frames, source = input_frames(m, 2, 1, 0)
+    assert frames.shape == (3, 72, 96, 3) and frames.dtype == np.uint8 and "2 real" in source
+    x, _ = input_batch(m, 2, 1, 0)
+    for f, c in zip(frames, x, strict=True):
+        np.testing.assert_array_equal(c, letterbox_fixed(f, 64).transpose(2, 0, 1).astype(np.float32))
+
+
+def test_board_outputs_of_a_frame_build_are_compared_on_their_canvases(tmp_path, frame_run):
+    from board.manifest import load_manifest
+    from board.preprocess import letterbox_fixed
+    from flow.backends import QONNXBackend
+    from flow.samples import sample_frames, to_nchw_float
+
+    m = load_manifest(frame_run)
+    frames = sample_frames((96, 72), 1, 1)
+    canvas = np.stack([letterbox_fixed(f, 64) for f in frames])
+    codes = QONNXBackend(frame_run / "model.qonnx.onnx", m).run(to_nchw_float(canvas)).transpose(0, 2, 3, 1)
+    np.savez(tmp_path / "board.npz", inputs=frames, outputs=codes.astype(np.int8))
+    r = run_crosscheck(frame_run, device="cpu", n_real=1, n_random=0, board_outputs=tmp_path / "board.npz")
+    assert r["backends"]["board-outputs"]["bit_exact"]

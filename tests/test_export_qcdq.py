@@ -181,3 +181,46 @@ def test_multithreshold_lowers_to_standard_ops_bit_exact(tmp_path, layout, per_c
     x.reshape(-1)[: t.size] = t.reshape(-1)[: x.size]  # some inputs exactly on a threshold
     ref, got, _ = _qonnx_vs_ort(model, x, tmp_path)
     assert np.array_equal(ref, got) and len(np.unique(ref)) > 3
+
+
+def test_export_writes_the_frame_the_fabric_letterboxes(tmp_path, run_4w4a, capsys):
+    """A bilinear-exact model's manifest says the accelerator takes 640x480 frames unless --frame says otherwise;
+    a model trained with another resize (or from before resamples were recorded) keeps the ARM's letterbox and a
+    frame for it is refused before anything is written."""
+    import json
+
+    from flow.export import cli
+
+    export_run(tmp_path / "a", checkpoint=run_4w4a / "model.pt")
+    m = load_manifest(tmp_path / "a")
+    assert m.input.frame == (640, 480) and m.input.accel_shape == [1, 480, 640, 3] and m.input.shape == [1, 3, 64, 64]
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["input"]["frame"] == [640, 480]
+    assert cli(["--checkpoint", str(run_4w4a / "model.pt"), "--frame", "none", "--out", str(tmp_path / "b")]) == 0
+    assert "the ARM letterboxes" in capsys.readouterr().out
+    assert load_manifest(tmp_path / "b").input.frame is None
+    assert "frame" not in json.loads((tmp_path / "b" / "manifest.json").read_text())["input"]
+
+    ckpt = torch.load(run_4w4a / "model.pt", weights_only=False)
+    ckpt["spec"]["resample"] = "bilinear"
+    torch.save(ckpt, tmp_path / "bilinear.pt")
+    del ckpt["spec"]["resample"]
+    torch.save(ckpt, tmp_path / "legacy.pt")
+    assert load_checkpoint(tmp_path / "legacy.pt")[1].resample == "bilinear"  # what every model before it used
+    with pytest.raises(ExportError, match=r"--frame 640x480: the fabric letterbox computes bilinear-exact, but this "
+                                          r"model was trained with 'bilinear' resizes; pass --frame none"):
+        export_run(tmp_path / "c", checkpoint=tmp_path / "bilinear.pt", frame="640x480")
+    with pytest.raises(ExportError, match=r"--frame '640\*480': give the camera frame as WIDTHxHEIGHT"):
+        export_run(tmp_path / "c", checkpoint=run_4w4a / "model.pt", frame="640*480")
+    assert not (tmp_path / "c").exists()
+    export_run(tmp_path / "d", checkpoint=tmp_path / "legacy.pt")
+    assert load_manifest(tmp_path / "d").input.frame is None
+
+
+def test_frame_text():
+    from flow.export import parse_frame
+
+    assert parse_frame(None, "bilinear-exact") == (640, 480) and parse_frame(None, "nearest") is None
+    assert parse_frame("1280X720", "bilinear-exact") == (1280, 720) and parse_frame("None", "bilinear") is None
+    for bad in ("640", "0x480", "x480", "640x-1", "axb"):
+        with pytest.raises(ExportError, match="WIDTHxHEIGHT"):
+            parse_frame(bad, "bilinear-exact")

@@ -122,6 +122,13 @@ def test_train_defaults_to_the_presets_run_folder_and_forwards_force():
     assert r.stdout.strip().endswith("--force"), r.stdout
 
 
+def test_frame_reaches_train_and_export():
+    r = make("train-4w4a", "FRAME=1280x720", dry=True)
+    assert " --frame 1280x720 --device auto --out runs/4w4a" in r.stdout, r.stdout
+    r = make("export", f"RUN={R}", "IMG=64", "FRAME=none", dry=True)
+    assert f"-m flow export --variant 4w4a --img 64 --frame none --out {R}" in " ".join(r.stdout.split()), r.stdout
+
+
 def test_install_dry_run_builds_the_venv_it_is_given(tmp_path):
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k != "LPYOLO_VENV"}  # a prepared venv is never (re)installed

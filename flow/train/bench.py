@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
+from board.manifest import RESAMPLES
 from flow.errors import FlowError
 from flow.train.augment import AugmentConfig
 from flow.train.loop import TrainConfig, builtin_schedule, pick_device, train
 from flow.train.loss import YoloLoss
+from models.lpyolo import DEFAULT_RESAMPLE
 
 
 def step_rate(variant: str, img: int, batch: int, device: torch.device, steps: int, amp: bool = False) -> float:
@@ -110,6 +112,8 @@ def bench_loader(argv: list[str]) -> int:
                    help="batches timed per worker count (fewer give noisier rates)")
     p.add_argument("--steps", type=int, default=3, help="training steps timed")
     p.add_argument("--cache", default="ram", choices=["ram", "none"])
+    p.add_argument("--resample", default=DEFAULT_RESAMPLE, choices=RESAMPLES,
+                   help=f"the resize the loader does (default {DEFAULT_RESAMPLE}, new models'); each costs its own")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true", help="time the step without autocast on CUDA")
     p.add_argument("--json", type=Path, help="write {loader_img_s, step_img_s, bound} here")
@@ -129,9 +133,9 @@ def bench_loader(argv: list[str]) -> int:
     samples = load_split(resolve_data(a.data), "train")[: a.images]
     t0 = time.perf_counter()
     dataset = TrainSet(samples, a.img, AugmentConfig(), 0, a.cache, processes=cpu_count(), show=True,
-                       resample="bilinear")  # the loader costs the same with either: the bilinear one is timed
+                       resample=a.resample)
     t_cache = time.perf_counter() - t0
-    print(f"{dataset.describe()}; start-up {t_cache:.1f} s ({len(dataset) / t_cache:.0f} images/s on "
+    print(f"{dataset.describe()}, {a.resample} resize; start-up {t_cache:.1f} s ({len(dataset) / t_cache:.0f} images/s on "
           f"{cpu_count()} processes)")
     n_batches = min(a.batches, math.ceil(len(dataset) / a.batch) - max(counts + [1]))
     rates = {}

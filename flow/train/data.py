@@ -17,12 +17,17 @@ def resolve_data(data: Path | None) -> Path:
     return Path(data) if data else builtin.builtin_dataset()
 
 
+def val_pictures(n: int, data: Path | None = None) -> list[np.ndarray]:
+    """The first n val pictures with faces, decoded (h, w, 3 uint8 each)."""
+    samples = [s for s in wider.load_split(resolve_data(data), "val") if len(s.boxes)]
+    return [wider.read_image(s.path) for s in samples[:n]]
+
+
 def val_images(img: int, n: int, data: Path | None = None, *, resample: str) -> np.ndarray:
     """n letterboxed val images (uint8 NHWC) with faces: real inputs for the cross-check."""
     from board.preprocess import letterbox
 
-    samples = [s for s in wider.load_split(resolve_data(data), "val") if len(s.boxes)]
-    return np.stack([letterbox(wider.read_image(s.path), img, resample=resample)[0] for s in samples[:n]])
+    return np.stack([letterbox(p, img, resample=resample)[0] for p in val_pictures(n, data)])
 
 
 def cli(argv: list[str]) -> int:

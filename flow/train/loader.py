@@ -3,9 +3,11 @@ decoded per sample); augmentation in DataLoader worker processes; every sample a
 index), so the number of workers never changes what the model sees and a resumed run stays bit-identical.
 
 Why the cache holds images at the model size and no more: `augment` letterboxes each picture to `img` (or to img/2
-as a mosaic tile) before any up-scaling, so pixels beyond `img` on the long side are never used. JPEGs are decoded
-in PIL's draft mode (the decoder's 1/2, 1/4, 1/8 DCT scaling) whenever that still covers the fitted size: WIDER's
-1024-px pictures decode at 512 px for a 416 model, a quarter of the pixels.
+as a mosaic tile) before any up-scaling, so pixels beyond `img` on the long side are never used. The cached picture
+is the letterbox's own resize of the decoded file (fitted_size is letterbox_geometry's size), so a sample without
+augmentation is the canvas evaluation and the board compute, pixel for pixel with "bilinear-exact". For the other
+resamples JPEGs are decoded in PIL's draft mode (the decoder's 1/2, 1/4, 1/8 DCT scaling) whenever that still covers
+the fitted size: WIDER's 1024-px pictures decode at 512 px for a 416 model, a quarter of the pixels.
 """
 
 from __future__ import annotations
@@ -75,17 +77,22 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def decode_fitted(path: Path, size: tuple[int, int], resample: str) -> np.ndarray:
-    """The picture at `path` as an h x w x 3 uint8 array of exactly `size` = (w, h), decoded in draft mode and
-    resized by the letterbox's own resampler with the model's `resample`: PIL's BILINEAR antialiases a downscale, so
-    the network would train on softer pictures than evaluation and the board show it (measured: demo AP50 0.25 ->
-    0.02)."""
+    """The picture at `path` as an h x w x 3 uint8 array of exactly `size` = (w, h), resized by the letterbox's own
+    resampler with the model's `resample`: PIL's BILINEAR antialiases a downscale, so the network would train on
+    softer pictures than evaluation and the board show it (measured: demo AP50 0.25 -> 0.02).
+
+    "bilinear-exact" decodes the whole picture, as evaluation (wider.read_image) and the board's camera frame are
+    decoded, so what training sees is letterbox_fixed's canvas of that picture pixel for pixel. The other resamples
+    decode in JPEG draft mode (the DCT's own 1/2..1/8 downscale, which blurs where a full decode would alias): cheaper,
+    but other pixels than evaluation's."""
     from PIL import Image
 
     from board.preprocess import resize_into
 
     try:
         with Image.open(path) as im:
-            im.draft("RGB", size)  # JPEG only: the smallest DCT scale whose result still covers `size`
+            if resample != "bilinear-exact":
+                im.draft("RGB", size)  # JPEG only: the smallest DCT scale whose result still covers `size`
             rgb = np.asarray(im.convert("RGB"))
     except Exception as e:  # noqa: BLE001 - PIL raises several types for broken files
         raise FlowError(f"{path}: cannot decode image ({type(e).__name__}: {e}); replace or remove it "

@@ -35,13 +35,14 @@ from flow.train.augment import AugmentConfig
 from flow.train.loader import EpochSampler, TrainSet, batches, cap_workers, cpu_count, make_loader
 from flow.train.loss import LossConfig, YoloLoss
 from models import PRESETS
+from models.lpyolo import DEFAULT_RESAMPLE, LEGACY_RESAMPLE
 
 
 @dataclass
 class TrainConfig:
     variant: str = "4w4a"
     img: int = 416
-    resample: str = "bilinear"  # how pictures are resized, here and on the board (QuantSpec.resample)
+    resample: str = DEFAULT_RESAMPLE  # how pictures are resized, here and on the board (QuantSpec.resample)
     epochs: int = 40
     batch: int = 32
     data: str | None = None  # WIDER FACE root; None = the built-in set
@@ -355,6 +356,7 @@ def config_from_dict(d: dict) -> TrainConfig:
     d = dict(d)
     d["augment"] = AugmentConfig(**d["augment"])
     d["loss"] = LossConfig(**d["loss"])
+    d.setdefault("resample", LEGACY_RESAMPLE)  # a run from before the field resized with OpenCV's bilinear
     return TrainConfig(**d)
 
 
@@ -392,6 +394,8 @@ def _log(row: dict, writer) -> None:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
+    from flow.export import FRAME_HELP, parse_frame
+
     p = argparse.ArgumentParser(prog="python -m flow train", description=__doc__.splitlines()[0])
     p.add_argument("--variant", default=None, choices=list(PRESETS), help="preset (default 4w4a)")
     p.add_argument("--img", type=int, default=None, help="input size (default 416 on WIDER FACE, 192 on the built-in set)")
@@ -406,8 +410,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--init-from", type=Path, help="start from a (float) checkpoint: the usual way to 2-4 bit models")
     p.add_argument("--override", action="append", default=[], help="per-layer bits, e.g. conv3.w=2")
     p.add_argument("--resample", choices=RESAMPLES, default=None,
-                   help="how pictures are resized to the input, in training and on the board (default bilinear); "
-                        "nearest costs the PYNQ-Z2's ARM ~3 ms a 640x480 camera frame instead of ~22 ms")
+                   help="how pictures are resized to the input, in training and on the board (default bilinear-exact: the "
+                        "fabric letterbox's arithmetic, so the accelerator can take whole camera frames); bilinear "
+                        "or nearest where the ARM letterboxes (nearest: ~3 ms a 640x480 frame instead of ~22 ms)")
+    p.add_argument("--frame", metavar="WxH|none", help="export: " + FRAME_HELP)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-val", type=int)
     p.add_argument("--eval-every", type=int, default=None, help="default 5")
@@ -432,6 +438,7 @@ def cli(argv: list[str]) -> int:
     pick_device(a.device or "auto")  # refuses an unknown device before any work
     if a.resume:
         return _resume_cli(a)
+    parse_frame(a.frame, a.resample or DEFAULT_RESAMPLE)  # a bad --frame is refused before training, not after
     on_wider = a.data is not None
     variant = a.variant or "4w4a"
     cfg = TrainConfig(variant=variant, img=a.img or (416 if on_wider else 192),
@@ -439,7 +446,7 @@ def cli(argv: list[str]) -> int:
                       data=str(a.data) if a.data else None, out=str(a.out or f"runs/{variant}"),
                       seed=0 if a.seed is None else a.seed, device=a.device or "auto",
                       init_from=str(a.init_from) if a.init_from else None, overrides=a.override,
-                      resample=a.resample or "bilinear",
+                      resample=a.resample or DEFAULT_RESAMPLE,
                       limit_train=a.limit_train, limit_val=a.limit_val, eval_every=a.eval_every or 5,
                       skip_bad=a.skip_bad, workers=a.workers, cache=a.cache)
     if not on_wider:
@@ -451,7 +458,7 @@ def cli(argv: list[str]) -> int:
 
     with run_lock(cfg.out, create=True):  # one writer per run folder: a second `train --out` there is refused
         train(cfg, progress=not a.no_progress, force=a.force)
-        return _finish(cfg, a.force)
+        return _finish(cfg, a.force, a.frame)
 
 
 def _resume_cli(a) -> int:
@@ -478,6 +485,9 @@ def _resume_cli(a) -> int:
     epochs = a.epochs or old.epochs
     done = ckpt["epoch"] + 1
     note = f" (was {old.epochs}: the learning-rate schedule is recomputed for {epochs})" if epochs != old.epochs else ""
+    from flow.export import parse_frame
+
+    parse_frame(a.frame, old.resample)
     print(f"resuming {out} after epoch {done} of {epochs}{note}")
     cfg = replace(old, epochs=epochs, device=a.device or old.device, out=str(out), workers=a.workers, cache=a.cache)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -487,10 +497,10 @@ def _resume_cli(a) -> int:
 
     with run_lock(out):
         train(cfg, resume=True, progress=not a.no_progress)
-        return _finish(cfg, a.force)
+        return _finish(cfg, a.force, a.frame)
 
 
-def _finish(cfg: TrainConfig, force: bool = False) -> int:
+def _finish(cfg: TrainConfig, force: bool = False, frame: str | None = None) -> int:
     from flow.export import export_run, load_checkpoint
     from flow.train.evaluate import evaluate_model, finish_report
 
@@ -499,7 +509,7 @@ def _finish(cfg: TrainConfig, force: bool = False) -> int:
     model, spec = load_checkpoint(best)
     r = finish_report(evaluate_model(model, spec, cfg.data, "val", cfg.limit_val, predictions_dir=out / "wider_predictions",
                                      skip_bad=cfg.skip_bad), out, f"{spec.name} {spec.img}x{spec.img}")
-    export_run(out, checkpoint=best, force=force)
+    export_run(out, checkpoint=best, force=force, frame=frame)
     print(f"best AP50 (WIDER protocol, all faces) {r['ap50']:.4f}, COCO AP50 {r['coco_ap50']:.4f}; "
           f"exported {out / 'model.qonnx.onnx'} + manifest.json")
     return 0

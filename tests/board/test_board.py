@@ -162,7 +162,7 @@ def test_pipeline_letterboxes_with_the_models_resample(deploy, tmp_path):
 
     _, dep, _ = deploy
     acc = Accelerator(dep, overlay=SimOverlay(dep))
-    assert acc.manifest.input.resample == "bilinear" and Pipeline(acc).resample == "bilinear"
+    assert acc.manifest.input.resample == "bilinear-exact" and Pipeline(acc).resample == "bilinear-exact"  # the default
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     size = acc.manifest.input.size
     d = tmp_path / "dep"

@@ -221,3 +221,34 @@ def test_the_exact_bilinear_resample_is_the_fabrics_letterbox():
     for shape in ((480, 640, 3), (300, 200, 3), (50, 90, 3)):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(letterbox(img, 64, resample="bilinear-exact")[0], letterbox_fixed(img, 64))
+
+
+def _exact_bilinear_formula(img, h, w):
+    """The fabric letterbox's arithmetic written out: along x on each of the two source rows, then along y, one
+    rounding (lpyolo_letterbox.sv's order, in int64)."""
+    from board.preprocess import fixed_taps
+
+    y0, y1, wy = fixed_taps(h, img.shape[0])
+    x0, x1, wx = fixed_taps(w, img.shape[1])
+    r0, r1 = img[y0].astype(np.int64), img[y1].astype(np.int64)
+    wx = wx[None, :, None]
+    h0 = (r0[:, x0] << 8) + wx * (r0[:, x1] - r0[:, x0])
+    h1 = (r1[:, x0] << 8) + wx * (r1[:, x1] - r1[:, x0])
+    return (((h0 << 8) + wy[:, None, None] * (h1 - h0) + (1 << 15)) >> 16).astype(np.uint8)
+
+
+def test_the_fast_exact_resize_is_the_formula_in_both_orders():
+    """resize_bilinear_exact (uint16/uint32 passes, x or y first by the output's width) against the formula, on
+    downscales, upscales, mixed ones, single pixels and thin images, with extreme pixels (0 and 255) included."""
+    from board.preprocess import resize_bilinear_exact
+
+    rng = np.random.default_rng(7)
+    cases = [((480, 640), (312, 416)), ((768, 1024), (312, 416)), ((312, 416), (400, 540)), ((31, 17), (64, 9)),
+             ((9, 64), (31, 17)), ((1, 1), (5, 4)), ((3, 100), (50, 2)), ((100, 3), (2, 50)), ((64, 64), (64, 64))]
+    for (ih, iw), (h, w) in cases:
+        img = rng.integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+        img[0, 0], img[-1, -1] = 255, 0
+        np.testing.assert_array_equal(resize_bilinear_exact(img, h, w), _exact_bilinear_formula(img, h, w),
+                                      err_msg=f"{ih}x{iw} -> {h}x{w}")
+    white = np.full((37, 53, 3), 255, np.uint8)  # the largest sums: 255 * 256 * 256 must not wrap
+    np.testing.assert_array_equal(resize_bilinear_exact(white, 90, 20), np.full((90, 20, 3), 255, np.uint8))

@@ -360,3 +360,33 @@ def test_eval_run_scores_the_prediction_txts_it_writes(tmp_path):
     assert 0 < r["all_faces_ap"] < 1 and r["all_faces_ap"] == again["all_faces_ap"] and r["coco_ap50"] == again["coco_ap50"]
     assert r["wider_hard_ap"] == again["wider_hard_ap"] == r["all_faces_ap"] and r["ap50"] == r["all_faces_ap"]
     assert r["all_faces_faces"] == again["all_faces_faces"] > 0 and r["prediction_boxes"] == again["prediction_boxes"] > 0
+
+
+def test_evaluation_feeds_the_network_the_fabric_letterboxs_pixels(tmp_path):
+    """A "bilinear-exact" model is evaluated on letterbox_fixed's canvases of the decoded pictures, pixel for pixel
+    (the canvases training sees and the fabric computes)."""
+    import torch
+
+    from board.preprocess import letterbox_fixed
+    from flow.train.builtin import synth_dataset
+    from flow.train.evaluate import evaluate_model
+    from flow.train.wider import load_split, read_image
+    from models.lpyolo import DEFAULT_ANCHORS
+
+    root = synth_dataset(tmp_path / "data", n_train=1, n_val=3, size=96)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def output_scale(self):
+            return 1 / 127
+
+        def forward(self, x):
+            seen.extend(x.numpy())
+            return torch.full((len(x), 18, 2, 2), -1.0)
+
+    spec = SimpleNamespace(img=64, anchors=DEFAULT_ANCHORS, num_classes=1, resample="bilinear-exact")
+    evaluate_model(Recorder(), spec, root, "val")
+    want = [letterbox_fixed(read_image(s.path), 64).transpose(2, 0, 1) for s in load_split(root, "val")]
+    assert len(seen) == len(want) == 3
+    for got, w in zip(seen, want, strict=True):
+        np.testing.assert_array_equal(got, w.astype(np.float32))

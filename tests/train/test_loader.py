@@ -152,3 +152,35 @@ def test_training_pictures_are_resampled_as_evaluation_and_the_board_letterbox_t
             img, _ = ds.image(i)
             canvas, _, (px, py) = letterbox(read_image(s.path), 192, resample="bilinear")
             assert np.array_equal(img, canvas[py : py + img.shape[0], px : px + img.shape[1]])
+
+
+NO_AUGMENT = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
+
+
+@pytest.mark.parametrize("cache", ["ram", "none"])
+def test_training_sees_the_fabric_letterboxs_pixels(tmp_path, cache, monkeypatch):
+    """With "bilinear-exact" a sample without augmentation is letterbox_fixed's canvas of the fully decoded file
+    (what evaluation and the board compute), pixel for pixel: through the cache or a decode per sample, for a
+    downscaled, a long-portrait and an enlarged picture; the augmentation's resizes are the same resample."""
+    from PIL import Image
+
+    import flow.train.augment as augment
+    from board.preprocess import letterbox_fixed, resize_bilinear_exact
+    from flow.train.wider import read_image
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for k, (w, h) in enumerate([(200, 150), (90, 160), (40, 30)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = np.stack([xx * 255 // w, yy * 255 // h, rng.integers(0, 256, (h, w))], 2).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"{k}.jpg", quality=90)
+        samples.append(Sample(tmp_path / f"{k}.jpg", np.array([[w / 4, h / 4, w / 2, h / 2]], np.float32)))
+    monkeypatch.setattr(augment, "hsv_jitter", lambda img, *a: img)  # its float round trip is not the identity
+    ds = TrainSet(samples, 64, NO_AUGMENT, 0, cache, resample="bilinear-exact")
+    for k, s in enumerate(samples):
+        chw, _ = ds[(0, k)]
+        np.testing.assert_array_equal(chw.transpose(1, 2, 0), letterbox_fixed(read_image(s.path), 64))
+    calls = []
+    monkeypatch.setattr("board.preprocess.resize_bilinear_exact", lambda *a: calls.append(a) or resize_bilinear_exact(*a))
+    TrainSet(samples, 64, AugmentConfig(), 0, "none", resample="bilinear-exact")[(0, 0)]  # mosaic + scale
+    assert len(calls) >= 5  # four tiles and the random scale, each through the exact resize

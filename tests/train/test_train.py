@@ -196,7 +196,7 @@ def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
     train(_cfg(tiny_data, run, epochs=2, eval_every=1), progress=False, stop_after=1)
     with pytest.raises(FlowError, match=r"keeps the options it was started with; refused: --img 96 \(the run has 64\)"):
         cli(["--resume", "--out", str(run), "--img", "96"])
-    with pytest.raises(FlowError, match=r"refused: --resample nearest \(the run has bilinear\)"):
+    with pytest.raises(FlowError, match=r"refused: --resample nearest \(the run has bilinear-exact\)"):
         cli(["--resume", "--out", str(run), "--resample", "nearest"])
     with pytest.raises(FlowError, match="has 1 epochs done"):
         train(_cfg(tiny_data, run, epochs=0), resume=True, progress=False)
@@ -206,3 +206,14 @@ def test_train_options_take_effect_or_are_refused(tiny_data, tmp_path, capsys):
     assert "resuming" in out and "after epoch 1 of 3 (was 2" in out
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 3
+
+
+def test_a_frame_the_models_resize_cannot_have_is_refused_before_training(tmp_path):
+    from flow.export import ExportError
+    from flow.train.loop import cli
+
+    with pytest.raises(ExportError, match="--frame 640x480: the fabric letterbox computes bilinear-exact"):
+        cli(["--resample", "bilinear", "--frame", "640x480", "--out", str(tmp_path / "run")])
+    with pytest.raises(ExportError, match="WIDTHxHEIGHT"):
+        cli(["--frame", "vga", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
