@@ -40,7 +40,8 @@ LAYERS = [
     "flow.export", "flow.backends", "flow.importer", "flow.boardsim",
     "flow.train.evaluate", "flow.train.loop", "flow.train.bench",
     # the hardware wing, bottom to top
-    "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.compat", "flow.hw.foldings",
+    "flow.hw.rtl.verilator", "flow.hw.rtl.maxpool", "flow.hw.rtl.finn_op", "flow.hw.rtl.letterbox_model",
+    "flow.hw.rtl.finn_letterbox", "flow.hw.compat", "flow.hw.foldings",
     "flow.hw.boundary", "flow.hw.report", "flow.hw.steps", "flow.hw.build_dir", "flow.hw.build",
     "flow.intonnx", "flow.qcdq", "flow.hw.finn_backend", "flow.hw.rtlgen", "flow.hw.synth",
     "flow.hw.rtl.letterbox",

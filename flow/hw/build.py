@@ -115,7 +115,7 @@ def check_inputs(cfg: FinnConfig) -> tuple[Path, Manifest]:
     manifest = load_manifest(run_dir)
     if manifest.spec is not None:  # an imported model (`flow import`) has no spec: FINN's steps judge it
         QuantSpec.from_json(manifest.spec).validate(for_finn=True)
-    from flow.hw.rtl.letterbox import check_frame_build
+    from flow.hw.rtl.letterbox_model import check_frame_build
 
     check_frame_build(manifest, str(run_dir / "manifest.json"))
     qonnx_path = run_dir / "model.qonnx.onnx"

@@ -68,9 +68,11 @@ def init_finn(build_dir: Path) -> None:
     finn.util.settings._SETTINGS = None  # rebuilt from the environment at the next get_settings()
 
     finn.xsi.SimEngine = None
+    from flow.hw.rtl.finn_letterbox import StreamLetterbox, StreamLetterbox_rtl
     from flow.hw.rtl.finn_op import register
 
     register()  # our RTL max pool (StreamMaxPool2x2[_rtl]) joins FINN's op registries
+    register(StreamLetterbox, StreamLetterbox_rtl)  # and the letterbox in the fabric
     from finn.custom_op.fpgadataflow.rtl.matrixvectoractivation_rtl import MVAU_rtl
 
     if not hasattr(MVAU_rtl, "finn_dsp_estimation"):  # init_finn runs more than once per process

@@ -75,7 +75,7 @@ def input_frames(model, manifest, n: int) -> np.ndarray:
     if manifest.input.frame is None:
         return sample_images(h, n_real=min(n, 2), n_random=max(n - 2, 0),
                              resample=manifest.input.resample)[:n].astype(np.int64)
-    from flow.hw.rtl.letterbox import sample_frames
+    from flow.hw.rtl.letterbox_model import sample_frames
 
     return np.concatenate([sample_frames(w, h, seed=i) for i in range((n + 1) // 2)])[:n].astype(np.int64)
 

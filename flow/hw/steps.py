@@ -138,7 +138,7 @@ def step_letterbox(model, ctx: StepContext):
     after convert_to_hw), so that FINN partitions, specialises (to the RTL variant), folds and estimates it with
     the rest. Models with another resample than the fabric's are refused."""
     from flow.hw.rtl.finn_letterbox import InsertStreamLetterbox
-    from flow.hw.rtl.letterbox import check_frame_build
+    from flow.hw.rtl.letterbox_model import check_frame_build
 
     frame = check_frame_build(ctx.manifest, str(Path(ctx.cfg.run_dir) / "manifest.json"))
     return model if frame is None else model.transform(InsertStreamLetterbox(*frame, ctx.manifest.input.size))

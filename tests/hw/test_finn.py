@@ -46,7 +46,7 @@ def test_hw_layer_models_are_bit_exact(tmp_path, variant, request):
         shutil.copytree(request.getfixturevalue("estimated_4w4a")[0], tmp_path, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".flow.lock", "crosscheck.json"))
     else:
-        export_run(tmp_path, variant, 64)
+        export_run(tmp_path, variant, 64, frame="none")
         run_estimate(FinnConfig(run_dir=str(tmp_path)), quiet=True)
     r = run_crosscheck(tmp_path, device="cpu", n_real=2, n_random=1)
     for name in ("finn-tidy", "finn-streamlined", "finn-hw"):
@@ -218,7 +218,7 @@ def test_prefolding_code_key_covers_what_the_steps_run(tmp_path, monkeypatch):
     root = _checkout_copy(tmp_path)
     reached = closure(PREFOLDING_MODULES, root)
     for m in ("flow.hw.steps", "flow.hw.boundary", "flow.hw.rtl.finn_op", "flow.hw.rtl.maxpool", "flow.hw.compat",
-              "flow.hw.rtl.finn_letterbox", "flow.hw.rtl.letterbox"):
+              "flow.hw.rtl.finn_letterbox", "flow.hw.rtl.letterbox_model"):
         assert m in reached
     key = code_key(PREFOLDING_MODULES, root)
     assert key == code_key(PREFOLDING_MODULES)  # the copy is the checkout
@@ -253,7 +253,7 @@ def test_prefolding_code_key_covers_what_the_steps_run(tmp_path, monkeypatch):
 
 
 def test_float_model_and_over_budget_messages(tmp_path):
-    export_run(tmp_path, "float", 64)
+    export_run(tmp_path, "float", 64, frame="none")
     with pytest.raises(SpecError, match="FINN needs every layer quantized"):
         run_estimate(FinnConfig(run_dir=str(tmp_path)), quiet=True)
     summary = {"over_budget": {"LUT": 0.2}, "total_with_overhead": {"LUT": 48000},
@@ -263,7 +263,7 @@ def test_float_model_and_over_budget_messages(tmp_path):
 
 
 def test_bitstream_without_vivado_writes_estimates_then_explains(tmp_path):
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     (tmp_path / "finn").mkdir()
     (tmp_path / "finn" / "leftover.txt").write_text("from a crashed run")  # no build_done marker
     p = subprocess.run([sys.executable, "-m", "flow", "bitstream", "--run", str(tmp_path)], capture_output=True,

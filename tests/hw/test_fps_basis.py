@@ -80,7 +80,7 @@ def test_estimate_sizes_fifos_that_stall_and_bitstream_builds_with_them(tmp_path
 
     require_tclsh()
     run = tmp_path / "run"
-    export_run(run, "6w4a", 64)
+    export_run(run, "6w4a", 64, frame="none")
     design = ("--standalone-thresholds", "--no-committed-folding", "--target-fps", 1000)
     report = run / "finn/report/estimate.json"
     p = flow("estimate", "--run", run, *design, "--no-rtlsim")

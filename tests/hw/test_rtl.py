@@ -65,7 +65,7 @@ def test_all_rtl_design_and_its_max_pool_rtl(tmp_path, variant):
     from flow.export import export_run
     from flow.hw.build import FinnConfig, run_estimate
 
-    export_run(tmp_path, variant, 64)
+    export_run(tmp_path, variant, 64, frame="none")
     s = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
     hw = sorted((tmp_path / "finn/intermediate_models").glob("*_fifo_depths.onnx"))[-1]
     ops = [n.op_type for n in onnx.load(str(hw)).graph.node]
@@ -96,7 +96,7 @@ def test_rtlsim_whole_accelerator_bit_exact_and_a_planted_fault(tmp_path):
     from flow.hw.rtlsim import golden, run_rtlsim, simulate
     from flow.samples import sample_images
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     est = run_estimate(FinnConfig(run_dir=str(tmp_path), standalone_thresholds=True), quiet=True)
     r = run_rtlsim(tmp_path, frames=3)
     assert r["bit_exact"] and r["nodes_python"] == 0 and r["nodes_rtl"] > 40, r
@@ -139,7 +139,7 @@ def test_rtlsim_every_other_preset(tmp_path, variant):
     from flow.hw.fold import use_hard_blocks
     from flow.hw.rtlsim import run_rtlsim
 
-    export_run(tmp_path, variant, 64)
+    export_run(tmp_path, variant, 64, frame="none")
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
     plain = run_estimate(cfg, quiet=True)
     # a fast folding over the Z2 budget (8w8a) is set aside, not left in finn/: its models are read where they are
@@ -175,7 +175,7 @@ def test_rtlsim_names_the_width_converter_finn_counts_at_zero(tmp_path):
     from flow.hw.rtlgen import load_hw_model
     from flow.hw.rtlsim import run_rtlsim
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
     conf = json.loads((tmp_path / "finn/report/folding_used.json").read_text())
     conf["ConvolutionInputGenerator_rtl_1"]["SIMD"], conf["MVAU_rtl_1"]["SIMD"] = 8, 18  # 8 input channels, MW 72
@@ -206,7 +206,7 @@ def test_synth_nodes_with_yosys(tmp_path, monkeypatch):
     from flow.hw.rtlgen import load_hw_model
     from flow.hw.synth import run_synth
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     cfg = FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True)
     run_estimate(cfg, quiet=True)  # MVAU_rtl_1 folded PE=1, SIMD=6: one DSP per product
     use_hard_blocks(cfg.build_dir, tmp_path / "packed.json")  # PE=4, SIMD=2: four products per DSP48E1
@@ -331,7 +331,7 @@ def test_folding_search_settles_on_simulated_fps(tmp_path):
     from flow.export import export_run
     from flow.hw.fold import search_folding
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     with pytest.raises(FlowError, match="needs the all-RTL build"):
         search_folding(tmp_path, targets=(60,), wwidths=(36,), rtlsim=True, quiet=True)
     best = search_folding(tmp_path, targets=(60, 400), wwidths=(36,), standalone_thresholds=True, rtlsim=True, quiet=True)
@@ -353,7 +353,7 @@ def test_mvu_with_one_input_per_output_survives_backpressure(tmp_path):
     from flow.hw.compat import MVU_QUEUE_FIX, fix_mvu_output_queue
     from flow.hw.rtlsim import run_rtlsim
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
     conf = json.loads((tmp_path / "finn/report/folding_used.json").read_text())
     conf["MVAU_rtl_0"].update(PE=4, SIMD=27)  # MW 27: one input beat per output
@@ -403,7 +403,7 @@ def test_fifos_sized_from_the_simulated_rtl(tmp_path, monkeypatch):
     from flow.hw.commands import _config, _parser
     from flow.hw.fifos import TOLERANCE, size_fifos
 
-    export_run(tmp_path, "4w4a", 64)
+    export_run(tmp_path, "4w4a", 64, frame="none")
     run_estimate(FinnConfig(run_dir=str(tmp_path), target_fps=1000, standalone_thresholds=True), quiet=True)
     r = size_fifos(tmp_path, tmp_path / "fifos.json", caps=(256, 1024), quiet=True)  # 256 is not enough here
     conf = json.loads((tmp_path / "fifos.json").read_text())

@@ -75,7 +75,7 @@ def test_a_build_of_an_earlier_model_is_refused_by_name(built, tmp_path):
     run = _copy(built, tmp_path / "run")
     (run / "fifos.json").write_text(json.dumps({"fifo_depths": {}}))
     record(run / "fifos.json", [run / "model.qonnx.onnx"], f"python -m flow fifos --run {run}")
-    export_run(run, "8w8a", 64)  # a re-export over the 4w4a run: finn/ is the 4w4a build
+    export_run(run, "8w8a", 64, frame="none")  # a re-export over the 4w4a run: finn/ is the 4w4a build
     stale = r"finn/build_done.json is stale: it was made from an earlier .*model.qonnx.onnx.*python -m flow estimate"
     for consumer in (lambda: load_hw_model(run), lambda: run_rtlsim(run), lambda: run_synth(run),
                      lambda: run_crosscheck(run, device="cpu", n_real=1, n_random=0),

@@ -68,7 +68,7 @@ def built(tmp_path_factory):
     require_tclsh()
     root = tmp_path_factory.mktemp("vivado")
     run = root / "run"
-    export_run(run, "4w4a", 64)
+    export_run(run, "4w4a", 64, frame="none")
     deps = fake_deps(root / "deps", headers=[h for h in HLSLIB_HEADERS if h != "dma.h"])
     # FIFOs 32 deep (--no-rtlsim): sizing them takes minutes of Verilator (test_fps_basis.py builds a sized design)
     failed = bitstream(run, standin_env(deps), "--no-rtlsim")
@@ -227,7 +227,7 @@ def test_standin_packages_a_frame_build(tmp_path):
 
     require_tclsh()
     run = tmp_path / "run"
-    export_run(run, "4w4a", 64)
+    export_run(run, "4w4a", 64, frame="none")
     with_frame(run)
     ok = bitstream(run, standin_env(fake_deps(tmp_path / "deps")))
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
@@ -273,7 +273,7 @@ def test_standin_stops_on_unset_custom_hls_and_missing_board_files(built, tmp_pa
 @pytest.mark.parametrize("case", ["FINN_DEPS without board files", "unsupported Vivado"])
 def test_bitstream_stops_before_any_step(tmp_path, case):
     require_tclsh()
-    export_run(tmp_path / "run", "4w4a", 64)
+    export_run(tmp_path / "run", "4w4a", 64, frame="none")
     if case == "FINN_DEPS without board files":
         deps = tmp_path / "deps"
         (deps / "finn-hlslib").mkdir(parents=True)
@@ -339,7 +339,7 @@ def test_finn_worker_processes_find_our_max_pool(tmp_path):
 def test_bitstream_without_vitis_hls_names_it_after_the_estimate(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "vivado").symlink_to(STANDIN / "vivado")  # Vivado alone, no Vitis HLS
-    export_run(tmp_path / "run", "4w4a", 64)
+    export_run(tmp_path / "run", "4w4a", 64, frame="none")
     p = bitstream(tmp_path / "run", standin_env(None, tmp_path / "bin"))
     assert p.returncode == 2, (p.stdout + p.stderr)[-2000:]
     assert "vitis_hls not on the PATH" in p.stdout and (tmp_path / "run/finn/report/estimate.json").exists()

@@ -18,7 +18,7 @@ from qonnx.transformation.base import Transformation
 
 from flow.errors import FlowError
 from flow.hw.rtl.finn_op import write_wrapper
-from flow.hw.rtl.letterbox import SOURCE, Letterbox
+from flow.hw.rtl.letterbox_model import SOURCE, Letterbox
 
 FRAME_INPUT = "frame"  # the accelerator's input tensor in a frame build
 

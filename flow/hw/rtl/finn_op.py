@@ -145,17 +145,14 @@ def write_wrapper(inst: RTLBackend, module: str, params: dict[str, int]) -> None
     inst.set_nodeattr("ip_path", str(d))
 
 
-def register() -> None:
-    """Add our ops to FINN's registries (qonnx resolves a node's class from its domain module's `custom_op`)."""
+def register(*ops: type) -> None:
+    """Add our ops (a generic HWCustomOp and its `_rtl` variant each; default the max pool's) to FINN's registries
+    (qonnx resolves a node's class from its domain module's `custom_op`)."""
     import finn.custom_op.fpgadataflow as generic
     import finn.custom_op.fpgadataflow.rtl as rtl
 
-    from flow.hw.rtl.finn_letterbox import StreamLetterbox, StreamLetterbox_rtl
-
-    generic.custom_op.setdefault("StreamMaxPool2x2", StreamMaxPool2x2)
-    rtl.custom_op.setdefault("StreamMaxPool2x2_rtl", StreamMaxPool2x2_rtl)
-    generic.custom_op.setdefault("StreamLetterbox", StreamLetterbox)
-    rtl.custom_op.setdefault("StreamLetterbox_rtl", StreamLetterbox_rtl)
+    for op in ops or (StreamMaxPool2x2, StreamMaxPool2x2_rtl):
+        (rtl if op.__name__.endswith("_rtl") else generic).custom_op.setdefault(op.__name__, op)
 
 
 class InferStreamMaxPool(Transformation):
