@@ -159,21 +159,12 @@ def fixed_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return i0, np.minimum(i0 + 1, n_in - 1), pos & ((1 << LB_FRAC_BITS) - 1)
 
 
-def _weighted16(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
-    """a * wa + b * wb of uint8 taps with weights summing to 256: at most 255 * 256, exact in uint16."""
-    a = a.astype(np.uint16)
+def _weighted(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, dtype) -> np.ndarray:
+    """a * wa + b * wb with weights summing to 256, in `dtype`: uint16 for uint8 taps (at most 255 * 256), uint32 for
+    the 16-bit sums of the first axis (at most 255 * 256 * 256), exact either way."""
+    a = a.astype(dtype)
     a *= wa
-    b = b.astype(np.uint16)
-    b *= wb
-    a += b
-    return a
-
-
-def _weighted32(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
-    """The same on the 16-bit sums of the first axis: at most 255 * 256 * 256, exact in uint32."""
-    a = a.astype(np.uint32)
-    a *= wa
-    b = b.astype(np.uint32)
+    b = b.astype(dtype)
     b *= wb
     a += b
     return a
@@ -199,13 +190,13 @@ def resize_bilinear_exact(img: np.ndarray, h: int, w: int) -> np.ndarray:
     flat = np.ascontiguousarray(img).reshape(ih, iw * 3)
     if w <= iw:  # along x first (on the 2h source rows the output samples)
         r0, r1 = np.take(flat, y0, axis=0), np.take(flat, y1, axis=0)
-        h0 = _weighted16(np.take(r0, cx0, axis=1), np.take(r0, cx1, axis=1), wx0, wx1)
-        h1 = _weighted16(np.take(r1, cx0, axis=1), np.take(r1, cx1, axis=1), wx0, wx1)
-        v = _weighted32(h0, h1, wy0.astype(np.uint32), wy1.astype(np.uint32))
+        h0 = _weighted(np.take(r0, cx0, axis=1), np.take(r0, cx1, axis=1), wx0, wx1, np.uint16)
+        h1 = _weighted(np.take(r1, cx0, axis=1), np.take(r1, cx1, axis=1), wx0, wx1, np.uint16)
+        v = _weighted(h0, h1, wy0.astype(np.uint32), wy1.astype(np.uint32), np.uint32)
     else:  # along y first: an upscale in x would carry more columns
-        col = _weighted16(np.take(flat, y0, axis=0), np.take(flat, y1, axis=0), wy0, wy1)
-        v = _weighted32(np.take(col, cx0, axis=1), np.take(col, cx1, axis=1), wx0.astype(np.uint32),
-                        wx1.astype(np.uint32))
+        col = _weighted(np.take(flat, y0, axis=0), np.take(flat, y1, axis=0), wy0, wy1, np.uint16)
+        v = _weighted(np.take(col, cx0, axis=1), np.take(col, cx1, axis=1), wx0.astype(np.uint32),
+                      wx1.astype(np.uint32), np.uint32)
     v += 1 << (2 * LB_FRAC_BITS - 1)
     v >>= 2 * LB_FRAC_BITS
     return v.astype(np.uint8).reshape(h, w, 3)

@@ -163,12 +163,17 @@ class LowerMultiThreshold(Transformation):
             t = check_threshold_node(model, node)
             layout = _attrs(node).get("data_layout", "NCHW")
             nodes, inits = threshold_nodes(node, node.input[0], node.output[0], t, layout, len(layout))
-            at = list(graph.node).index(node)
-            graph.node.remove(node)
-            for k, n in enumerate(nodes):
-                graph.node.insert(at + k, n)
-            graph.initializer.extend(inits)
+            replace_node(graph, node, nodes, inits)
         return model, False
+
+
+def replace_node(graph, node, nodes: list, inits: list) -> None:
+    """`node` becomes `nodes` at its place in the graph (topological order kept), with their initializers."""
+    at = list(graph.node).index(node)
+    graph.node.remove(node)
+    for k, n in enumerate(nodes):
+        graph.node.insert(at + k, n)
+    graph.initializer.extend(inits)
 
 
 class LowerZeroPointQuant(Transformation):
@@ -204,11 +209,7 @@ class LowerZeroPointQuant(Transformation):
                 ins = [x, f"{p}_min", f"{p}_max"] if op == "Clip" else [x] + ([f"{p}_{const}"] if const else [])
                 nodes.append(helper.make_node(op, ins, [y], name=f"{p}_{op.lower()}"))
                 x = y
-            at = list(graph.node).index(node)
-            graph.node.remove(node)
-            for k, n in enumerate(nodes):
-                graph.node.insert(at + k, n)
-            graph.initializer.extend(inits)
+            replace_node(graph, node, nodes, inits)
         return model, False
 
 

@@ -17,7 +17,7 @@ from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
 from flow.errors import FlowError
-from flow.hw.rtl.finn_op import write_wrapper
+from flow.hw.rtl.finn_op import WrappedRTL
 from flow.hw.rtl.letterbox_model import SOURCE, Letterbox
 
 FRAME_INPUT = "frame"  # the accelerator's input tensor in a frame build
@@ -88,26 +88,11 @@ class StreamLetterbox(HWCustomOp):
         context[self.onnx_node.output[0]] = self.model().execute(x.astype(np.uint8)).astype(np.float32)
 
 
-class StreamLetterbox_rtl(StreamLetterbox, RTLBackend):  # noqa: N801 - FINN's naming rule for RTL variants
-    """The RTL variant: `lpyolo_letterbox.sv` and a top-level wrapper with the node's name and FINN's port names."""
+class StreamLetterbox_rtl(WrappedRTL, StreamLetterbox, RTLBackend):  # noqa: N801 - FINN's naming rule for RTL variants
+    """The RTL variant: `lpyolo_letterbox.sv` and its wrapper, its geometry from letterbox_geometry (the model's
+    params)."""
 
-    def get_nodeattr_types(self):
-        return {**StreamLetterbox.get_nodeattr_types(self), **RTLBackend.get_nodeattr_types(self)}
-
-    def generate_hdl(self, model, fpgapart, clk):
-        """The node's wrapper around `lpyolo_letterbox.sv` (write_wrapper), its geometry from letterbox_geometry."""
-        write_wrapper(self, "lpyolo_letterbox", self.model().params())
-
-    def get_rtl_file_list(self, abspath=False):
-        d = self.get_nodeattr("code_gen_dir_ipgen") + "/" if abspath else ""
-        return [str(SOURCE) if abspath else SOURCE.name, d + self.get_nodeattr("gen_top_module") + ".v"]
-
-    def code_generation_ipi(self):
-        return [*(f"add_files -norecurse {f}" for f in self.get_rtl_file_list(abspath=True)),
-                f"create_bd_cell -type module -reference {self.get_nodeattr('gen_top_module')} {self.onnx_node.name}"]
-
-    def execute_node(self, context, graph):
-        StreamLetterbox.execute_node(self, context, graph)  # python model; Verilator runs go through flow.hw.rtl
+    GENERIC, SOURCE, MODULE = StreamLetterbox, SOURCE, "lpyolo_letterbox"
 
 
 class InsertStreamLetterbox(Transformation):

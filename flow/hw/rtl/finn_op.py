@@ -95,26 +95,38 @@ class StreamMaxPool2x2(HWCustomOp):
             np.float32)
 
 
-class StreamMaxPool2x2_rtl(StreamMaxPool2x2, RTLBackend):  # noqa: N801 - FINN's naming rule for RTL variants
-    """The RTL variant: `lpyolo_maxpool.sv` and a top-level wrapper with the node's name and FINN's port names."""
+class WrappedRTL:
+    """What our RTL variants share (put first among the bases: `class X_rtl(WrappedRTL, X, RTLBackend)`): the
+    source `SOURCE` with its top `MODULE`, a wrapper with the node's name and FINN's port names (write_wrapper), the
+    IPI commands that place it, and execution by the generic op `GENERIC`'s python model (Verilator runs go through
+    flow.hw.rtl)."""
+
+    GENERIC: type
+    SOURCE: Path
+    MODULE: str
 
     def get_nodeattr_types(self):
-        return {**StreamMaxPool2x2.get_nodeattr_types(self), **RTLBackend.get_nodeattr_types(self)}
+        return {**self.GENERIC.get_nodeattr_types(self), **RTLBackend.get_nodeattr_types(self)}
 
     def generate_hdl(self, model, fpgapart, clk):
-        """The node's wrapper around `lpyolo_maxpool.sv` (write_wrapper)."""
-        write_wrapper(self, "lpyolo_maxpool", self.model().params())
+        write_wrapper(self, self.MODULE, self.model().params())
 
     def get_rtl_file_list(self, abspath=False):
         d = self.get_nodeattr("code_gen_dir_ipgen") + "/" if abspath else ""
-        return [str(SOURCE) if abspath else SOURCE.name, d + self.get_nodeattr("gen_top_module") + ".v"]
+        return [str(self.SOURCE) if abspath else self.SOURCE.name, d + self.get_nodeattr("gen_top_module") + ".v"]
 
     def code_generation_ipi(self):
         return [*(f"add_files -norecurse {f}" for f in self.get_rtl_file_list(abspath=True)),
                 f"create_bd_cell -type module -reference {self.get_nodeattr('gen_top_module')} {self.onnx_node.name}"]
 
     def execute_node(self, context, graph):
-        StreamMaxPool2x2.execute_node(self, context, graph)  # python model; Verilator runs go through flow.hw.rtl
+        self.GENERIC.execute_node(self, context, graph)
+
+
+class StreamMaxPool2x2_rtl(WrappedRTL, StreamMaxPool2x2, RTLBackend):  # noqa: N801 - FINN's naming rule for RTL variants
+    """The RTL variant: `lpyolo_maxpool.sv` and its wrapper."""
+
+    GENERIC, SOURCE, MODULE = StreamMaxPool2x2, SOURCE, "lpyolo_maxpool"
 
 
 def write_wrapper(inst: RTLBackend, module: str, params: dict[str, int]) -> None:
